@@ -1,1 +1,21 @@
-//! The sans-IO coordination core. Reads no clock, no file, no OS randomness.
+//! The sans-IO coordination core: who is active, decided from files alone.
+//!
+//! Owns: the device record format ([`record`]), the election rules ([`election`]), time
+//! and timers ([`timers`]), the inputs and effects ([`io`]) and the state machine
+//! ([`machine`]). Must never: read a clock, a file or OS randomness, spawn a task, or
+//! touch tokio, notify or teloxide. Time and a seed come in; effects go out. That is what
+//! makes fixture replay, simulation and model checking possible — `tests/core_purity.rs`
+//! holds this module to it.
+
+pub mod context;
+pub mod election;
+pub mod io;
+pub mod machine;
+pub mod record;
+pub mod timers;
+
+pub use context::CoreConfig;
+pub use io::{ActivationOutcome, Effect, Event, FileObservation, FileState, Input, Level, Role};
+pub use machine::Core;
+pub use record::{DeviceRecord, Identity, Status};
+pub use timers::{Moment, TimerId, Timing};

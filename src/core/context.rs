@@ -1,0 +1,419 @@
+//! The machine's context: everything the core knows, and the bookkeeping that turns
+//! observations into peer views before the state machine decides anything.
+//!
+//! Owns: this device's own record (the only file it writes), the peer views, the timer
+//! table, the seeded rng, the effect queue, and "report once" memory for bad files.
+//! Must never: decide a role change (that is `machine.rs`), read a clock or a file.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::election::{self, PeerView, Peers};
+use super::io::{Effect, FileObservation, FileState, Level};
+use super::record::{self, DeviceRecord, Identity, NameKind, RecordError};
+use super::timers::{Jittered, Moment, TimerId, TimerTable, Timing};
+
+/// What the core needs to start.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub identity: Identity,
+    pub timing: Timing,
+    /// One seed gives one run: every jitter is drawn from an rng seeded with it.
+    pub seed: u64,
+}
+
+/// Registration-time knowledge of a record already at our own file name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PriorOwnRecord {
+    pub record: DeviceRecord,
+    /// Whether it was written by this install (our own previous incarnation).
+    pub ours: bool,
+}
+
+/// An activation request this device published and waits on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PendingRequest {
+    pub target: String,
+    pub ticket: u64,
+}
+
+pub struct Ctx {
+    pub identity: Identity,
+    pub own_stem: String,
+    pub timing: Timing,
+    pub now: Moment,
+    pub wall_ms: u64,
+    pub own: DeviceRecord,
+    pub peers: Peers,
+    pub timers: TimerTable,
+    pub rng: ChaCha8Rng,
+    pub effects: VecDeque<Effect>,
+    /// Moment of our last record write (our lease runs from it).
+    pub last_write: Option<Moment>,
+    pub(crate) prior_own: Option<PriorOwnRecord>,
+    pub(crate) pending_request: Option<PendingRequest>,
+    request_counter: u64,
+    /// Activation requests of peers already served (by id).
+    pub(crate) served_requests: BTreeSet<String>,
+    /// 409s seen while active, for the step-down rule.
+    pub(crate) conflicts: VecDeque<Moment>,
+    /// Active and woke from a short sleep: not acting until a full rescan confirms the claim.
+    pub revalidating: bool,
+    /// Yielding: waiting for the runtime to confirm polling has stopped.
+    pub awaiting_stop: bool,
+    /// Problems already reported, by (file name, kind): each is said once.
+    reported: BTreeMap<String, &'static str>,
+    /// Set once the first complete listing has been ingested.
+    pub scanned_once: bool,
+    /// When our current claim was written (Contending).
+    pub contend_started: Moment,
+    /// Do not contend before this moment (after stepping down on Telegram evidence).
+    pub hold_off_until: Moment,
+    /// Another live process writes our device id: never write or act again.
+    pub refused: bool,
+}
+
+impl Ctx {
+    pub fn new(config: CoreConfig) -> Self {
+        let own_stem = record::file_stem(&config.identity.device_id);
+        Ctx {
+            own: DeviceRecord::new(&config.identity),
+            identity: config.identity,
+            own_stem,
+            timing: config.timing,
+            now: Moment(0),
+            wall_ms: 0,
+            peers: Peers::new(),
+            timers: TimerTable::default(),
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            effects: VecDeque::new(),
+            last_write: None,
+            prior_own: None,
+            pending_request: None,
+            request_counter: 0,
+            served_requests: BTreeSet::new(),
+            conflicts: VecDeque::new(),
+            revalidating: false,
+            awaiting_stop: false,
+            reported: BTreeMap::new(),
+            scanned_once: false,
+            contend_started: Moment(0),
+            hold_off_until: Moment(0),
+            refused: false,
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.identity.device_id
+    }
+
+    pub fn emit(&mut self, effect: Effect) {
+        self.effects.push_back(effect);
+    }
+
+    pub fn notify(&mut self, level: Level, message: impl Into<String>) {
+        self.emit(Effect::Notify {
+            level,
+            message: message.into(),
+        });
+    }
+
+    /// Writes our record: seq grows by exactly one on every write.
+    pub fn write_record(&mut self) {
+        if self.refused {
+            return;
+        }
+        self.own.seq += 1;
+        self.own.written_at_ms = self.wall_ms;
+        self.last_write = Some(self.now);
+        self.emit(Effect::WriteRecord {
+            record: Box::new(self.own.clone()),
+        });
+    }
+
+    /// Arms `timer` at `now + interval` (jitter drawn from the seeded rng).
+    pub fn arm(&mut self, timer: TimerId, interval: Jittered) {
+        let (delay, jitter) = interval.draw(&mut self.rng);
+        self.arm_at(timer, self.now.plus(delay), jitter.as_millis() as u64);
+    }
+
+    pub fn arm_at(&mut self, timer: TimerId, at: Moment, jitter_ms: u64) {
+        if self.timers.deadline(timer) == Some(at) {
+            return;
+        }
+        self.timers.arm(timer, at);
+        self.emit(Effect::TimerArmed {
+            timer,
+            at,
+            jitter_ms,
+        });
+    }
+
+    pub fn cancel(&mut self, timer: TimerId) {
+        self.timers.cancel(timer);
+    }
+
+    pub fn next_request_id(&mut self) -> String {
+        self.request_counter += 1;
+        format!("{}-{}", self.identity.instance, self.request_counter)
+    }
+
+    /// The highest term known anywhere, including our own.
+    pub fn highest_term(&self) -> u64 {
+        let own = self.own.handoff.as_ref().map_or(0, |h| h.term);
+        election::highest_term(&self.peers)
+            .max(self.own.term)
+            .max(own)
+    }
+
+    /// The highest update id any record says was handled.
+    pub fn highest_update_id(&self) -> Option<i64> {
+        self.peers
+            .values()
+            .filter_map(|peer| peer.record.last_update_id)
+            .chain(self.own.last_update_id)
+            .max()
+    }
+
+    fn report_once(&mut self, name: &str, kind: &'static str, level: Level, message: String) {
+        if self.reported.get(name) == Some(&kind) {
+            return;
+        }
+        self.reported.insert(name.to_string(), kind);
+        self.notify(level, message);
+    }
+
+    fn clear_report(&mut self, name: &str) {
+        self.reported.remove(name);
+    }
+
+    /// Ingests a complete listing: files not in it are gone (peers are kept, marked absent).
+    pub fn ingest_listing(&mut self, files: &[FileObservation]) -> OwnFileNews {
+        let mut news = OwnFileNews::Nothing;
+        let mut listed = BTreeSet::new();
+        for file in files {
+            if let NameKind::Record { stem } = record::classify_name(&file.name) {
+                listed.insert(stem);
+            }
+            news = news.merge(self.ingest_file(file));
+        }
+        for (stem, peer) in self.peers.iter_mut() {
+            if !listed.contains(stem) {
+                peer.present = false;
+            }
+        }
+        self.clear_report("<folder>");
+        self.scanned_once = true;
+        news
+    }
+
+    /// Notes a folder that cannot be listed; forgets nobody.
+    pub fn ingest_scan_failure(&mut self, reason: &str) {
+        let message = format!(
+            "cannot list the devices folder ({reason}); keeping the {} peers already known. \
+             Check that the sync folder exists and is mounted.",
+            self.peers.len()
+        );
+        self.report_once("<folder>", "scan_failed", Level::Warn, message);
+    }
+
+    /// Ingests one observed file. Returns what it says about our own record.
+    pub fn ingest_file(&mut self, file: &FileObservation) -> OwnFileNews {
+        match record::classify_name(&file.name) {
+            NameKind::Record { stem } if stem == self.own_stem => self.ingest_own(file),
+            NameKind::Record { stem } => {
+                self.ingest_peer(&stem, file);
+                OwnFileNews::Nothing
+            }
+            NameKind::ConflictCopy { stem } => {
+                if stem == self.own_stem && file.state != FileState::Gone {
+                    self.emit(Effect::DeleteFile {
+                        name: file.name.clone(),
+                        reason: "a sync tool's conflict copy of our own record".into(),
+                    });
+                }
+                OwnFileNews::Nothing
+            }
+            NameKind::IcloudStub { stem } => {
+                if file.state != FileState::Gone {
+                    self.report_once(
+                        &file.name,
+                        "stub",
+                        Level::Warn,
+                        format!(
+                            "record {stem}.json is evicted by iCloud (\"{}\"); asking for a \
+                             download. Pin the folder with \"Keep Downloaded\" or turn off \
+                             Optimise Mac Storage.",
+                            file.name
+                        ),
+                    );
+                    self.emit(Effect::RequestDownload {
+                        name: file.name.clone(),
+                    });
+                }
+                OwnFileNews::Nothing
+            }
+            NameKind::Temp | NameKind::Foreign => OwnFileNews::Nothing,
+        }
+    }
+
+    /// Reads a file's state into a record, reporting each kind of trouble once.
+    fn read_record(&mut self, file: &FileObservation) -> Option<DeviceRecord> {
+        let problem: Result<(), RecordError> = match &file.state {
+            FileState::Contents { text } => match record::parse_record(text.as_bytes()) {
+                Ok(parsed) => {
+                    if record::file_stem(&parsed.device_id) != stem_of(&file.name) {
+                        Err(RecordError::WrongFile {
+                            found: parsed.device_id,
+                        })
+                    } else {
+                        self.clear_report(&file.name);
+                        if parsed.is_newer_schema() {
+                            let message = format!(
+                                "{} was written by a newer baton (schema {}); treating it as \
+                                 a live peer of unknown intent. Upgrade this device.",
+                                file.name, parsed.schema
+                            );
+                            self.report_once(&file.name, "newer_schema", Level::Warn, message);
+                        }
+                        return Some(parsed);
+                    }
+                }
+                Err(error) => Err(error),
+            },
+            FileState::Gone => return None,
+            FileState::TooLarge { bytes } => Err(RecordError::TooLarge {
+                bytes: *bytes as usize,
+            }),
+            FileState::Dataless => {
+                let message = format!(
+                    "{} is evicted (dataless); asking for a download. Pin the folder with \
+                     \"Keep Downloaded\" or turn off Optimise Mac Storage.",
+                    file.name
+                );
+                self.report_once(&file.name, "dataless", Level::Warn, message);
+                self.emit(Effect::RequestDownload {
+                    name: file.name.clone(),
+                });
+                return None;
+            }
+            FileState::Symlink => {
+                let message = format!("{} is a symlink; never followed, ignored", file.name);
+                self.report_once(&file.name, "symlink", Level::Warn, message);
+                return None;
+            }
+            FileState::Unreadable { reason } => {
+                let message = format!("cannot read {} ({reason}); will retry", file.name);
+                self.report_once(&file.name, "unreadable", Level::Warn, message);
+                return None;
+            }
+        };
+        if let Err(error) = problem {
+            let message = format!(
+                "ignoring {} for now: {error}; the last good copy is kept and it is re-read \
+                 on the next change",
+                file.name
+            );
+            self.report_once(&file.name, error.kind(), Level::Warn, message);
+        }
+        None
+    }
+
+    fn ingest_peer(&mut self, stem: &str, file: &FileObservation) {
+        if file.state == FileState::Gone {
+            if let Some(peer) = self.peers.get_mut(stem) {
+                peer.present = false;
+            }
+            return;
+        }
+        let Some(parsed) = self.read_record(file) else {
+            return;
+        };
+        let (now, wall_ms, timing) = (self.now, self.wall_ms, self.timing);
+        match self.peers.get_mut(stem) {
+            Some(peer) => {
+                peer.present = true;
+                let newer = parsed.instance != peer.record.instance || parsed.seq > peer.record.seq;
+                if newer {
+                    peer.changed_at = now;
+                    peer.record = parsed;
+                }
+            }
+            None => {
+                let changed_at = election::presumed_change(&parsed, now, wall_ms, &timing);
+                let peer = PeerView {
+                    stem: stem.to_string(),
+                    record: parsed,
+                    changed_at,
+                    present: true,
+                };
+                self.peers.insert(stem.to_string(), peer);
+            }
+        }
+    }
+
+    fn ingest_own(&mut self, file: &FileObservation) -> OwnFileNews {
+        let Some(found) = self.read_record(file) else {
+            return OwnFileNews::Nothing;
+        };
+        if found.instance == self.identity.instance {
+            if found.seq < self.own.seq && self.last_write.is_some() {
+                // The sync tool served an older copy of our own record: re-assert ours.
+                self.write_record();
+            }
+            return OwnFileNews::Nothing;
+        }
+        let ours = found.install_id == self.identity.install_id;
+        match &self.prior_own {
+            None if self.last_write.is_none() => {
+                self.prior_own = Some(PriorOwnRecord {
+                    record: found,
+                    ours,
+                });
+                OwnFileNews::Prior
+            }
+            Some(prior) if self.last_write.is_none() => {
+                if !ours
+                    && (found.seq != prior.record.seq || found.instance != prior.record.instance)
+                {
+                    OwnFileNews::Duplicate(Box::new(found))
+                } else {
+                    OwnFileNews::Nothing
+                }
+            }
+            _ if ours => {
+                // Our previous incarnation's copy resurfaced: ours is newer, re-assert it.
+                self.write_record();
+                OwnFileNews::Nothing
+            }
+            _ => OwnFileNews::Duplicate(Box::new(found)),
+        }
+    }
+}
+
+/// What an observation said about the record at our own file name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnFileNews {
+    Nothing,
+    /// A record from before this process started is there.
+    Prior,
+    /// Another live process writes our device id.
+    Duplicate(Box<DeviceRecord>),
+}
+
+impl OwnFileNews {
+    /// Keeps the most serious of two pieces of news.
+    fn merge(self, other: OwnFileNews) -> OwnFileNews {
+        match (&self, &other) {
+            (OwnFileNews::Duplicate(_), _) => self,
+            (_, OwnFileNews::Duplicate(_)) | (OwnFileNews::Nothing, _) => other,
+            _ => self,
+        }
+    }
+}
+
+fn stem_of(name: &str) -> &str {
+    name.strip_suffix(".json").unwrap_or(name)
+}

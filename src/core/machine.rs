@@ -1,0 +1,1074 @@
+//! The coordination state machine (statig, sync, sans-IO) and the [`Core`] facade the
+//! runtime, the replayer and the simulator drive.
+//!
+//! Owns: the five states — Registering, Standby, Contending, Active, Yielding — and every
+//! role decision. Observations are folded into the context first (see `context.rs`); the
+//! machine then reacts to a [`Stimulus`]. Must never: read a clock, a file or OS
+//! randomness, or carry out an effect itself.
+//!
+//! The chart in `statecharts/baton.mmd` is held to this file by `tests/statechart.rs`.
+
+use std::time::Duration;
+
+use statig::prelude::*;
+
+use super::context::{CoreConfig, Ctx, OwnFileNews, PendingRequest};
+use super::election::{self, DeviceRow, Health};
+use super::io::{ActivationOutcome, Effect, Event, Input, Level, Role, exit_code};
+use super::record::{ActivationRequest, DeviceRecord, FOREIGN_CHATS_MAX, Handoff, Status};
+use super::timers::{Jittered, Moment, TimerId};
+
+/// What the machine reacts to, once observations have been folded into the context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stimulus {
+    Start,
+    /// The context learnt something about the folder; `complete` for a full listing.
+    Observed {
+        complete: bool,
+        own_news: OwnFileNews,
+    },
+    Timer(TimerId),
+    Activate {
+        target: String,
+        ticket: u64,
+    },
+    Shutdown,
+    Woke {
+        slept: Duration,
+    },
+    Conflict,
+    /// A same-host peer's process is gone; its record was made to lapse.
+    PidGone,
+    ActingStopped,
+    /// Sent after every transition, so the new state looks at the world at once.
+    Reevaluate,
+}
+
+impl Stimulus {
+    fn looks_at_world(&self) -> bool {
+        matches!(
+            self,
+            Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+        )
+    }
+}
+
+/// The statig machine. All data lives in the context ([`Ctx`]); states carry their term.
+#[derive(Default)]
+pub struct Protocol;
+
+#[state_machine(
+    initial = "State::registering()",
+    state(derive(Debug, Clone, PartialEq, Eq)),
+    superstate(derive(Debug)),
+    after_transition = "Self::after_transition"
+)]
+impl Protocol {
+    /// Watching the folder before taking part; writes nothing.
+    #[state(superstate = "device")]
+    fn registering(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
+        match event {
+            Stimulus::Start => {
+                context.emit(Effect::Rescan);
+                Handled
+            }
+            Stimulus::Observed { complete: true, .. }
+                if !context.timers.is_armed(TimerId::Registration) && !context.refused =>
+            {
+                match &context.prior_own {
+                    Some(prior) if !prior.ours => {
+                        let message = format!(
+                            "a record for {} from another install exists (pid {} on {}); \
+                             watching it for {:?} before taking it over",
+                            context.me(),
+                            prior.record.pid,
+                            prior.record.hostname,
+                            context.timing.settle_window
+                        );
+                        context.notify(Level::Info, message);
+                        let at = context.now.plus(context.timing.settle_window);
+                        context.arm_at(TimerId::Registration, at, 0);
+                        Handled
+                    }
+                    _ => Transition(State::standby()),
+                }
+            }
+            Stimulus::Timer(TimerId::Registration) if !context.refused => {
+                Transition(State::standby())
+            }
+            Stimulus::Shutdown => {
+                context.exit(exit_code::OK, "stopped before registering");
+                Handled
+            }
+            Stimulus::Activate { ticket, .. } => {
+                context.answer(
+                    *ticket,
+                    failed("this device is still registering; try again in a moment"),
+                );
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_standby(context: &mut Ctx) {
+        context.adopt_prior_record();
+        context.own.status = Status::Standby;
+        context.own.handoff = None;
+        context.write_record();
+        context.arm(TimerId::Heartbeat, context.timing.heartbeat_standby);
+    }
+
+    /// Alive, not acting; watches the leader and contends when it is gone.
+    #[state(superstate = "device", entry_action = "enter_standby")]
+    fn standby(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
+        match event {
+            stimulus if stimulus.looks_at_world() => standby_evaluate(context, false),
+            Stimulus::Timer(TimerId::LeaderDeadline) => standby_evaluate(context, false),
+            Stimulus::Timer(TimerId::FailoverJitter) => standby_evaluate(context, true),
+            Stimulus::Timer(TimerId::Heartbeat) => {
+                context.write_record();
+                context.arm(TimerId::Heartbeat, context.timing.heartbeat_standby);
+                Handled
+            }
+            Stimulus::Timer(TimerId::PidProbe) => {
+                context.probe_leader_pid();
+                Handled
+            }
+            Stimulus::Activate { target, ticket } => standby_activate(context, target, *ticket),
+            Stimulus::Shutdown => {
+                context.own.activation_request = None;
+                context.resign("stopped cleanly");
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_contending(term: &mut u64, context: &mut Ctx) {
+        context.own.status = Status::Contending;
+        context.own.term = *term;
+        context.write_record();
+        context.contend_started = context.now;
+        context.cancel(TimerId::FailoverJitter);
+        context.cancel(TimerId::LeaderDeadline);
+        let at = context.now.plus(context.timing.settle_window);
+        context.arm_at(TimerId::Settle, at, 0);
+    }
+
+    #[action]
+    fn exit_contending(context: &mut Ctx) {
+        context.cancel(TimerId::Settle);
+    }
+
+    /// Has claimed `term`; waits out the settle window for a higher claim or a live leader.
+    #[state(
+        superstate = "device",
+        entry_action = "enter_contending",
+        exit_action = "exit_contending"
+    )]
+    fn contending(term: &mut u64, context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
+        match event {
+            stimulus if stimulus.looks_at_world() => match contending_blocker(context, *term) {
+                Some(reason) => back_off(context, reason),
+                None => Handled,
+            },
+            Stimulus::Timer(TimerId::Settle) => match contending_blocker(context, *term) {
+                Some(reason) => back_off(context, reason),
+                None => Transition(State::active(*term)),
+            },
+            Stimulus::Activate { ticket, .. } => {
+                context.answer(
+                    *ticket,
+                    failed("an election is in progress; try again in a few seconds"),
+                );
+                Handled
+            }
+            Stimulus::Shutdown => {
+                context.resign("stopped cleanly while contending");
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_active(term: &mut u64, context: &mut Ctx) {
+        context.own.status = Status::Active;
+        context.own.term = *term;
+        context.own.handoff = None;
+        context.own.activation_request = None;
+        context.revalidating = false;
+        context.conflicts.clear();
+        if let Some(request) = context.pending_request.take() {
+            let result = ActivationOutcome::Done {
+                device: context.me().to_string(),
+            };
+            context.answer(request.ticket, result);
+            context.cancel(TimerId::RequestTimeout);
+        }
+        context.write_record();
+        let skip_through = context.highest_update_id();
+        context.emit(Effect::StartActing {
+            term: *term,
+            skip_through,
+        });
+        context.notify(
+            Level::Info,
+            format!("{} is now ACTIVE (term {term})", context.me()),
+        );
+        context.arm(TimerId::Heartbeat, context.timing.heartbeat_active);
+        let sweep = context.now.plus(RETENTION_SWEEP_INTERVAL);
+        context.arm_at(TimerId::RetentionSweep, sweep, 0);
+    }
+
+    #[action]
+    fn exit_active(context: &mut Ctx) {
+        context.emit(Effect::StopActing {
+            reason: "leaving Active".into(),
+        });
+        context.cancel(TimerId::RetentionSweep);
+        context.revalidating = false;
+    }
+
+    /// Serves the bot for `term`; heartbeats; hands over on request.
+    #[state(
+        superstate = "device",
+        entry_action = "enter_active",
+        exit_action = "exit_active"
+    )]
+    fn active(term: &mut u64, context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
+        match event {
+            Stimulus::Observed { complete, .. } => active_evaluate(context, *term, *complete),
+            Stimulus::Reevaluate | Stimulus::PidGone => active_evaluate(context, *term, false),
+            Stimulus::Timer(TimerId::Heartbeat) => {
+                context.write_record();
+                context.arm(TimerId::Heartbeat, context.timing.heartbeat_active);
+                Handled
+            }
+            Stimulus::Timer(TimerId::RetentionSweep) => {
+                context.sweep_old_records();
+                let sweep = context.now.plus(RETENTION_SWEEP_INTERVAL);
+                context.arm_at(TimerId::RetentionSweep, sweep, 0);
+                Handled
+            }
+            Stimulus::Activate { target, ticket } => {
+                active_activate(context, *term, target, *ticket)
+            }
+            Stimulus::Shutdown => {
+                let best = election::best_standby(&context.peers, context.now, &context.timing)
+                    .map(|peer| peer.record.device_id.clone());
+                match best {
+                    Some(to) => Transition(State::yielding(to, *term + 1, true)),
+                    None => {
+                        context.emit(Effect::StopActing {
+                            reason: "stopping; no standby to hand over to".into(),
+                        });
+                        context.resign("stopped cleanly with no standby to hand over to");
+                        Handled
+                    }
+                }
+            }
+            Stimulus::Woke { slept } => active_woke(context, *slept),
+            Stimulus::Conflict => active_conflict(context, *term),
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_yielding(to: &mut String, term: &mut u64, context: &mut Ctx) {
+        context.own.status = Status::Yielding;
+        context.own.handoff = Some(Handoff {
+            target: to.clone(),
+            term: *term,
+        });
+        // The record is written once the runtime says polling stopped (ActingStopped), so
+        // the successor never polls while we still might.
+        context.awaiting_stop = true;
+        let at = context.now.plus(context.timing.handoff_timeout);
+        context.arm_at(TimerId::HandoffTimeout, at, 0);
+        context.notify(Level::Info, format!("handing over to {to} (term {term})"));
+    }
+
+    #[action]
+    fn exit_yielding(context: &mut Ctx) {
+        context.cancel(TimerId::HandoffTimeout);
+        context.own.handoff = None;
+        context.awaiting_stop = false;
+    }
+
+    /// Has stopped acting and offers `term` to `to`; takes it back if not taken up.
+    #[state(
+        superstate = "device",
+        entry_action = "enter_yielding",
+        exit_action = "exit_yielding"
+    )]
+    fn yielding(
+        to: &mut String,
+        term: &mut u64,
+        shutting_down: &mut bool,
+        context: &mut Ctx,
+        event: &Stimulus,
+    ) -> Outcome<State> {
+        match event {
+            Stimulus::ActingStopped if context.awaiting_stop => {
+                context.awaiting_stop = false;
+                context.write_record();
+                Handled
+            }
+            stimulus if stimulus.looks_at_world() => {
+                yielding_evaluate(context, to, *term, *shutting_down)
+            }
+            Stimulus::Timer(TimerId::Heartbeat) => {
+                if !context.awaiting_stop {
+                    context.write_record();
+                }
+                context.arm(TimerId::Heartbeat, context.timing.heartbeat_active);
+                Handled
+            }
+            Stimulus::Timer(TimerId::HandoffTimeout) => {
+                if *shutting_down {
+                    let reason = format!("stopped; {to} did not take over in time");
+                    context.resign(&reason);
+                    return Handled;
+                }
+                let message = format!(
+                    "handoff to {to} timed out after {:?}; taking the role back",
+                    context.timing.handoff_timeout
+                );
+                context.notify(Level::Warn, message);
+                Transition(State::active(*term + 1))
+            }
+            Stimulus::Shutdown => {
+                *shutting_down = true;
+                Handled
+            }
+            Stimulus::Activate { ticket, .. } => {
+                context.answer(
+                    *ticket,
+                    failed(&format!("a handoff to {to} is in progress")),
+                );
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    /// Common to every state: backstop rescans, duplicate device ids, bookkeeping.
+    #[superstate]
+    fn device(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
+        match event {
+            Stimulus::Start => {
+                context.arm(TimerId::Backstop, context.timing.backstop_scan);
+                Handled
+            }
+            Stimulus::Timer(TimerId::Backstop) => {
+                context.emit(Effect::Rescan);
+                context.arm(TimerId::Backstop, context.timing.backstop_scan);
+                Handled
+            }
+            Stimulus::Observed {
+                own_news: OwnFileNews::Duplicate(found),
+                ..
+            } => {
+                context.refuse(found);
+                Transition(State::registering())
+            }
+            Stimulus::Timer(TimerId::RequestTimeout) => {
+                context.withdraw_request("the active device did not serve it in time");
+                Handled
+            }
+            Stimulus::Woke { .. } => {
+                context.emit(Effect::Rescan);
+                Handled
+            }
+            Stimulus::Activate { ticket, .. } => {
+                context.answer(
+                    *ticket,
+                    failed("this device cannot take requests right now"),
+                );
+                Handled
+            }
+            _ => Handled,
+        }
+    }
+}
+
+/// How often an active device looks for records past retention.
+const RETENTION_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
+fn failed(reason: &str) -> ActivationOutcome {
+    ActivationOutcome::Failed {
+        reason: reason.to_string(),
+    }
+}
+
+impl Protocol {
+    fn after_transition(&mut self, source: &State, target: &State, context: &mut Ctx) {
+        context.emit(Effect::Transition {
+            from: source.role(),
+            to: target.role(),
+        });
+    }
+}
+
+impl State {
+    pub fn role(&self) -> Role {
+        match self {
+            State::Registering {} => Role::Registering,
+            State::Standby {} => Role::Standby,
+            State::Contending { .. } => Role::Contending,
+            State::Active { .. } => Role::Active,
+            State::Yielding { .. } => Role::Yielding,
+        }
+    }
+}
+
+fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
+    let (now, timing) = (context.now, context.timing);
+    context.complete_request_if_served();
+    let me = context.me().to_string();
+    if let Some(handoff) = election::handoff_for(&context.peers, &me, now, &timing) {
+        let term = handoff.term;
+        if term > context.own.term {
+            return Transition(State::active(term));
+        }
+    }
+    let watched = election::leader(&context.peers, now, &timing)
+        .or_else(|| election::handoff_in_transit(&context.peers, now, &timing))
+        .or_else(|| election::highest_claim(&context.peers, now, &timing))
+        .map(|peer| (election::lapses_at(peer, &timing), peer.record.status));
+    if let Some((lapses_at, status)) = watched {
+        context.cancel(TimerId::FailoverJitter);
+        context.arm_at(TimerId::LeaderDeadline, lapses_at, 0);
+        if status == Status::Active {
+            context.arm_pid_probe();
+        }
+        return Handled;
+    }
+    if now < context.hold_off_until {
+        let at = context.hold_off_until;
+        context.arm_at(TimerId::LeaderDeadline, at, 0);
+        return Handled;
+    }
+    context.cancel(TimerId::LeaderDeadline);
+    context.cancel(TimerId::PidProbe);
+    if jitter_elapsed || context.no_live_peer() || context.asked_to_lead() {
+        return Transition(State::contending(context.highest_term() + 1));
+    }
+    if !context.timers.is_armed(TimerId::FailoverJitter) {
+        context.notify(
+            Level::Info,
+            "no live active device: contending after a random wait",
+        );
+        context.arm(TimerId::FailoverJitter, context.timing.failover_jitter);
+    }
+    Handled
+}
+
+fn standby_activate(context: &mut Ctx, typed: &str, ticket: u64) -> Outcome<State> {
+    let target = match context.resolve(typed) {
+        Ok(target) => target,
+        Err(reason) => {
+            context.answer(ticket, failed(&reason));
+            return Handled;
+        }
+    };
+    let (now, timing) = (context.now, context.timing);
+    let leader = election::leader(&context.peers, now, &timing).map(|p| p.record.device_id.clone());
+    if leader.as_deref() == Some(target.as_str()) {
+        context.answer(ticket, ActivationOutcome::AlreadyActive { device: target });
+        return Handled;
+    }
+    if target == context.me()
+        && leader.is_none()
+        && election::handoff_in_transit(&context.peers, now, &timing).is_none()
+    {
+        context.answer(ticket, ActivationOutcome::Contending);
+        return Transition(State::contending(context.highest_term() + 1));
+    }
+    let id = context.next_request_id();
+    context.own.activation_request = Some(ActivationRequest {
+        target: target.clone(),
+        id,
+    });
+    context.pending_request = Some(PendingRequest {
+        target: target.clone(),
+        ticket,
+    });
+    context.write_record();
+    let at = now.plus(timing.request_timeout);
+    context.arm_at(TimerId::RequestTimeout, at, 0);
+    context.answer(ticket, ActivationOutcome::Requested { to: target, leader });
+    Handled
+}
+
+/// Why a contender must back off, if it must.
+fn contending_blocker(context: &Ctx, term: u64) -> Option<String> {
+    let (now, timing) = (context.now, &context.timing);
+    if let Some(claim) = election::highest_claim(&context.peers, now, timing)
+        && election::claim_key(&claim.record) > (term, context.me())
+    {
+        return Some(format!(
+            "{} claims term {} (ours: {term})",
+            claim.record.device_id, claim.record.term
+        ));
+    }
+    if let Some(leader) = election::leader(&context.peers, now, timing) {
+        return Some(format!("{} is alive and active", leader.record.device_id));
+    }
+    let me = context.me();
+    if let Some(yielder) = election::handoff_in_transit(&context.peers, now, timing) {
+        let to_me = yielder
+            .record
+            .handoff
+            .as_ref()
+            .is_some_and(|h| h.target == me);
+        if !to_me && yielder.changed_at >= context.contend_started {
+            return Some(format!("{} is handing over", yielder.record.device_id));
+        }
+    }
+    None
+}
+
+fn back_off(context: &mut Ctx, reason: String) -> Outcome<State> {
+    context.notify(Level::Info, format!("backing off: {reason}"));
+    Transition(State::standby())
+}
+
+fn active_evaluate(context: &mut Ctx, term: u64, complete: bool) -> Outcome<State> {
+    let (now, timing) = (context.now, context.timing);
+    if let Some(claim) = election::highest_claim(&context.peers, now, &timing)
+        && election::claim_key(&claim.record) > (term, context.me())
+    {
+        let message = format!(
+            "stepping down: {} claims term {} (ours: {term})",
+            claim.record.device_id, claim.record.term
+        );
+        context.notify(Level::Warn, message);
+        return Transition(State::standby());
+    }
+    if context.revalidating && complete {
+        context.revalidating = false;
+        context.notify(Level::Info, "claim re-validated after sleep; acting again");
+        context.write_record();
+        let skip_through = context.highest_update_id();
+        context.emit(Effect::StartActing { term, skip_through });
+    }
+    let requests: Vec<(String, ActivationRequest)> =
+        election::activation_requests(&context.peers, now, &timing)
+            .map(|(peer, request)| (peer.record.device_id.clone(), request.clone()))
+            .collect();
+    for (requester, request) in requests {
+        if !context.served_requests.insert(request.id.clone()) || request.target == context.me() {
+            continue;
+        }
+        match context.valid_handoff_target(&request.target) {
+            Ok(()) => {
+                let message = format!("{requester} asked for {}", request.target);
+                context.notify(Level::Info, message);
+                return Transition(State::yielding(request.target, term + 1, false));
+            }
+            Err(reason) => {
+                let message = format!("ignoring {requester}'s request: {reason}");
+                context.notify(Level::Warn, message);
+            }
+        }
+    }
+    Handled
+}
+
+fn active_activate(context: &mut Ctx, term: u64, typed: &str, ticket: u64) -> Outcome<State> {
+    let target = match context.resolve(typed) {
+        Ok(target) => target,
+        Err(reason) => {
+            context.answer(ticket, failed(&reason));
+            return Handled;
+        }
+    };
+    if target == context.me() {
+        context.answer(ticket, ActivationOutcome::AlreadyActive { device: target });
+        return Handled;
+    }
+    if let Err(reason) = context.valid_handoff_target(&target) {
+        context.answer(ticket, failed(&reason));
+        return Handled;
+    }
+    context.answer(
+        ticket,
+        ActivationOutcome::HandingOver { to: target.clone() },
+    );
+    Transition(State::yielding(target, term + 1, false))
+}
+
+fn active_woke(context: &mut Ctx, slept: Duration) -> Outcome<State> {
+    let timing = context.timing;
+    let lease_end = context
+        .last_write
+        .unwrap_or(context.now)
+        .plus(timing.liveness_active);
+    if context.now.plus(timing.settle_bound()) >= lease_end {
+        let message =
+            format!("slept {slept:?}, past the lease: stepping down before anything else");
+        context.notify(Level::Warn, message);
+        return Transition(State::standby());
+    }
+    context.revalidating = true;
+    context.emit(Effect::StopActing {
+        reason: format!("slept {slept:?}: re-validating the claim"),
+    });
+    context.emit(Effect::Rescan);
+    Handled
+}
+
+fn active_conflict(context: &mut Ctx, term: u64) -> Outcome<State> {
+    let (now, timing) = (context.now, context.timing);
+    context.conflicts.push_back(now);
+    while context
+        .conflicts
+        .front()
+        .is_some_and(|at| now.since(*at) > timing.conflict_window)
+    {
+        context.conflicts.pop_front();
+    }
+    if election::outranked(&context.peers, (term, context.me()), now, &timing) {
+        return Transition(State::standby());
+    }
+    let quiet = context
+        .peers
+        .values()
+        .all(|peer| now.since(peer.changed_at) > timing.liveness_active * 2);
+    if context.conflicts.len() as u32 >= timing.conflict_count_max
+        && quiet
+        && !context.peers.is_empty()
+    {
+        let message = "Telegram keeps reporting another poller and no peer record has changed \
+                       lately: this device may be cut off from the sync folder; stepping down";
+        context.notify(Level::Warn, message);
+        context.hold_off_until = now.plus(timing.liveness_standby);
+        return Transition(State::standby());
+    }
+    let (pause, _) = timing.conflict_backoff.draw(&mut context.rng);
+    context.emit(Effect::PauseActing {
+        until: now.plus(pause),
+    });
+    context.emit(Effect::Rescan);
+    Handled
+}
+
+fn yielding_evaluate(
+    context: &mut Ctx,
+    to: &str,
+    term: u64,
+    shutting_down: bool,
+) -> Outcome<State> {
+    let (now, timing) = (context.now, context.timing);
+    let Some(claim) = election::highest_claim(&context.peers, now, &timing) else {
+        return Handled;
+    };
+    if claim.record.term < term {
+        return Handled;
+    }
+    let successor = claim.record.device_id.clone();
+    if successor == to {
+        context.notify(
+            Level::Info,
+            format!("{to} took over (term {})", claim.record.term),
+        );
+    } else {
+        context.notify(
+            Level::Warn,
+            format!(
+                "{successor} claimed term {} during our handoff to {to}",
+                claim.record.term
+            ),
+        );
+    }
+    if shutting_down {
+        context.resign("stopped cleanly after handing over");
+        return Handled;
+    }
+    Transition(State::standby())
+}
+
+impl Ctx {
+    /// Takes over the record found at our file name when we started (same install, or
+    /// nobody wrote it while we watched): our seq continues from it, and we know its term.
+    fn adopt_prior_record(&mut self) {
+        if let Some(prior) = self.prior_own.take() {
+            self.own.seq = self.own.seq.max(prior.record.seq);
+            self.own.term = self.own.term.max(prior.record.term);
+            self.own.last_update_id = self.own.last_update_id.max(prior.record.last_update_id);
+        }
+    }
+
+    pub(crate) fn exit(&mut self, code: i32, reason: &str) {
+        self.emit(Effect::Exit {
+            code,
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Writes a final `stopped` record (dropping any claim) and asks to exit.
+    fn resign(&mut self, reason: &str) {
+        self.own.status = Status::Stopped;
+        self.own.handoff = None;
+        self.write_record();
+        self.exit(exit_code::OK, reason);
+    }
+
+    fn refuse(&mut self, found: &DeviceRecord) {
+        self.refused = true;
+        let message = format!(
+            "another live process writes this device's record: {} (pid {} on host {:?}, \
+             install {}). This Mac looks cloned or restored from a backup. Give one of them \
+             its own name with --device-name or DEVICE_NAME. Not taking part.",
+            found.device_id, found.pid, found.hostname, found.install_id
+        );
+        self.notify(Level::Error, message.clone());
+        self.exit(exit_code::DUPLICATE_DEVICE, &message);
+    }
+
+    pub(crate) fn answer(&mut self, ticket: u64, result: ActivationOutcome) {
+        self.emit(Effect::ActivationResult { ticket, result });
+    }
+
+    fn no_live_peer(&self) -> bool {
+        !self
+            .peers
+            .values()
+            .any(|peer| election::is_live(peer, self.now, &self.timing))
+    }
+
+    /// Whether someone asked for this device to become active.
+    fn asked_to_lead(&self) -> bool {
+        let me = self.me();
+        self.pending_request
+            .as_ref()
+            .is_some_and(|r| r.target == me)
+            || election::activation_requests(&self.peers, self.now, &self.timing)
+                .any(|(_, request)| request.target == me)
+    }
+
+    fn complete_request_if_served(&mut self) {
+        let Some(request) = &self.pending_request else {
+            return;
+        };
+        let leader = election::leader(&self.peers, self.now, &self.timing);
+        if leader.is_some_and(|peer| peer.record.device_id == request.target) {
+            let ticket = request.ticket;
+            let device = request.target.clone();
+            self.pending_request = None;
+            self.own.activation_request = None;
+            self.cancel(TimerId::RequestTimeout);
+            self.write_record();
+            self.answer(ticket, ActivationOutcome::Done { device });
+        }
+    }
+
+    fn withdraw_request(&mut self, reason: &str) {
+        if let Some(request) = self.pending_request.take() {
+            self.own.activation_request = None;
+            self.write_record();
+            let reason = format!("asking for {} failed: {reason}", request.target);
+            self.answer(request.ticket, failed(&reason));
+        }
+    }
+
+    fn arm_pid_probe(&mut self) {
+        let hostname = self.identity.hostname.clone();
+        let overdue = self.timing.heartbeat_active.max() + self.timing.heartbeat_active.jitter;
+        let Some(leader) = election::leader(&self.peers, self.now, &self.timing) else {
+            return;
+        };
+        if leader.record.hostname != hostname || leader.record.pid == 0 {
+            return;
+        }
+        let at = leader.changed_at.plus(overdue).max(self.now);
+        if self
+            .timers
+            .deadline(TimerId::PidProbe)
+            .is_none_or(|armed| armed < at)
+        {
+            self.arm_at(TimerId::PidProbe, at, 0);
+        }
+    }
+
+    fn probe_leader_pid(&mut self) {
+        let hostname = self.identity.hostname.clone();
+        let probe = election::leader(&self.peers, self.now, &self.timing)
+            .filter(|leader| leader.record.hostname == hostname && leader.record.pid != 0)
+            .map(|leader| (leader.stem.clone(), leader.record.pid));
+        if let Some((stem, pid)) = probe {
+            self.emit(Effect::ProbePid { stem, pid });
+            let again = self.now.plus(self.timing.heartbeat_active.base);
+            self.arm_at(TimerId::PidProbe, again, 0);
+        }
+    }
+
+    /// Removes records unchanged past retention (active device only).
+    fn sweep_old_records(&mut self) {
+        let (now, wall_ms, timing) = (self.now, self.wall_ms, self.timing);
+        let limit_ms = (timing.record_retention + timing.skew_allowance).as_millis() as u64;
+        let old: Vec<String> = self
+            .peers
+            .values()
+            .filter(|peer| !election::is_live(peer, now, &timing) && peer.present)
+            .filter(|peer| {
+                now.since(peer.changed_at) > timing.record_retention
+                    || wall_ms.saturating_sub(peer.record.written_at_ms) > limit_ms
+            })
+            .map(|peer| peer.stem.clone())
+            .collect();
+        for stem in old {
+            if let Some(peer) = self.peers.remove(&stem) {
+                self.emit(Effect::DeleteFile {
+                    name: format!("{stem}.json"),
+                    reason: format!(
+                        "{} not seen for over {:?}",
+                        peer.record.device_id, timing.record_retention
+                    ),
+                });
+            }
+        }
+    }
+
+    /// The device table as this device sees it (itself included).
+    pub fn table(&self) -> Vec<DeviceRow> {
+        let mut entries: Vec<(DeviceRecord, Duration, bool)> = self
+            .peers
+            .values()
+            .map(|peer| (peer.record.clone(), self.now.since(peer.changed_at), false))
+            .collect();
+        if self.last_write.is_some() {
+            let age = self.now.since(self.last_write.unwrap_or(self.now));
+            entries.push((self.own.clone(), age, true));
+        }
+        election::device_table(entries, &self.timing)
+    }
+
+    fn resolve(&self, typed: &str) -> Result<String, String> {
+        let typed = typed.trim();
+        if typed.is_empty() {
+            return Ok(self.me().to_string());
+        }
+        election::resolve_target(&self.table(), typed).map_err(|error| error.to_string())
+    }
+
+    /// A handoff may go only to a live standby.
+    fn valid_handoff_target(&self, target: &str) -> Result<(), String> {
+        let Some(peer) = election::find_by_id(&self.peers, target) else {
+            return Err(format!("{target} is not a known device"));
+        };
+        let live = election::is_live(peer, self.now, &self.timing);
+        let row_health = if live { Health::Ok } else { Health::Stale };
+        match (peer.record.status, row_health) {
+            (_, Health::Stale) | (Status::Stopped, _) => Err(format!(
+                "{target} is stale (last seen {}s ago); it must be running to take over",
+                self.now.since(peer.changed_at).as_secs()
+            )),
+            (Status::Standby, _) if !peer.record.is_newer_schema() => Ok(()),
+            (status, _) => Err(format!(
+                "{target} is {} and cannot take over now",
+                status.as_str()
+            )),
+        }
+    }
+}
+
+/// The core as the runtime, the replayer and the simulator see it (str0m-style): feed
+/// inputs with [`Core::handle`], drain [`Core::poll_effect`] until `None`, sleep until
+/// [`Core::next_timeout`], then call [`Core::handle`] with [`Event::Tick`].
+pub struct Core {
+    machine: statig::blocking::StateMachine<Protocol>,
+    ctx: Ctx,
+}
+
+/// A bound on the reevaluations after one input: a livelock is a bug, not a hang.
+const REEVALUATIONS_MAX: usize = 8;
+
+impl Core {
+    pub fn new(config: CoreConfig) -> Self {
+        let mut ctx = Ctx::new(config);
+        let machine = Protocol
+            .uninitialized_state_machine()
+            .init_with_context(&mut ctx);
+        Core {
+            machine: machine.into(),
+            ctx,
+        }
+    }
+
+    /// Handles one input. Timers due at or before `input.at` fire first (after a wake-up
+    /// is noted, so that a sleeping active device never acts on stale timers).
+    pub fn handle(&mut self, input: Input) {
+        self.ctx.now = self.ctx.now.max(input.at);
+        self.ctx.wall_ms = input.wall_ms;
+        if let Event::Woke { slept_ms } = &input.event {
+            let slept = Duration::from_millis(*slept_ms);
+            self.ctx.presume_peers_alive_after_sleep(slept);
+            self.dispatch(Stimulus::Woke { slept });
+        }
+        while let Some(timer) = self.ctx.timers.pop_due(self.ctx.now) {
+            self.dispatch(Stimulus::Timer(timer));
+        }
+        if let Some(stimulus) = self.ingest(input.event) {
+            self.dispatch(stimulus);
+        }
+    }
+
+    /// Folds an event into the context; returns what the machine must react to.
+    fn ingest(&mut self, event: Event) -> Option<Stimulus> {
+        let ctx = &mut self.ctx;
+        match event {
+            Event::Start => Some(Stimulus::Start),
+            Event::Tick | Event::Woke { .. } => None,
+            Event::Scanned { files } => {
+                let own_news = ctx.ingest_listing(&files);
+                Some(Stimulus::Observed {
+                    complete: true,
+                    own_news,
+                })
+            }
+            Event::FileChanged { file } => {
+                let own_news = ctx.ingest_file(&file);
+                Some(Stimulus::Observed {
+                    complete: false,
+                    own_news,
+                })
+            }
+            Event::ScanFailed { reason } => {
+                ctx.ingest_scan_failure(&reason);
+                None
+            }
+            Event::ActivateAsked { target, ticket } => Some(Stimulus::Activate { target, ticket }),
+            Event::ShutdownAsked => Some(Stimulus::Shutdown),
+            Event::Conflict { .. } => Some(Stimulus::Conflict),
+            Event::PidProbed { stem, pid, alive } => ctx.pid_probed(&stem, pid, alive),
+            Event::UpdateHandled { update_id } => {
+                ctx.own.last_update_id = ctx.own.last_update_id.max(Some(update_id));
+                None
+            }
+            Event::ActingStopped { last_update_id } => {
+                ctx.own.last_update_id = ctx.own.last_update_id.max(last_update_id);
+                Some(Stimulus::ActingStopped)
+            }
+            Event::ForeignChat { chat_id } => {
+                ctx.note_foreign_chat(chat_id);
+                None
+            }
+        }
+    }
+
+    fn dispatch(&mut self, stimulus: Stimulus) {
+        let mut stimulus = stimulus;
+        for _ in 0..REEVALUATIONS_MAX {
+            let before = self.machine.state().clone();
+            self.machine.handle_with_context(&stimulus, &mut self.ctx);
+            if *self.machine.state() == before {
+                return;
+            }
+            stimulus = Stimulus::Reevaluate;
+        }
+        self.ctx.notify(
+            Level::Error,
+            "BUG: the machine kept changing state after one input; stopped re-evaluating",
+        );
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.ctx.effects.pop_front()
+    }
+
+    pub fn drain_effects(&mut self) -> Vec<Effect> {
+        self.ctx.effects.drain(..).collect()
+    }
+
+    /// The earliest pending timer: call [`Core::handle`] with [`Event::Tick`] then.
+    pub fn next_timeout(&self) -> Option<Moment> {
+        self.ctx.timers.next().map(|(at, _)| at)
+    }
+
+    pub fn timers(&self) -> impl Iterator<Item = (TimerId, Moment)> + '_ {
+        self.ctx.timers.iter()
+    }
+
+    pub fn role(&self) -> Role {
+        self.machine.state().role()
+    }
+
+    /// The term this device claims or last held.
+    pub fn term(&self) -> u64 {
+        self.ctx.own.term
+    }
+
+    pub fn own_record(&self) -> &DeviceRecord {
+        &self.ctx.own
+    }
+
+    pub fn peers(&self) -> &election::Peers {
+        &self.ctx.peers
+    }
+
+    pub fn device_table(&self) -> Vec<DeviceRow> {
+        self.ctx.table()
+    }
+
+    pub fn now(&self) -> Moment {
+        self.ctx.now
+    }
+
+    pub fn timing(&self) -> &super::timers::Timing {
+        &self.ctx.timing
+    }
+
+    /// Whether this device is serving the bot right now (Active and not re-validating).
+    pub fn is_acting(&self) -> bool {
+        self.role() == Role::Active && !self.ctx.revalidating
+    }
+}
+
+impl Ctx {
+    /// After a sleep, peers' records look old only because we could not see them change:
+    /// presume every peer that was live when we fell asleep changed at wake-up.
+    fn presume_peers_alive_after_sleep(&mut self, slept: Duration) {
+        let (now, timing) = (self.now, self.timing);
+        let fell_asleep = now.minus(slept);
+        for peer in self.peers.values_mut() {
+            if election::is_live(peer, fell_asleep, &timing) {
+                peer.changed_at = peer.changed_at.max(now);
+            }
+        }
+    }
+
+    fn pid_probed(&mut self, stem: &str, pid: u32, alive: bool) -> Option<Stimulus> {
+        let (now, timing) = (self.now, self.timing);
+        let peer = self.peers.get_mut(stem)?;
+        if alive || peer.record.pid != pid {
+            return None;
+        }
+        let timeout = election::liveness_timeout(peer.record.status, &timing);
+        peer.changed_at = peer.changed_at.min(now.minus(timeout));
+        let message = format!(
+            "{}'s process (pid {pid}) is gone; not waiting for its lease",
+            peer.record.device_id
+        );
+        self.notify(Level::Info, message);
+        Some(Stimulus::PidGone)
+    }
+
+    fn note_foreign_chat(&mut self, chat_id: i64) {
+        if !self.own.foreign_chats.contains(&chat_id)
+            && self.own.foreign_chats.len() < FOREIGN_CHATS_MAX
+        {
+            self.own.foreign_chats.push(chat_id);
+        }
+    }
+}
+
+/// Exposed for the simulator and tests: a jittered interval's mean.
+pub fn mean(interval: Jittered) -> Duration {
+    interval.mean()
+}

@@ -1,0 +1,525 @@
+//! The per-device record: `<sync-root>/<group>/devices/<file>.json`, written only by its
+//! owner, and the rules for naming and recognising files in that folder.
+//!
+//! Owns: the versioned schema, parsing with its tolerance rules, the file name derived from
+//! a device id, and the classification of every name a sync tool may leave in the folder
+//! (iCloud `name 2.json` copies, Syncthing and Dropbox conflict copies, `.icloud` stubs,
+//! temp files). Must never: read or write a file, hold a secret (the bot token is never a
+//! field here), or panic on any input.
+
+use serde::{Deserialize, Serialize};
+
+/// Major schema version this build writes. A record with a higher major version comes
+/// from a newer baton: it is treated as a live peer of unknown intent, never deleted.
+pub const SCHEMA_MAJOR: u32 = 1;
+
+/// Records larger than this are refused unread (a record is well under 2 KiB).
+pub const RECORD_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest file name we derive, in bytes (APFS/ext4 allow 255; NTFS 255 UTF-16 units).
+pub const FILE_NAME_BYTES_MAX: usize = 120;
+
+/// Foreign chat ids kept in a record, at most.
+pub const FOREIGN_CHATS_MAX: usize = 100;
+
+/// What a device says about itself.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Started, watching the folder before it takes part.
+    Registering,
+    /// Alive, not acting.
+    Standby,
+    /// Has claimed `term` and waits out the settle window.
+    Contending,
+    /// Holds `term` and serves the bot.
+    Active,
+    /// Has stopped acting and hands `term + 1` to `handoff.target`.
+    Yielding,
+    /// Stopped cleanly; not a candidate for anything.
+    Stopped,
+    /// A status this build does not know (written by a newer baton).
+    #[serde(other)]
+    Unknown,
+}
+
+impl Status {
+    /// Whether this status claims leadership for the record's term.
+    pub fn claims(self) -> bool {
+        matches!(self, Status::Contending | Status::Active)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Registering => "registering",
+            Status::Standby => "standby",
+            Status::Contending => "contending",
+            Status::Active => "active",
+            Status::Yielding => "yielding",
+            Status::Stopped => "stopped",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+/// A handoff in progress: the writer has stopped acting and names its successor.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Handoff {
+    pub target: String,
+    pub term: u64,
+}
+
+/// A request, published by any standby, that the active device hand over to `target`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ActivationRequest {
+    pub target: String,
+    /// Unique per request: `<instance>-<counter>`, so the active serves it once.
+    pub id: String,
+}
+
+/// The device record. Unknown fields are ignored on read, so a newer minor version can
+/// add fields freely; removing or re-meaning one needs a new [`SCHEMA_MAJOR`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub schema: u32,
+    pub device_id: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub project_dir: String,
+    #[serde(default)]
+    pub pid: u32,
+    /// Random per process start.
+    #[serde(default)]
+    pub instance: String,
+    /// Random per install, kept in a local (not synced) folder: tells a cloned Mac.
+    #[serde(default)]
+    pub install_id: String,
+    /// Grows by one on every write. Liveness is "seq seen to change", by the reader's clock.
+    pub seq: u64,
+    pub status: Status,
+    /// The term this device claims (Contending/Active/Yielding) or last held.
+    #[serde(default)]
+    pub term: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_request: Option<ActivationRequest>,
+    /// The last Telegram update id this device handled while active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_id: Option<i64>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<i64>,
+    #[serde(default)]
+    pub version: String,
+    /// Wall clock of the writer, in ms since the Unix epoch. Informational: never compared
+    /// with the reader's clock except as a start-up hint with a generous skew allowance.
+    #[serde(default)]
+    pub written_at_ms: u64,
+    /// Chats that sent updates to the bot but are not the configured one (active only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_chats: Vec<i64>,
+}
+
+/// Why a file's contents could not be used as a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is {bytes} bytes, over the {RECORD_BYTES_MAX}-byte limit")]
+    TooLarge { bytes: usize },
+    #[error("record is empty (probably caught mid-sync)")]
+    Empty,
+    #[error("record is not valid JSON ({detail}); probably truncated or caught mid-sync")]
+    Corrupt { detail: String },
+    #[error("record lacks required field or has a wrong type ({detail})")]
+    Invalid { detail: String },
+    #[error("record names device {found:?} but its file name belongs to another device")]
+    WrongFile { found: String },
+}
+
+impl RecordError {
+    /// A short stable key for "report once" bookkeeping.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RecordError::TooLarge { .. } => "too_large",
+            RecordError::Empty => "empty",
+            RecordError::Corrupt { .. } => "corrupt",
+            RecordError::Invalid { .. } => "invalid",
+            RecordError::WrongFile { .. } => "wrong_file",
+        }
+    }
+}
+
+/// The minimal subset read from a record written by a newer major schema.
+#[derive(Deserialize)]
+struct NewerSchemaSubset {
+    schema: u32,
+    device_id: String,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    term: u64,
+    #[serde(default = "unknown_status")]
+    status: Status,
+}
+
+fn unknown_status() -> Status {
+    Status::Unknown
+}
+
+/// Parses a record's bytes. Never panics; every refusal says what was wrong.
+///
+/// A record with a newer major schema parses into a record carrying only the fields this
+/// build can read (device id, seq, term, status; status `Unknown` when not understood).
+pub fn parse_record(bytes: &[u8]) -> Result<DeviceRecord, RecordError> {
+    if bytes.len() > RECORD_BYTES_MAX {
+        return Err(RecordError::TooLarge { bytes: bytes.len() });
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(RecordError::Empty);
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|error| RecordError::Corrupt {
+            detail: error.to_string(),
+        })?;
+    let schema = value.get("schema").and_then(serde_json::Value::as_u64);
+    match schema {
+        Some(major) if major > u64::from(SCHEMA_MAJOR) => {
+            let subset: NewerSchemaSubset =
+                serde_json::from_value(value).map_err(|error| RecordError::Invalid {
+                    detail: error.to_string(),
+                })?;
+            Ok(DeviceRecord {
+                schema: subset.schema,
+                device_id: subset.device_id,
+                seq: subset.seq,
+                term: subset.term,
+                status: subset.status,
+                ..DeviceRecord::empty()
+            })
+        }
+        _ => serde_json::from_value(value).map_err(|error| RecordError::Invalid {
+            detail: error.to_string(),
+        }),
+    }
+}
+
+impl DeviceRecord {
+    fn empty() -> Self {
+        DeviceRecord {
+            schema: SCHEMA_MAJOR,
+            device_id: String::new(),
+            hostname: String::new(),
+            project_dir: String::new(),
+            pid: 0,
+            instance: String::new(),
+            install_id: String::new(),
+            seq: 0,
+            status: Status::Registering,
+            term: 0,
+            handoff: None,
+            activation_request: None,
+            last_update_id: None,
+            priority: 0,
+            thread_id: None,
+            version: String::new(),
+            written_at_ms: 0,
+            foreign_chats: Vec::new(),
+        }
+    }
+
+    /// A fresh record for a device that has written nothing yet.
+    pub fn new(identity: &Identity) -> Self {
+        DeviceRecord {
+            device_id: identity.device_id.clone(),
+            hostname: identity.hostname.clone(),
+            project_dir: identity.project_dir.clone(),
+            pid: identity.pid,
+            instance: identity.instance.clone(),
+            install_id: identity.install_id.clone(),
+            priority: identity.priority,
+            thread_id: identity.thread_id,
+            version: identity.version.clone(),
+            ..DeviceRecord::empty()
+        }
+    }
+
+    /// Whether this record came from a newer baton whose intent we cannot fully read.
+    pub fn is_newer_schema(&self) -> bool {
+        self.schema > SCHEMA_MAJOR
+    }
+
+    /// Serialises for the store: pretty JSON with a trailing newline, human-readable.
+    pub fn to_json(&self) -> String {
+        // BUG-free by construction: a struct of strings, numbers and options always serialises.
+        let mut text = serde_json::to_string_pretty(self).expect("BUG: record serialises");
+        text.push('\n');
+        text
+    }
+}
+
+/// Who this process is. Built by the CLI from flags, hostname and the local state dir.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub device_id: String,
+    pub hostname: String,
+    pub project_dir: String,
+    pub pid: u32,
+    pub instance: String,
+    pub install_id: String,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub thread_id: Option<i64>,
+    #[serde(default)]
+    pub version: String,
+}
+
+/// The device id: `hostname:directory`, or `name@hostname:directory` with a device name.
+pub fn device_id(name: Option<&str>, hostname: &str, project_dir: &str) -> String {
+    match name {
+        Some(name) if !name.is_empty() => format!("{name}@{hostname}:{project_dir}"),
+        _ => format!("{hostname}:{project_dir}"),
+    }
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms (std's hasher is not).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+const SLUG_BYTES_MAX: usize = 80;
+
+/// The file stem for a device id: a readable slug plus a 16-hex-digit hash of the full id.
+/// Safe on APFS, ext4 and NTFS (only `[a-z0-9-]`), at most 97 bytes, collision-resistant.
+pub fn file_stem(device_id: &str) -> String {
+    let mut slug = String::with_capacity(SLUG_BYTES_MAX);
+    let mut last_dash = true;
+    for character in device_id.chars() {
+        if slug.len() >= SLUG_BYTES_MAX {
+            break;
+        }
+        if character.is_ascii_alphanumeric() {
+            slug.push(character.to_ascii_lowercase());
+            last_dash = false;
+        } else if !last_dash {
+            slug.push('-');
+            last_dash = true;
+        }
+    }
+    let slug = slug.trim_matches('-');
+    let slug = if slug.is_empty() { "device" } else { slug };
+    format!("{slug}-{:016x}", stable_hash(device_id.as_bytes()))
+}
+
+/// The record file name for a device id.
+pub fn file_name(device_id: &str) -> String {
+    format!("{}.json", file_stem(device_id))
+}
+
+/// What a name in the devices folder is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NameKind {
+    /// `<stem>.json`: a device record.
+    Record { stem: String },
+    /// A copy a sync tool made of `<stem>.json` after a conflict; only its owner deletes it.
+    ConflictCopy { stem: String },
+    /// `.<stem>.json.icloud`: iCloud evicted the file; the real one must be downloaded.
+    IcloudStub { stem: String },
+    /// A temp file (ours or a sync tool's): ignored.
+    Temp,
+    /// Anything else (`.DS_Store`, notes a user left): ignored.
+    Foreign,
+}
+
+fn is_stem(candidate: &str) -> bool {
+    let Some((slug, hash)) = candidate.rsplit_once('-') else {
+        return false;
+    };
+    hash.len() == 16
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && !slug.is_empty()
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Classifies a file name found in the devices folder. Pure and total.
+pub fn classify_name(name: &str) -> NameKind {
+    if name.ends_with(".tmp") || name.ends_with(".nosync") || name.starts_with("~$") {
+        return NameKind::Temp;
+    }
+    if let Some(inner) = name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_suffix(".json.icloud"))
+    {
+        if is_stem(inner) {
+            return NameKind::IcloudStub {
+                stem: inner.to_string(),
+            };
+        }
+        return NameKind::Foreign;
+    }
+    if let Some(stem) = name.strip_suffix(".json") {
+        if is_stem(stem) {
+            return NameKind::Record {
+                stem: stem.to_string(),
+            };
+        }
+        if let Some(stem) = conflict_copy_of(stem) {
+            return NameKind::ConflictCopy { stem };
+        }
+        return NameKind::Foreign;
+    }
+    // rclone bisync: `<stem>.json.conflict1`, `<stem>.json..path1`
+    if let Some((before, _)) = name.split_once(".json.")
+        && is_stem(before)
+    {
+        return NameKind::ConflictCopy {
+            stem: before.to_string(),
+        };
+    }
+    NameKind::Foreign
+}
+
+/// Recognises `<stem> 2` (iCloud), `<stem>.sync-conflict-…` (Syncthing) and
+/// `<stem> (… conflicted copy …)` (Dropbox).
+fn conflict_copy_of(base: &str) -> Option<String> {
+    let icloud = base
+        .rsplit_once(' ')
+        .filter(|(_, number)| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()));
+    let syncthing = base.split_once(".sync-conflict-");
+    let dropbox = base
+        .split_once(" (")
+        .filter(|(_, rest)| rest.contains("conflicted copy"));
+    [icloud, syncthing, dropbox]
+        .into_iter()
+        .flatten()
+        .map(|(stem, _)| stem)
+        .find(|stem| is_stem(stem))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DeviceRecord {
+        let identity = Identity {
+            device_id: "mac:/Users/a/proj".into(),
+            hostname: "mac".into(),
+            project_dir: "/Users/a/proj".into(),
+            pid: 42,
+            instance: "i1".into(),
+            install_id: "inst".into(),
+            priority: 0,
+            thread_id: None,
+            version: "0.1.0".into(),
+        };
+        DeviceRecord::new(&identity)
+    }
+
+    #[test]
+    fn round_trips_and_ignores_unknown_fields() {
+        let record = sample();
+        let mut value: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
+        value["from_the_future"] = serde_json::json!({"x": 1});
+        let parsed = parse_record(value.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed, record);
+    }
+
+    #[test]
+    fn refuses_bad_input_with_a_reason() {
+        assert_eq!(parse_record(b""), Err(RecordError::Empty));
+        assert!(matches!(
+            parse_record(b"{\"schema\":1,\"dev"),
+            Err(RecordError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            parse_record(b"{\"schema\":1}"),
+            Err(RecordError::Invalid { .. })
+        ));
+        let huge = vec![b' '; RECORD_BYTES_MAX + 1];
+        assert!(matches!(
+            parse_record(&huge),
+            Err(RecordError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_record(&[0xff, 0xfe, 0x00]),
+            Err(RecordError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn newer_schema_is_read_as_a_peer_of_unknown_intent() {
+        let text =
+            br#"{"schema":7,"device_id":"x","seq":9,"status":"orbiting","term":4,"new":[1]}"#;
+        let record = parse_record(text).unwrap();
+        assert!(record.is_newer_schema());
+        assert_eq!(record.status, Status::Unknown);
+        assert_eq!((record.seq, record.term), (9, 4));
+    }
+
+    #[test]
+    fn file_names_are_safe_short_and_distinct() {
+        let long = format!("名前@host:/{}", "deep/".repeat(100));
+        for id in ["a:/x", "A:/x", "a:/x ", &long, "", "<*_>"] {
+            let name = file_name(id);
+            assert!(name.len() <= FILE_NAME_BYTES_MAX, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            );
+            assert_eq!(
+                classify_name(&name),
+                NameKind::Record {
+                    stem: file_stem(id)
+                }
+            );
+        }
+        assert_ne!(file_name("a:/x"), file_name("A:/x"));
+    }
+
+    #[test]
+    fn classifies_what_sync_tools_leave_behind() {
+        let stem = file_stem("mac:/p");
+        let cases = [
+            (
+                format!("{stem} 2.json"),
+                NameKind::ConflictCopy { stem: stem.clone() },
+            ),
+            (
+                format!("{stem}.sync-conflict-20240101-101010-ABCDEF.json"),
+                NameKind::ConflictCopy { stem: stem.clone() },
+            ),
+            (
+                format!("{stem} (Bob's conflicted copy 2024-01-01).json"),
+                NameKind::ConflictCopy { stem: stem.clone() },
+            ),
+            (
+                format!("{stem}.json.conflict1"),
+                NameKind::ConflictCopy { stem: stem.clone() },
+            ),
+            (
+                format!(".{stem}.json.icloud"),
+                NameKind::IcloudStub { stem: stem.clone() },
+            ),
+            (format!(".{stem}.json.tmp"), NameKind::Temp),
+            (format!(".syncthing.{stem}.json.tmp"), NameKind::Temp),
+            (".DS_Store".to_string(), NameKind::Foreign),
+            ("notes.json".to_string(), NameKind::Foreign),
+        ];
+        for (name, kind) in cases {
+            assert_eq!(classify_name(&name), kind, "{name}");
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The core driven by hand, with an instant "sync": the basic life of a group.
+
+use mirror_baton::core::{
+    Core, CoreConfig, Effect, Event, FileObservation, FileState, Identity, Input, Moment, Role,
+    Timing, record,
+};
+
+struct Device {
+    core: Core,
+    name: String,
+}
+
+fn identity(name: &str) -> Identity {
+    Identity {
+        device_id: format!("host:/{name}"),
+        hostname: "host".into(),
+        project_dir: format!("/{name}"),
+        pid: 0,
+        instance: format!("inst-{name}"),
+        install_id: format!("install-{name}"),
+        priority: 0,
+        thread_id: None,
+        version: "test".into(),
+    }
+}
+
+/// A folder with instant sync: every write is seen by every device at once.
+struct Group {
+    devices: Vec<Device>,
+    files: std::collections::BTreeMap<String, String>,
+    now: u64,
+}
+
+impl Group {
+    fn new(names: &[&str]) -> Self {
+        let devices = names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| Device {
+                core: Core::new(CoreConfig {
+                    identity: identity(name),
+                    timing: Timing::default(),
+                    seed: index as u64 + 1,
+                }),
+                name: name.to_string(),
+            })
+            .collect();
+        Group {
+            devices,
+            files: Default::default(),
+            now: 0,
+        }
+    }
+
+    fn input(&mut self, index: usize, event: Event) {
+        let at = Moment(self.now);
+        self.devices[index].core.handle(Input {
+            at,
+            wall_ms: 1_700_000_000_000 + self.now,
+            event,
+        });
+        self.pump(index);
+    }
+
+    fn scan(&self) -> Vec<FileObservation> {
+        self.files
+            .iter()
+            .map(|(name, text)| FileObservation {
+                name: name.clone(),
+                state: FileState::Contents { text: text.clone() },
+            })
+            .collect()
+    }
+
+    fn pump(&mut self, index: usize) {
+        let effects = self.devices[index].core.drain_effects();
+        let mut writes = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::WriteRecord { record: r } => {
+                    let name = record::file_name(&r.device_id);
+                    self.files.insert(name.clone(), r.to_json());
+                    writes.push(name);
+                }
+                Effect::Rescan => {
+                    let files = self.scan();
+                    self.input(index, Event::Scanned { files });
+                }
+                Effect::StopActing { .. } => self.input(
+                    index,
+                    Event::ActingStopped {
+                        last_update_id: None,
+                    },
+                ),
+                _ => {}
+            }
+        }
+        for name in writes {
+            let text = self.files[&name].clone();
+            for other in 0..self.devices.len() {
+                if other != index {
+                    let file = FileObservation {
+                        name: name.clone(),
+                        state: FileState::Contents { text: text.clone() },
+                    };
+                    self.input(other, Event::FileChanged { file });
+                }
+            }
+        }
+    }
+
+    /// Advances time to `until`, firing every timer on the way.
+    fn run_until(&mut self, until: u64) {
+        loop {
+            let next = self
+                .devices
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| d.core.next_timeout().map(|t| (t.0, i)))
+                .min();
+            match next {
+                Some((at, index)) if at <= until => {
+                    self.now = self.now.max(at);
+                    self.input(index, Event::Tick);
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+    }
+
+    fn roles(&self) -> Vec<(String, Role)> {
+        self.devices
+            .iter()
+            .map(|d| (d.name.clone(), d.core.role()))
+            .collect()
+    }
+
+    fn active_count(&self) -> usize {
+        self.devices
+            .iter()
+            .filter(|d| d.core.role() == Role::Active)
+            .count()
+    }
+}
+
+#[test]
+fn first_device_becomes_active_within_the_settle_window() {
+    let mut group = Group::new(&["a"]);
+    group.input(0, Event::Start);
+    let settle = Timing::default().settle_window.as_millis() as u64;
+    group.run_until(settle);
+    assert_eq!(
+        group.devices[0].core.role(),
+        Role::Active,
+        "{:?}",
+        group.roles()
+    );
+}
+
+#[test]
+fn three_devices_elect_one_and_fail_over_when_it_dies() {
+    let mut group = Group::new(&["a", "b", "c"]);
+    group.input(0, Event::Start);
+    group.run_until(30_000);
+    group.input(1, Event::Start);
+    group.input(2, Event::Start);
+    group.run_until(200_000);
+    assert_eq!(group.active_count(), 1, "{:?}", group.roles());
+    assert_eq!(group.devices[0].core.role(), Role::Active);
+    // "Crash" a: it stops handling anything.
+    let crashed = group.devices.remove(0);
+    drop(crashed);
+    group.run_until(400_000);
+    assert_eq!(group.active_count(), 1, "{:?}", group.roles());
+}
+
+#[test]
+fn activation_moves_the_role_and_shutdown_hands_it_over() {
+    let mut group = Group::new(&["a", "b"]);
+    group.input(0, Event::Start);
+    group.run_until(30_000);
+    group.input(1, Event::Start);
+    group.run_until(60_000);
+    group.input(
+        0,
+        Event::ActivateAsked {
+            target: "host:/b".into(),
+            ticket: 1,
+        },
+    );
+    group.run_until(61_000);
+    assert_eq!(
+        group.roles(),
+        [
+            ("a".to_string(), Role::Standby),
+            ("b".to_string(), Role::Active)
+        ]
+    );
+    group.input(1, Event::ShutdownAsked);
+    group.run_until(62_000);
+    assert_eq!(
+        group.devices[0].core.role(),
+        Role::Active,
+        "{:?}",
+        group.roles()
+    );
+}
