@@ -613,10 +613,13 @@ pub fn systemd_quote(word: &str, escape_dollar: bool) -> String {
 /// The systemd user unit for `spec`.
 pub fn render_systemd_unit(spec: &AgentSpec) -> String {
     let working_dir = systemd_escape_specifiers(&spec.working_dir.to_string_lossy());
+    // systemd expands `$VAR` in the arguments but never in the executable path, so the
+    // program word keeps its `$` as is; `%` specifiers are expanded everywhere.
     let exec_start: Vec<String> = spec
         .command_line()
         .iter()
-        .map(|word| systemd_quote(word, true))
+        .enumerate()
+        .map(|(index, word)| systemd_quote(word, index > 0))
         .collect();
     let mut unit = String::new();
     // writeln! into a String cannot fail; the results are ignored for that reason.
