@@ -2,4 +2,5 @@
 //!
 //! (The full manual lands with the runtime; see ARCHITECTURE.md meanwhile.)
 
+pub mod agent;
 pub mod core;
