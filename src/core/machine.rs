@@ -70,7 +70,8 @@ impl Protocol {
         match event {
             Stimulus::Start => {
                 context.emit(Effect::Rescan);
-                Handled
+                // The `device` superstate arms the backstop rescan on Start.
+                Super
             }
             Stimulus::Observed { complete: true, .. }
                 if !context.timers.is_armed(TimerId::Registration) && !context.refused =>
