@@ -1,0 +1,200 @@
+//! The policy seam: what a simulated device runs. Both mirror-baton's real [`Core`] and
+//! the seed's design implement [`DevicePolicy`], so one harness drives both over the same
+//! faults.
+//!
+//! Owns: the [`Action`] vocabulary (the harness's view of effects), [`BatonPolicy`] (the
+//! REAL core behind a thin effect translation — no protocol logic here), and the device
+//! description both policies are built from. Must never: decide a role itself.
+
+use crate::core::{self, Core, CoreConfig, Effect, Event, Identity, Input, Level, Moment, Timing};
+
+/// What a device asks the world to do. Inputs are the core's own [`Event`]s.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Write `text` to `name` in the device's local replica (the medium replicates it).
+    Write {
+        name: String,
+        text: String,
+    },
+    /// Delete `name` in the local replica.
+    Delete {
+        name: String,
+    },
+    /// Start polling Telegram, skipping update ids at or below `skip_through`.
+    StartActing {
+        skip_through: Option<i64>,
+    },
+    /// Stop polling; the harness answers with `Event::ActingStopped`.
+    StopActing,
+    /// Do not poll before this local moment.
+    PauseActing {
+        until: Moment,
+    },
+    /// Read the whole folder now; the harness answers with `Event::Scanned`.
+    Rescan,
+    RequestDownload {
+        name: String,
+    },
+    ProbePid {
+        stem: String,
+        pid: u32,
+    },
+    /// The process exits.
+    Exit,
+    /// The core reported a broken invariant of its own.
+    Bug {
+        message: String,
+    },
+    /// A transition or a message, for `--trace`.
+    Trace {
+        line: String,
+    },
+}
+
+/// Who a simulated device is: the same for every incarnation of it.
+#[derive(Clone, Debug)]
+pub struct DeviceSpec {
+    pub index: usize,
+    pub device_id: String,
+    pub hostname: String,
+    pub install_id: String,
+}
+
+impl DeviceSpec {
+    pub fn new(index: usize, host: usize) -> Self {
+        DeviceSpec {
+            index,
+            device_id: format!("mac{host}:/Users/u/project{index}"),
+            hostname: format!("mac{host}"),
+            install_id: format!("install-{host}"),
+        }
+    }
+}
+
+/// One process of one device.
+pub trait DevicePolicy {
+    /// Handles one input at the device's local moment; pushes what to do to `out`.
+    fn handle(&mut self, input: Input, out: &mut Vec<Action>);
+    /// The earliest local moment at which [`Event::Tick`] must be delivered.
+    fn next_timeout(&self) -> Option<Moment>;
+    /// The file names this device may write (its own record, and for the seed its
+    /// shared state file): writes elsewhere break an invariant.
+    fn own_file(&self) -> String;
+}
+
+/// Which design the simulated devices run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PolicyKind {
+    /// mirror-baton's core with these timing constants.
+    Baton(Timing),
+    /// The TypeScript design of `../shared/seed`.
+    Seed,
+}
+
+impl PolicyKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            PolicyKind::Baton(_) => "baton",
+            PolicyKind::Seed => "seed",
+        }
+    }
+
+    /// Builds the process for `spec`'s `incarnation`-th start (new instance and pid).
+    pub fn spawn(&self, spec: &DeviceSpec, incarnation: u32, seed: u64) -> Box<dyn DevicePolicy> {
+        match self {
+            PolicyKind::Baton(timing) => {
+                Box::new(BatonPolicy::new(spec, incarnation, seed, *timing))
+            }
+            PolicyKind::Seed => Box::new(super::seed_policy::SeedPolicy::new(spec, seed)),
+        }
+    }
+
+    /// The pid a device's incarnation runs as (the same rule for both policies).
+    pub fn pid(spec: &DeviceSpec, incarnation: u32) -> u32 {
+        1_000 + spec.index as u32 * 1_000 + incarnation
+    }
+}
+
+/// mirror-baton: the real [`Core`], its effects translated one to one.
+pub struct BatonPolicy {
+    core: Core,
+    own_file: String,
+}
+
+impl BatonPolicy {
+    pub fn new(spec: &DeviceSpec, incarnation: u32, seed: u64, timing: Timing) -> Self {
+        let identity = Identity {
+            device_id: spec.device_id.clone(),
+            hostname: spec.hostname.clone(),
+            project_dir: format!("/Users/u/project{}", spec.index),
+            pid: PolicyKind::pid(spec, incarnation),
+            instance: format!("i{}-{incarnation}", spec.index),
+            install_id: spec.install_id.clone(),
+            priority: 0,
+            thread_id: None,
+            version: "sim".into(),
+        };
+        BatonPolicy {
+            own_file: core::record::file_name(&spec.device_id),
+            core: Core::new(CoreConfig {
+                identity,
+                timing,
+                seed,
+            }),
+        }
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl DevicePolicy for BatonPolicy {
+    fn handle(&mut self, input: Input, out: &mut Vec<Action>) {
+        self.core.handle(input);
+        while let Some(effect) = self.core.poll_effect() {
+            if let Some(action) = translate(effect) {
+                out.push(action);
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Moment> {
+        self.core.next_timeout()
+    }
+
+    fn own_file(&self) -> String {
+        self.own_file.clone()
+    }
+}
+
+fn translate(effect: Effect) -> Option<Action> {
+    Some(match effect {
+        Effect::WriteRecord { record } => Action::Write {
+            name: core::record::file_name(&record.device_id),
+            text: record.to_json(),
+        },
+        Effect::DeleteFile { name, .. } => Action::Delete { name },
+        Effect::StartActing { skip_through, .. } => Action::StartActing { skip_through },
+        Effect::StopActing { .. } => Action::StopActing,
+        Effect::PauseActing { until } => Action::PauseActing { until },
+        Effect::Rescan => Action::Rescan,
+        Effect::RequestDownload { name } => Action::RequestDownload { name },
+        Effect::ProbePid { stem, pid } => Action::ProbePid { stem, pid },
+        Effect::Exit { .. } => Action::Exit,
+        Effect::Notify {
+            level: Level::Error,
+            message,
+        } if message.starts_with("BUG") => Action::Bug { message },
+        Effect::Transition { from, to } => Action::Trace {
+            line: format!("{from} -> {to}"),
+        },
+        Effect::Notify { message, .. } => Action::Trace { line: message },
+        Effect::TimerArmed { .. } | Effect::ActivationResult { .. } => return None,
+    })
+}
+
+/// Convenience for events the harness builds.
+pub fn input(at: Moment, wall_ms: u64, event: Event) -> Input {
+    Input { at, wall_ms, event }
+}

@@ -1,0 +1,1559 @@
+//! The discrete-event world: devices running a [`DevicePolicy`], a lagging sync medium,
+//! Telegram, and the fault schedule — plus the invariant checks and metric probes.
+//!
+//! Owns: true time (ms since the run began) and each host's clocks derived from it
+//! (a sleep-counting monotonic clock with drift, a skewed wall clock); the per-device
+//! replicas of the folder and the server copy between them; the Telegram server and
+//! each device's Telegram adapter; the event queue. Must never: read a real clock, use
+//! OS randomness, or let a policy see anything but its own replica and its inputs.
+//!
+//! The medium: a write lands in the writer's replica at once, reaches the server after
+//! an upload delay (FIFO per file and writer), and every other replica after a further
+//! download delay (FIFO per file and destination), so later versions never overtake
+//! earlier ones. The server keeps the last version to ARRIVE (iCloud's "last writer
+//! wins"; a loser is simply overwritten everywhere). A host that sleeps or is cut off
+//! holds its transfers until it is back.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::metrics::{Incident, RunMetrics};
+use super::model::{DelayModel, Fault, MINUTE_MS, SECOND_MS, Scenario, Target};
+use super::policy::{Action, DevicePolicy, DeviceSpec, PolicyKind};
+use crate::core::record::{self, NameKind};
+use crate::core::{Event, FileObservation, FileState, Input, Moment};
+
+/// Everything one run needs besides the scenario.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub policy: PolicyKind,
+    pub delay: DelayModel,
+    /// One-way delay under which dual activity is a bug (the baton's settle bound; the
+    /// same classification is applied to both policies).
+    pub settle_bound_ms: u64,
+    /// How far before an incident a breach still excuses it (longest decision chain).
+    pub lookback_ms: u64,
+    /// After faults end (and the last delayed transfer lands), exactly one device must
+    /// be acting from this long on.
+    pub convergence_bound_ms: u64,
+    /// How long "exactly one acting" is watched after the convergence bound.
+    pub check_window_ms: u64,
+    /// Lost notifications: observation waits for the backstop, at most this long.
+    pub backstop_max_ms: u64,
+    /// The baton's liveness of an active record (the lease the wake rule is about).
+    pub lease_ms: u64,
+    /// Records past this may be deleted by the active device.
+    pub retention_ms: u64,
+    /// A run that takes more events than this is a livelock.
+    pub steps_max: u64,
+    /// Print every device's transitions, messages and acting changes to stderr.
+    pub trace: bool,
+}
+
+const TELEGRAM_RTT_MS: u64 = 150;
+const LONG_POLL_MS: u64 = 25_000;
+const CONFLICT_BACKOFF_MS: (u64, u64) = (3_000, 6_000);
+const INBOX_MAX: usize = 256;
+const EXPIRE_PENDING_MS: u64 = 60 * MINUTE_MS;
+const HANDOFF_EXPIRE_MS: u64 = 10 * MINUTE_MS;
+/// Dual-active stretches less than this apart (409 back-offs) are one incident.
+const INCIDENT_MERGE_GAP_MS: u64 = 60 * SECOND_MS;
+/// Writer index for versions the medium itself makes (iCloud duplicates).
+const MEDIUM: usize = usize::MAX;
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Start {
+        device: usize,
+    },
+    Tick {
+        device: usize,
+        generation: u64,
+    },
+    Upload(Box<Transfer>),
+    /// `dest` is a host: devices on one host share its folder.
+    Download {
+        dest: usize,
+        transfer: Box<Transfer>,
+    },
+    Notify {
+        dest: usize,
+        incarnation: u32,
+        name: String,
+    },
+    Fault(Fault),
+    Restart {
+        device: usize,
+    },
+    SleepStart {
+        host: usize,
+    },
+    Wake {
+        host: usize,
+    },
+    PollResponse {
+        device: usize,
+        poll: u64,
+        result: PollResult,
+    },
+    HeldTimeout {
+        poll: u64,
+    },
+    AdapterWake {
+        device: usize,
+        incarnation: u32,
+    },
+    Answer {
+        device: usize,
+        incarnation: u32,
+        event: Event,
+    },
+    Restore {
+        host: usize,
+        name: String,
+    },
+    FaultsEnd,
+    /// Nothing happens; the acting set is looked at (the convergence check begins).
+    Observe,
+    End,
+}
+
+#[derive(Clone, Debug)]
+struct Transfer {
+    name: String,
+    text: Option<String>,
+    /// Host of the writer ([`MEDIUM`] for the medium's own copies).
+    writer: usize,
+    write_ms: u64,
+    /// Arrival as drawn plus cut-off postponement, ignoring sleep (for the bound).
+    nominal_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+enum PollResult {
+    Updates(Vec<i64>),
+    Empty,
+    Conflict,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ReplicaFile {
+    text: Option<String>,
+    /// Local write not yet superseded (a download of an older version must not undo it).
+    local_write_ms: u64,
+    arrived_ms: u64,
+    /// Evicted: `Some(true)` a pre-Sonoma stub, `Some(false)` dataless in place.
+    evicted: Option<(bool, u64)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Adapter {
+    acting: bool,
+    paused_until: Moment,
+    backoff_until_ms: u64,
+    outstanding: Option<u64>,
+    next_offset: Option<i64>,
+    last_handled: Option<i64>,
+}
+
+struct Device {
+    spec: DeviceSpec,
+    host: usize,
+    own_file: String,
+    policy: Option<Box<dyn DevicePolicy>>,
+    incarnation: u32,
+    alive_since_ms: u64,
+    tick_generation: u64,
+    tick_at_ms: Option<u64>,
+    adapter: Adapter,
+    /// Woke past its lease: must not poll before a complete listing is delivered.
+    must_revalidate: bool,
+    last_write_local: Option<Moment>,
+    /// Set by a clean stop: restart this long after the process exits.
+    restart_after_exit_ms: Option<u64>,
+    inbox: VecDeque<Event>,
+    was_acting: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Host {
+    asleep_since_ms: Option<u64>,
+    /// The host's copy of the folder, shared by every device on it.
+    replica: BTreeMap<String, ReplicaFile>,
+    /// Sync-unavailable windows (sleep, cut-off), merged and sorted; for postponement.
+    sleep_windows: Vec<(u64, u64)>,
+    cut_windows: Vec<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Telegram {
+    /// (id, sent at, activation target)
+    pending: BTreeMap<i64, Option<String>>,
+    next_id: i64,
+    sent_ms: Vec<u64>,
+    handled: Vec<u32>,
+    held: Option<(usize, u64)>,
+    next_poll: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PendingKind {
+    Crash,
+    Resign,
+    Handoff,
+}
+
+#[derive(Clone, Debug)]
+struct PendingMeasure {
+    kind: PendingKind,
+    since_ms: u64,
+    /// Crash/resign: the device that stopped; handoff: the target.
+    device: usize,
+}
+
+pub struct World {
+    config: RunConfig,
+    scenario: Scenario,
+    now_ms: u64,
+    sequence: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    slab: Vec<Option<Ev>>,
+    free: Vec<usize>,
+    hosts: Vec<Host>,
+    devices: Vec<Device>,
+    server: BTreeMap<String, (Option<String>, u64)>,
+    upload_fifo: BTreeMap<(String, usize), u64>,
+    download_fifo: BTreeMap<(String, usize), u64>,
+    telegram: Telegram,
+    rng: ChaCha8Rng,
+    faults_over: bool,
+    /// Latest arrival of a transfer drawn while faults were on.
+    latest_faulty_arrival_ms: u64,
+    check_from_ms: Option<u64>,
+    end_ms: u64,
+    breaches: Vec<(u64, u64)>,
+    incident_start_ms: Option<u64>,
+    /// End of the last dual-active stretch of the open incident (None while ongoing).
+    incident_end_ms: Option<u64>,
+    acting_count: usize,
+    last_account_ms: u64,
+    last_acting_change_ms: u64,
+    pending: Vec<PendingMeasure>,
+    pub metrics: RunMetrics,
+}
+
+const EPOCH_MS: u64 = 1_750_000_000_000;
+
+impl World {
+    pub fn new(config: RunConfig, scenario: Scenario) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x6d65_6469_756d);
+        let mut hosts: Vec<Host> = vec![Host::default(); scenario.hosts.len()];
+        collect_windows(&scenario, &mut hosts);
+        let devices = (0..scenario.devices)
+            .map(|index| {
+                let host = scenario.host_of[index];
+                let spec = DeviceSpec::new(index, host);
+                Device {
+                    own_file: String::new(),
+                    spec,
+                    host,
+                    policy: None,
+                    incarnation: 0,
+                    alive_since_ms: 0,
+                    tick_generation: 0,
+                    tick_at_ms: None,
+                    adapter: Adapter::default(),
+                    must_revalidate: false,
+                    last_write_local: None,
+                    restart_after_exit_ms: None,
+                    inbox: VecDeque::new(),
+                    was_acting: false,
+                }
+            })
+            .collect();
+        let mut world = World {
+            config,
+            now_ms: 0,
+            sequence: 0,
+            queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            hosts,
+            devices,
+            server: BTreeMap::new(),
+            upload_fifo: BTreeMap::new(),
+            download_fifo: BTreeMap::new(),
+            telegram: Telegram::default(),
+            rng,
+            faults_over: false,
+            latest_faulty_arrival_ms: 0,
+            check_from_ms: None,
+            end_ms: u64::MAX,
+            breaches: Vec::new(),
+            incident_start_ms: None,
+            incident_end_ms: None,
+            acting_count: 0,
+            last_account_ms: 0,
+            last_acting_change_ms: 0,
+            pending: Vec::new(),
+            metrics: RunMetrics {
+                runs: 1,
+                ..RunMetrics::default()
+            },
+            scenario,
+        };
+        world.schedule_initial();
+        world
+    }
+
+    fn schedule_initial(&mut self) {
+        for device in 0..self.devices.len() {
+            let at = self.scenario.start_ms[device];
+            self.schedule(at, Ev::Start { device });
+        }
+        for (at, fault) in self.scenario.faults.clone() {
+            match fault {
+                Fault::Sleep { .. } | Fault::CutOff { .. } => {}
+                other => self.schedule(at, Ev::Fault(other)),
+            }
+        }
+        for host in 0..self.hosts.len() {
+            for (start, end) in self.hosts[host].sleep_windows.clone() {
+                self.schedule(start, Ev::SleepStart { host });
+                self.schedule(end, Ev::Wake { host });
+            }
+        }
+        self.schedule(self.scenario.fault_end_ms, Ev::FaultsEnd);
+    }
+
+    fn schedule(&mut self, at_ms: u64, event: Ev) {
+        let at_ms = at_ms.max(self.now_ms);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot] = Some(event);
+                slot
+            }
+            None => {
+                self.slab.push(Some(event));
+                self.slab.len() - 1
+            }
+        };
+        self.sequence += 1;
+        self.queue.push(Reverse((at_ms, self.sequence, slot)));
+    }
+
+    /// Runs to the end; returns the metrics (violations included).
+    pub fn run(mut self) -> RunMetrics {
+        let mut steps: u64 = 0;
+        while let Some(Reverse((at_ms, _, slot))) = self.queue.pop() {
+            let Some(event) = self.slab[slot].take() else {
+                continue;
+            };
+            self.free.push(slot);
+            self.now_ms = at_ms;
+            if at_ms >= self.end_ms || matches!(event, Ev::End) {
+                break;
+            }
+            steps += 1;
+            if steps > self.config.steps_max {
+                self.violation(format!(
+                    "livelock: more than {} events before the end",
+                    self.config.steps_max
+                ));
+                break;
+            }
+            self.step(event);
+            self.observe_acting();
+        }
+        self.finish();
+        self.metrics
+    }
+
+    fn violation(&mut self, message: String) {
+        if self.metrics.violations.len() < 20 {
+            let line = format!(
+                "[{} seed {} t={:.1}s] {message}",
+                self.config.policy.label(),
+                self.scenario.seed,
+                self.now_ms as f64 / 1000.0
+            );
+            self.metrics.violations.push(line);
+        }
+    }
+
+    fn trace(&self, device: usize, line: &str) {
+        if self.config.trace {
+            eprintln!("{:>10.3}s d{device}: {line}", self.now_ms as f64 / 1000.0);
+        }
+    }
+
+    fn is_baton(&self) -> bool {
+        matches!(self.config.policy, PolicyKind::Baton(_))
+    }
+
+    // ---- clocks ---------------------------------------------------------------------
+
+    fn local(&self, host: usize) -> Moment {
+        let spec = self.scenario.hosts[host];
+        let drift = self.now_ms as i64 * spec.drift_ppm / 1_000_000;
+        Moment((spec.monotonic_origin_ms as i64 + self.now_ms as i64 + drift) as u64)
+    }
+
+    fn wall(&self, host: usize) -> u64 {
+        let spec = self.scenario.hosts[host];
+        let drift = self.now_ms as i64 * spec.drift_ppm / 1_000_000;
+        (EPOCH_MS as i64 + self.now_ms as i64 + spec.skew_ms + drift) as u64
+    }
+
+    /// The true time at which `host`'s monotonic clock reads `at` (never earlier).
+    fn true_time_of(&self, host: usize, at: Moment) -> u64 {
+        let spec = self.scenario.hosts[host];
+        let local_offset = at.0 as f64 - spec.monotonic_origin_ms as f64;
+        let estimate = (local_offset * 1e6 / (1e6 + spec.drift_ppm as f64)).ceil();
+        let mut true_ms = estimate.max(0.0) as u64;
+        for _ in 0..4 {
+            let drift = true_ms as i64 * spec.drift_ppm / 1_000_000;
+            let reading = spec.monotonic_origin_ms as i64 + true_ms as i64 + drift;
+            if reading >= at.0 as i64 {
+                break;
+            }
+            true_ms += 1;
+        }
+        true_ms
+    }
+
+    fn awake(&self, device: usize) -> bool {
+        self.hosts[self.devices[device].host]
+            .asleep_since_ms
+            .is_none()
+    }
+
+    fn running(&self, device: usize) -> bool {
+        self.devices[device].policy.is_some() && self.awake(device)
+    }
+
+    fn acting(&self, device: usize) -> bool {
+        let dev = &self.devices[device];
+        self.running(device)
+            && dev.adapter.acting
+            && self.local(dev.host) >= dev.adapter.paused_until
+    }
+
+    // ---- the event dispatcher ----------------------------------------------------------
+
+    fn step(&mut self, event: Ev) {
+        match event {
+            Ev::Start { device } => self.start_device(device),
+            Ev::Restart { device } => {
+                if self.devices[device].policy.is_none() {
+                    self.start_device(device);
+                }
+            }
+            Ev::Tick { device, generation } => self.tick(device, generation),
+            Ev::Upload(transfer) => self.upload_arrived(*transfer),
+            Ev::Download { dest, transfer } => self.download_arrived(dest, *transfer),
+            Ev::Notify {
+                dest,
+                incarnation,
+                name,
+            } => self.notify(dest, incarnation, &name),
+            Ev::Fault(fault) => self.fault(fault),
+            Ev::SleepStart { host } => self.sleep(host),
+            Ev::Wake { host } => self.wake(host),
+            Ev::PollResponse {
+                device,
+                poll,
+                result,
+            } => self.poll_response(device, poll, result),
+            Ev::HeldTimeout { poll } => {
+                if let Some((device, held)) = self.telegram.held
+                    && held == poll
+                {
+                    self.telegram.held = None;
+                    self.respond(device, poll, PollResult::Empty);
+                }
+            }
+            Ev::AdapterWake {
+                device,
+                incarnation,
+            } => {
+                if self.devices[device].incarnation == incarnation {
+                    self.maybe_poll(device);
+                }
+            }
+            Ev::Answer {
+                device,
+                incarnation,
+                event,
+            } => {
+                if self.devices[device].incarnation == incarnation && self.running(device) {
+                    self.deliver(device, event);
+                }
+            }
+            Ev::Restore { host, name } => self.restore(host, &name),
+            Ev::FaultsEnd => self.faults_end(),
+            Ev::Observe | Ev::End => {}
+        }
+    }
+
+    fn start_device(&mut self, device: usize) {
+        let dev = &mut self.devices[device];
+        dev.incarnation += 1;
+        let core_seed = self
+            .scenario
+            .seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add((device as u64) << 20 | u64::from(dev.incarnation));
+        let policy = self
+            .config
+            .policy
+            .spawn(&dev.spec, dev.incarnation, core_seed);
+        dev.own_file = policy.own_file();
+        dev.policy = Some(policy);
+        dev.alive_since_ms = self.now_ms;
+        dev.adapter = Adapter::default();
+        dev.must_revalidate = false;
+        dev.last_write_local = None;
+        dev.restart_after_exit_ms = None;
+        dev.tick_at_ms = None;
+        dev.inbox.clear();
+        if self.awake(device) {
+            self.deliver(device, Event::Start);
+        } else {
+            // Starts frozen; the wake delivers its first input.
+            self.devices[device].inbox.push_back(Event::Start);
+        }
+    }
+
+    fn tick(&mut self, device: usize, generation: u64) {
+        if self.devices[device].tick_generation != generation {
+            return;
+        }
+        if !self.running(device) {
+            // Asleep: the deadline is re-armed by the input delivered at wake-up.
+            self.devices[device].tick_at_ms = None;
+            return;
+        }
+        self.devices[device].tick_at_ms = None;
+        if !self.devices[device].adapter.acting {
+            self.metrics.standby_timer_wakeups += 1;
+        }
+        self.deliver(device, Event::Tick);
+    }
+
+    /// Delivers one input and everything it causes synchronously (answers to Rescan and
+    /// ProbePid), bounded by [`INBOX_MAX`].
+    fn deliver(&mut self, device: usize, event: Event) {
+        self.devices[device].inbox.push_back(event);
+        let mut handled = 0;
+        while let Some(event) = self.devices[device].inbox.pop_front() {
+            handled += 1;
+            if handled > INBOX_MAX {
+                self.violation(format!(
+                    "device {device}: more than {INBOX_MAX} inputs caused by one"
+                ));
+                self.devices[device].inbox.clear();
+                break;
+            }
+            if !self.running(device) {
+                self.devices[device].inbox.clear();
+                return;
+            }
+            if matches!(event, Event::Scanned { .. }) {
+                self.devices[device].must_revalidate = false;
+            }
+            let host = self.devices[device].host;
+            let input = Input {
+                at: self.local(host),
+                wall_ms: self.wall(host),
+                event,
+            };
+            let mut actions = Vec::new();
+            if let Some(policy) = self.devices[device].policy.as_mut() {
+                policy.handle(input, &mut actions);
+            }
+            for action in actions {
+                self.apply(device, action);
+            }
+        }
+        self.reschedule_tick(device);
+    }
+
+    fn reschedule_tick(&mut self, device: usize) {
+        let dev = &self.devices[device];
+        let Some(policy) = dev.policy.as_ref() else {
+            return;
+        };
+        let next = policy
+            .next_timeout()
+            .map(|at| self.true_time_of(dev.host, at));
+        if next == dev.tick_at_ms {
+            return;
+        }
+        let dev = &mut self.devices[device];
+        dev.tick_generation += 1;
+        dev.tick_at_ms = next;
+        let generation = dev.tick_generation;
+        if let Some(at) = next {
+            self.schedule(at, Ev::Tick { device, generation });
+        }
+    }
+
+    fn apply(&mut self, device: usize, action: Action) {
+        match action {
+            Action::Write { name, text } => self.write(device, name, Some(text)),
+            Action::Delete { name } => self.delete(device, name),
+            Action::StartActing { skip_through } => {
+                let adapter = &mut self.devices[device].adapter;
+                adapter.acting = true;
+                adapter.next_offset = skip_through.map(|id| id + 1);
+                adapter.last_handled = skip_through;
+                self.maybe_poll(device);
+            }
+            Action::StopActing => self.stop_acting(device),
+            Action::PauseActing { until } => {
+                self.devices[device].adapter.paused_until = until;
+                let host = self.devices[device].host;
+                let at = self.true_time_of(host, until);
+                let incarnation = self.devices[device].incarnation;
+                self.cancel_poll(device);
+                self.schedule(
+                    at,
+                    Ev::AdapterWake {
+                        device,
+                        incarnation,
+                    },
+                );
+            }
+            Action::Rescan => {
+                let files = self.listing(device);
+                self.devices[device]
+                    .inbox
+                    .push_back(Event::Scanned { files });
+            }
+            Action::RequestDownload { name } => {
+                let real = real_name(&name);
+                let delay = self.rng.random_range(SECOND_MS..=10 * SECOND_MS);
+                let host = self.devices[device].host;
+                self.schedule(self.now_ms + delay, Ev::Restore { host, name: real });
+            }
+            Action::ProbePid { stem, pid } => {
+                let host = self.devices[device].host;
+                let alive = self.devices.iter().any(|other| {
+                    other.host == host
+                        && other.policy.is_some()
+                        && PolicyKind::pid(&other.spec, other.incarnation) == pid
+                });
+                self.devices[device]
+                    .inbox
+                    .push_back(Event::PidProbed { stem, pid, alive });
+            }
+            Action::Exit => self.exit(device),
+            Action::Bug { message } => self.violation(format!("device {device}: {message}")),
+            Action::Trace { line } => self.trace(device, &line),
+        }
+    }
+
+    // ---- the medium ------------------------------------------------------------------
+
+    fn replica(&self, device: usize) -> &BTreeMap<String, ReplicaFile> {
+        &self.hosts[self.devices[device].host].replica
+    }
+
+    fn write(&mut self, device: usize, name: String, text: Option<String>) {
+        if self.config.trace {
+            let seq = text
+                .as_deref()
+                .and_then(|t| t.split("\"seq\": ").nth(1))
+                .and_then(|t| t.split(',').next())
+                .unwrap_or("-");
+            self.trace(device, &format!("write {name} seq {seq}"));
+        }
+        let own = self.devices[device].own_file.clone();
+        let shared = name == super::seed_policy::STATE_FILE && !self.is_baton();
+        if name != own && !shared {
+            self.violation(format!(
+                "device {device} wrote {name}, not its own file {own}"
+            ));
+        }
+        if shared {
+            self.metrics.writes_shared_file += 1;
+        }
+        if self.devices[device].adapter.acting {
+            self.metrics.writes_active += 1;
+        } else {
+            self.metrics.writes_standby += 1;
+        }
+        let host = self.devices[device].host;
+        self.devices[device].last_write_local = Some(self.local(host));
+        self.write_local(device, name, text);
+    }
+
+    fn delete(&mut self, device: usize, name: String) {
+        let own_stem = record::file_stem(&self.devices[device].spec.device_id);
+        let allowed = match record::classify_name(&name) {
+            NameKind::ConflictCopy { stem } => stem == own_stem,
+            NameKind::Record { .. } => {
+                let last_write = self.last_server_write(&name);
+                self.devices[device].adapter.acting
+                    && self.now_ms.saturating_sub(last_write) > self.config.retention_ms
+            }
+            _ => false,
+        };
+        if !allowed {
+            self.violation(format!(
+                "device {device} deleted {name}, which is not its to delete"
+            ));
+        }
+        self.write_local(device, name, None);
+    }
+
+    /// The change lands in the host's folder at once (devices on the same host share
+    /// it and hear of it through the watcher), then goes up to the server.
+    fn write_local(&mut self, device: usize, name: String, text: Option<String>) {
+        let host = self.devices[device].host;
+        let now = self.now_ms;
+        let entry = self.hosts[host].replica.entry(name.clone()).or_default();
+        entry.text = text.clone();
+        entry.local_write_ms = now;
+        entry.arrived_ms = now;
+        entry.evicted = None;
+        for neighbour in 0..self.devices.len() {
+            if neighbour != device && self.devices[neighbour].host == host {
+                self.notify_later(neighbour, &name);
+            }
+        }
+        self.send_upload(host, name, text);
+    }
+
+    fn notify_later(&mut self, device: usize, name: &str) {
+        let latency = self
+            .rng
+            .random_range(0..=self.config.delay.notification_latency_ms_max);
+        let incarnation = self.devices[device].incarnation;
+        self.schedule(
+            self.now_ms + latency,
+            Ev::Notify {
+                dest: device,
+                incarnation,
+                name: name.to_string(),
+            },
+        );
+    }
+
+    fn last_server_write(&self, name: &str) -> u64 {
+        self.server.get(name).map_or(0, |(_, at)| *at)
+    }
+
+    fn send_upload(&mut self, writer_host: usize, name: String, text: Option<String>) {
+        let drawn = self.config.delay.upload_ms(&mut self.rng, self.faults_over);
+        let nominal = postpone(&self.hosts[writer_host].cut_windows, self.now_ms + drawn);
+        let mut arrival = self.postpone_all(writer_host, nominal);
+        let fifo = self
+            .upload_fifo
+            .entry((name.clone(), writer_host))
+            .or_insert(0);
+        arrival = arrival.max(*fifo);
+        *fifo = arrival;
+        self.note_arrival(arrival);
+        if nominal - self.now_ms > self.config.settle_bound_ms {
+            self.breaches.push((self.now_ms, nominal));
+        }
+        let transfer = Transfer {
+            name,
+            text,
+            writer: writer_host,
+            write_ms: self.now_ms,
+            nominal_ms: nominal,
+        };
+        self.schedule(arrival, Ev::Upload(Box::new(transfer)));
+    }
+
+    fn note_arrival(&mut self, arrival: u64) {
+        if !self.faults_over {
+            self.latest_faulty_arrival_ms = self.latest_faulty_arrival_ms.max(arrival);
+        }
+    }
+
+    fn postpone_all(&self, host: usize, at: u64) -> u64 {
+        let mut at = at;
+        for _ in 0..8 {
+            let next = postpone(
+                &self.hosts[host].cut_windows,
+                postpone(&self.hosts[host].sleep_windows, at),
+            );
+            if next == at {
+                break;
+            }
+            at = next;
+        }
+        at
+    }
+
+    fn upload_arrived(&mut self, transfer: Transfer) {
+        self.server.insert(
+            transfer.name.clone(),
+            (transfer.text.clone(), transfer.write_ms),
+        );
+        for dest in 0..self.hosts.len() {
+            if dest == transfer.writer {
+                continue;
+            }
+            let drawn = self.config.delay.download_ms(&mut self.rng);
+            let bound = self.config.settle_bound_ms;
+            let nominal_raw = transfer.nominal_ms.max(self.now_ms) + drawn;
+            let nominal = if transfer.write_ms >= self.scenario.fault_end_ms {
+                // After faults: delays stay within the bound (the convergence check's premise).
+                nominal_raw.min(transfer.write_ms + bound)
+            } else {
+                postpone(&self.hosts[dest].cut_windows, nominal_raw)
+            };
+            let mut arrival = self.postpone_all(dest, nominal.max(self.now_ms));
+            let fifo = self
+                .download_fifo
+                .entry((transfer.name.clone(), dest))
+                .or_insert(0);
+            arrival = arrival.max(*fifo);
+            *fifo = arrival;
+            self.note_arrival(arrival);
+            let delay = nominal.saturating_sub(transfer.write_ms);
+            self.metrics.delays.add(delay);
+            if delay > bound {
+                self.breaches.push((transfer.write_ms, arrival));
+            }
+            let transfer = Box::new(Transfer {
+                nominal_ms: nominal,
+                ..transfer.clone()
+            });
+            self.schedule(arrival, Ev::Download { dest, transfer });
+        }
+    }
+
+    fn download_arrived(&mut self, host: usize, transfer: Transfer) {
+        let now = self.now_ms;
+        let entry = self.hosts[host]
+            .replica
+            .entry(transfer.name.clone())
+            .or_default();
+        if entry.local_write_ms > transfer.write_ms {
+            return; // our own later write is on its way and will win at the server
+        }
+        entry.text = transfer.text;
+        entry.arrived_ms = now;
+        if let Some((_, since)) = entry.evicted.take() {
+            self.breaches.push((since, now));
+        }
+        for device in 0..self.devices.len() {
+            if self.devices[device].host != host || !self.running(device) {
+                continue;
+            }
+            let lose = !self.faults_over
+                && self
+                    .rng
+                    .random_bool(self.config.delay.notification_loss_share);
+            if lose {
+                self.metrics.lost_notifications += 1;
+                self.breaches
+                    .push((transfer.write_ms, now + self.config.backstop_max_ms));
+                continue;
+            }
+            self.notify_later(device, &transfer.name);
+        }
+    }
+
+    fn observation(&self, device: usize, name: &str) -> FileObservation {
+        match self.replica(device).get(name) {
+            Some(ReplicaFile {
+                text: Some(_),
+                evicted: Some((true, _)),
+                ..
+            }) => FileObservation {
+                name: stub_name(name),
+                state: FileState::Contents {
+                    text: "bplist00 (stub)".into(),
+                },
+            },
+            Some(ReplicaFile {
+                text: Some(_),
+                evicted: Some((false, _)),
+                ..
+            }) => FileObservation {
+                name: name.to_string(),
+                state: FileState::Dataless,
+            },
+            Some(ReplicaFile {
+                text: Some(text), ..
+            }) => FileObservation {
+                name: name.to_string(),
+                state: FileState::Contents { text: text.clone() },
+            },
+            _ => FileObservation {
+                name: name.to_string(),
+                state: FileState::Gone,
+            },
+        }
+    }
+
+    fn listing(&self, device: usize) -> Vec<FileObservation> {
+        self.replica(device)
+            .iter()
+            .filter(|(_, file)| file.text.is_some())
+            .map(|(name, _)| self.observation(device, name))
+            .collect()
+    }
+
+    fn notify(&mut self, dest: usize, incarnation: u32, name: &str) {
+        if self.devices[dest].incarnation != incarnation || !self.running(dest) {
+            return;
+        }
+        if !self.devices[dest].adapter.acting {
+            self.metrics.standby_file_events += 1;
+        }
+        let file = self.observation(dest, name);
+        self.deliver(dest, Event::FileChanged { file });
+    }
+
+    fn restore(&mut self, host: usize, name: &str) {
+        let now = self.now_ms;
+        let Some(entry) = self.hosts[host].replica.get_mut(name) else {
+            return;
+        };
+        let Some((_, since)) = entry.evicted.take() else {
+            return;
+        };
+        self.breaches.push((since, now));
+        for device in 0..self.devices.len() {
+            if self.devices[device].host == host {
+                self.notify_later(device, name);
+            }
+        }
+    }
+
+    // ---- faults ------------------------------------------------------------------------
+
+    fn resolve(&self, target: Target) -> Option<usize> {
+        match target {
+            Target::Acting => (0..self.devices.len()).find(|d| self.acting(*d)),
+            Target::Device(device) => Some(device),
+        }
+    }
+
+    fn fault(&mut self, fault: Fault) {
+        if self.faults_over && !matches!(fault, Fault::Message) {
+            return;
+        }
+        match fault {
+            Fault::Crash { target, down_ms } => {
+                let Some(device) = self.resolve(target) else {
+                    return;
+                };
+                if self.devices[device].policy.is_none() {
+                    return;
+                }
+                if self.acting(device) {
+                    self.pending.push(PendingMeasure {
+                        kind: PendingKind::Crash,
+                        since_ms: self.now_ms,
+                        device,
+                    });
+                }
+                self.kill(device);
+                self.schedule(self.now_ms + down_ms, Ev::Restart { device });
+            }
+            Fault::Resign { down_ms } => {
+                let Some(device) = self.resolve(Target::Acting) else {
+                    return;
+                };
+                self.pending.push(PendingMeasure {
+                    kind: PendingKind::Resign,
+                    since_ms: self.now_ms,
+                    device,
+                });
+                self.devices[device].restart_after_exit_ms = Some(down_ms);
+                self.deliver(device, Event::ShutdownAsked);
+            }
+            Fault::Evict { device, stub } => self.evict(device, stub),
+            Fault::Duplicate { device } => self.duplicate(device),
+            Fault::Message => self.send_update(None),
+            Fault::Activate { device } => self.ask_activation(device),
+            Fault::Sleep { .. } | Fault::CutOff { .. } => {}
+        }
+    }
+
+    fn kill(&mut self, device: usize) {
+        self.cancel_poll(device);
+        let dev = &mut self.devices[device];
+        dev.policy = None;
+        dev.adapter = Adapter::default();
+        dev.inbox.clear();
+        dev.tick_at_ms = None;
+        dev.tick_generation += 1;
+    }
+
+    fn exit(&mut self, device: usize) {
+        let down_ms = self.devices[device].restart_after_exit_ms.take();
+        self.kill(device);
+        let down_ms = down_ms.unwrap_or(10 * MINUTE_MS);
+        self.schedule(self.now_ms + down_ms, Ev::Restart { device });
+    }
+
+    fn evict(&mut self, device: usize, stub: bool) {
+        let own = self.devices[device].own_file.clone();
+        let host = self.devices[device].host;
+        let now = self.now_ms;
+        let candidates: Vec<String> = self.hosts[host]
+            .replica
+            .iter()
+            .filter(|(name, file)| {
+                **name != own
+                    && file.text.is_some()
+                    && file.evicted.is_none()
+                    && now.saturating_sub(file.arrived_ms) >= 60 * MINUTE_MS
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let name = candidates[self.rng.random_range(0..candidates.len())].clone();
+        if let Some(file) = self.hosts[host].replica.get_mut(&name) {
+            file.evicted = Some((stub, now));
+        }
+        for neighbour in 0..self.devices.len() {
+            if self.devices[neighbour].host == host {
+                self.notify_later(neighbour, &name);
+            }
+        }
+    }
+
+    fn duplicate(&mut self, device: usize) {
+        let name = self.devices[device].own_file.clone();
+        let Some((Some(text), _)) = self.server.get(&name).cloned() else {
+            return;
+        };
+        let copy = match name.strip_suffix(".json") {
+            Some(stem) => format!("{stem} 2.json"),
+            None => format!("{name} 2"),
+        };
+        let transfer = Transfer {
+            name: copy,
+            text: Some(text),
+            writer: MEDIUM,
+            write_ms: self.now_ms,
+            nominal_ms: self.now_ms,
+        };
+        self.upload_arrived(transfer);
+    }
+
+    fn sleep(&mut self, host: usize) {
+        if self.hosts[host].asleep_since_ms.is_some() {
+            return;
+        }
+        self.hosts[host].asleep_since_ms = Some(self.now_ms);
+        for device in 0..self.devices.len() {
+            if self.devices[device].host == host {
+                // The process freezes: its TCP connection to Telegram dies with the poll.
+                self.cancel_poll(device);
+            }
+        }
+    }
+
+    fn wake(&mut self, host: usize) {
+        let Some(since) = self.hosts[host].asleep_since_ms.take() else {
+            return;
+        };
+        let slept_ms = self.now_ms - since;
+        let local = self.local(host);
+        for device in 0..self.devices.len() {
+            if self.devices[device].host != host || self.devices[device].policy.is_none() {
+                continue;
+            }
+            let lease_end = self.devices[device]
+                .last_write_local
+                .map(|at| at.0 + self.config.lease_ms);
+            if lease_end.is_some_and(|end| local.0 >= end) {
+                self.devices[device].must_revalidate = true;
+            }
+            self.trace(device, &format!("woke after {slept_ms}ms"));
+            let queued: Vec<Event> = self.devices[device].inbox.drain(..).collect();
+            let first = if queued.contains(&Event::Start) {
+                Event::Start
+            } else {
+                Event::Woke { slept_ms }
+            };
+            self.deliver(device, first);
+            self.maybe_poll(device);
+        }
+    }
+
+    fn faults_end(&mut self) {
+        self.faults_over = true;
+        for host in 0..self.hosts.len() {
+            if self.hosts[host].asleep_since_ms.is_some() {
+                self.wake(host);
+            }
+        }
+        for device in 0..self.devices.len() {
+            if self.devices[device].policy.is_none() {
+                self.schedule(self.now_ms, Ev::Restart { device });
+            }
+        }
+        let settled = self
+            .latest_faulty_arrival_ms
+            .max(self.now_ms)
+            .saturating_add(self.config.settle_bound_ms);
+        let check_from = settled + self.config.convergence_bound_ms;
+        self.check_from_ms = Some(check_from);
+        self.end_ms = check_from + self.config.check_window_ms;
+        self.schedule(self.end_ms, Ev::End);
+        self.schedule(check_from, Ev::Observe);
+    }
+
+    // ---- Telegram ------------------------------------------------------------------------
+
+    fn send_update(&mut self, activate: Option<String>) {
+        let id = self.telegram.next_id;
+        self.telegram.next_id += 1;
+        self.telegram.sent_ms.push(self.now_ms);
+        self.telegram.handled.push(0);
+        self.telegram.pending.insert(id, activate);
+        self.metrics.updates_sent += 1;
+        if let Some((device, poll)) = self.telegram.held.take() {
+            self.respond(device, poll, PollResult::Updates(vec![id]));
+        }
+    }
+
+    fn ask_activation(&mut self, target: usize) {
+        let active = (0..self.devices.len()).find(|d| self.acting(*d));
+        let eligible = active.is_some_and(|a| a != target)
+            && self.running(target)
+            && !self.devices[target].adapter.acting
+            && self
+                .now_ms
+                .saturating_sub(self.devices[target].alive_since_ms)
+                > 2 * MINUTE_MS;
+        if eligible {
+            self.pending.push(PendingMeasure {
+                kind: PendingKind::Handoff,
+                since_ms: self.now_ms,
+                device: target,
+            });
+        }
+        let id = self.devices[target].spec.device_id.clone();
+        self.send_update(Some(id));
+    }
+
+    fn respond(&mut self, device: usize, poll: u64, result: PollResult) {
+        if matches!(result, PollResult::Conflict) {
+            self.metrics.conflicts_409 += 1;
+        }
+        self.schedule(
+            self.now_ms + TELEGRAM_RTT_MS / 2,
+            Ev::PollResponse {
+                device,
+                poll,
+                result,
+            },
+        );
+    }
+
+    /// getUpdates(offset) as the server sees it: confirm below the offset, answer the
+    /// older waiting poll with 409, then answer now or hold.
+    fn get_updates(&mut self, device: usize, offset: Option<i64>, hold: bool) -> Option<u64> {
+        if let Some(offset) = offset {
+            let confirmed: Vec<i64> = self
+                .telegram
+                .pending
+                .range(..offset)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in confirmed {
+                self.telegram.pending.remove(&id);
+                if self.telegram.handled[id as usize] == 0 {
+                    self.metrics.updates_lost += 1;
+                    self.violation_if_baton(format!("update {id} confirmed without being handled"));
+                }
+            }
+        }
+        if let Some((other, poll)) = self.telegram.held.take() {
+            self.respond(other, poll, PollResult::Conflict);
+        }
+        if !hold {
+            return None;
+        }
+        self.telegram.next_poll += 1;
+        let poll = self.telegram.next_poll;
+        let available: Vec<i64> = self.telegram.pending.keys().copied().take(100).collect();
+        if available.is_empty() {
+            self.telegram.held = Some((device, poll));
+            self.schedule(self.now_ms + LONG_POLL_MS, Ev::HeldTimeout { poll });
+        } else {
+            self.respond(device, poll, PollResult::Updates(available));
+        }
+        Some(poll)
+    }
+
+    fn violation_if_baton(&mut self, message: String) {
+        if self.is_baton() {
+            self.violation(message);
+        }
+    }
+
+    fn maybe_poll(&mut self, device: usize) {
+        if !self.running(device) {
+            return;
+        }
+        let host = self.devices[device].host;
+        let local = self.local(host);
+        let adapter = &self.devices[device].adapter;
+        if !adapter.acting || adapter.outstanding.is_some() {
+            return;
+        }
+        if local < adapter.paused_until || self.now_ms < adapter.backoff_until_ms {
+            return; // an AdapterWake is scheduled for the end of the pause or backoff
+        }
+        let _ = adapter;
+        if self.devices[device].must_revalidate {
+            self.violation(format!(
+                "device {device} polls after waking past its lease without re-validating"
+            ));
+            self.devices[device].must_revalidate = false;
+        }
+        let offset = self.devices[device].adapter.next_offset;
+        let poll = self.get_updates(device, offset, true);
+        self.devices[device].adapter.outstanding = poll;
+        self.resolve_pending_on_poll(device);
+    }
+
+    fn resolve_pending_on_poll(&mut self, device: usize) {
+        let now = self.now_ms;
+        let mut kept = Vec::with_capacity(self.pending.len());
+        for measure in std::mem::take(&mut self.pending) {
+            let resolves = match measure.kind {
+                PendingKind::Crash => true,
+                PendingKind::Resign => device != measure.device,
+                PendingKind::Handoff => device == measure.device,
+            };
+            if !resolves {
+                kept.push(measure);
+                continue;
+            }
+            let elapsed = now - measure.since_ms;
+            match measure.kind {
+                PendingKind::Crash => self.metrics.crash_failover_ms.push(elapsed),
+                PendingKind::Resign => self.metrics.resign_takeover_ms.push(elapsed),
+                PendingKind::Handoff => self.metrics.handoff_ms.push(elapsed),
+            }
+        }
+        self.pending = kept;
+    }
+
+    fn cancel_poll(&mut self, device: usize) {
+        if self
+            .telegram
+            .held
+            .is_some_and(|(holder, _)| holder == device)
+        {
+            self.telegram.held = None;
+        }
+        self.devices[device].adapter.outstanding = None;
+    }
+
+    fn poll_response(&mut self, device: usize, poll: u64, result: PollResult) {
+        if self.devices[device].adapter.outstanding != Some(poll) || !self.running(device) {
+            return; // cancelled: nothing it carried was confirmed, it will come again
+        }
+        self.devices[device].adapter.outstanding = None;
+        match result {
+            PollResult::Updates(ids) => {
+                for id in ids {
+                    self.handle_update(device, id);
+                    if !self.devices[device].adapter.acting || !self.running(device) {
+                        return;
+                    }
+                }
+                self.maybe_poll(device);
+            }
+            PollResult::Empty => self.maybe_poll(device),
+            PollResult::Conflict => {
+                let backoff = self
+                    .rng
+                    .random_range(CONFLICT_BACKOFF_MS.0..=CONFLICT_BACKOFF_MS.1);
+                self.devices[device].adapter.backoff_until_ms = self.now_ms + backoff;
+                let incarnation = self.devices[device].incarnation;
+                self.schedule(
+                    self.now_ms + backoff,
+                    Ev::AdapterWake {
+                        device,
+                        incarnation,
+                    },
+                );
+                let description = "Conflict: terminated by other getUpdates request".into();
+                self.deliver(device, Event::Conflict { description });
+            }
+        }
+    }
+
+    fn handle_update(&mut self, device: usize, id: i64) {
+        let adapter = &self.devices[device].adapter;
+        if adapter.next_offset.is_some_and(|offset| id < offset) {
+            return;
+        }
+        self.devices[device].adapter.next_offset = Some(id + 1);
+        self.devices[device].adapter.last_handled = Some(id);
+        let count = &mut self.telegram.handled[id as usize];
+        *count += 1;
+        if *count > 1 {
+            self.metrics.updates_duplicated += 1;
+        }
+        let activate = self.telegram.pending.get(&id).cloned().flatten();
+        if let Some(target) = activate {
+            self.deliver(
+                device,
+                Event::ActivateAsked {
+                    target,
+                    ticket: id as u64,
+                },
+            );
+        }
+        if self.running(device) {
+            self.deliver(device, Event::UpdateHandled { update_id: id });
+        }
+    }
+
+    fn stop_acting(&mut self, device: usize) {
+        let was_polling = self.devices[device].adapter.acting;
+        self.cancel_poll(device);
+        let adapter = &mut self.devices[device].adapter;
+        adapter.acting = false;
+        let last = adapter.last_handled;
+        let offset = adapter.next_offset;
+        if was_polling && offset.is_some() {
+            // Confirm what was handled: getUpdates(offset, timeout 0).
+            self.get_updates(device, offset, false);
+        }
+        let incarnation = self.devices[device].incarnation;
+        self.schedule(
+            self.now_ms + TELEGRAM_RTT_MS,
+            Ev::Answer {
+                device,
+                incarnation,
+                event: Event::ActingStopped {
+                    last_update_id: last,
+                },
+            },
+        );
+    }
+
+    // ---- invariants and metrics over the acting set ------------------------------------
+
+    fn observe_acting(&mut self) {
+        let now = self.now_ms;
+        let elapsed = now - self.last_account_ms;
+        let mut count = 0;
+        for device in 0..self.devices.len() {
+            let was = self.devices[device].was_acting;
+            if self.running(device) {
+                if was {
+                    self.metrics.active_ms += elapsed;
+                } else {
+                    self.metrics.standby_ms += elapsed;
+                }
+            }
+            let acting = self.acting(device);
+            if acting {
+                count += 1;
+            }
+            if acting && !was {
+                self.on_takeover(device);
+            }
+            if acting != was {
+                self.trace(device, if acting { "ACTING" } else { "not acting" });
+            }
+            self.devices[device].was_acting = acting;
+        }
+        self.last_account_ms = now;
+        self.on_count(count);
+        self.expire_pending();
+    }
+
+    fn on_takeover(&mut self, device: usize) {
+        let planned = self
+            .pending
+            .iter()
+            .any(|m| m.kind == PendingKind::Handoff && m.device == device);
+        let displaced = (0..self.devices.len()).any(|other| {
+            other != device && self.running(other) && self.devices[other].adapter.acting
+        });
+        if displaced && !planned {
+            self.metrics.false_takeovers += 1;
+        }
+    }
+
+    fn on_count(&mut self, count: usize) {
+        let now = self.now_ms;
+        if count != self.acting_count {
+            self.last_acting_change_ms = now;
+        }
+        if count >= 2 && self.incident_end_ms.is_some() {
+            // Two acting again: the same incident unless it had been over for a while.
+            match (self.incident_start_ms, self.incident_end_ms) {
+                (Some(_), Some(end)) if now - end <= INCIDENT_MERGE_GAP_MS => {}
+                (Some(start), Some(end)) => {
+                    self.close_incident(start, end);
+                    self.incident_start_ms = Some(now);
+                }
+                _ => self.incident_start_ms = Some(now),
+            }
+            self.incident_end_ms = None;
+        }
+        if count >= 2 && self.incident_start_ms.is_none() {
+            self.incident_start_ms = Some(now);
+            self.incident_end_ms = None;
+        }
+        if count < 2 && self.incident_start_ms.is_some() && self.incident_end_ms.is_none() {
+            self.incident_end_ms = Some(now);
+        }
+        self.acting_count = count;
+        if let Some(check_from) = self.check_from_ms
+            && now >= check_from
+            && count != 1
+        {
+            let message = format!(
+                "{count} devices acting {:.0}s after faults ended and delays settled",
+                (now - self.scenario.fault_end_ms) as f64 / 1000.0
+            );
+            self.violation_if_baton(message);
+            self.check_from_ms = None;
+        }
+    }
+
+    fn close_incident(&mut self, start: u64, end: u64) {
+        let from = start.saturating_sub(self.config.lookback_ms);
+        let within_bound = !self
+            .breaches
+            .iter()
+            .any(|(breach_start, breach_end)| *breach_start <= end && *breach_end >= from);
+        self.metrics.incidents.push(Incident {
+            start_ms: start,
+            duration_ms: end - start,
+            within_bound,
+        });
+        if within_bound {
+            let message = format!(
+                "two devices acting for {:.1}s from t={:.1}s with every delay within the {}ms bound",
+                (end - start) as f64 / 1000.0,
+                start as f64 / 1000.0,
+                self.config.settle_bound_ms
+            );
+            self.violation_if_baton(message);
+        }
+    }
+
+    fn expire_pending(&mut self) {
+        let now = self.now_ms;
+        let before = self.pending.len();
+        let mut expired = Vec::new();
+        self.pending.retain(|m| {
+            let limit = match m.kind {
+                PendingKind::Handoff => HANDOFF_EXPIRE_MS,
+                _ => EXPIRE_PENDING_MS,
+            };
+            let keep = now - m.since_ms < limit;
+            if !keep {
+                expired.push(m.kind);
+            }
+            keep
+        });
+        if before == self.pending.len() {
+            return;
+        }
+        for kind in expired {
+            match kind {
+                PendingKind::Crash => self.metrics.crash_failover_unresolved += 1,
+                PendingKind::Resign => self.metrics.resign_takeover_unresolved += 1,
+                PendingKind::Handoff => self.metrics.handoff_failed += 1,
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.now_ms = self.now_ms.min(self.end_ms);
+        self.observe_acting();
+        if let Some(start) = self.incident_start_ms.take() {
+            let end = self.incident_end_ms.unwrap_or(self.now_ms);
+            self.close_incident(start, end);
+        }
+        let quiet_from = self.scenario.fault_end_ms;
+        self.metrics
+            .recovery_ms
+            .push(self.last_acting_change_ms.saturating_sub(quiet_from));
+        let cutoff = self.now_ms.saturating_sub(30 * SECOND_MS);
+        let unhandled = (0..self.telegram.sent_ms.len())
+            .filter(|&i| self.telegram.sent_ms[i] < cutoff && self.telegram.handled[i] == 0)
+            .count() as u64;
+        if unhandled > 0 {
+            self.metrics.updates_lost += unhandled;
+            self.violation_if_baton(format!("{unhandled} updates never handled by the end"));
+        }
+        self.metrics.device_ms = self.now_ms * self.devices.len() as u64;
+    }
+}
+
+/// Moves `at` past the end of any window containing it.
+fn postpone(windows: &[(u64, u64)], at: u64) -> u64 {
+    let mut at = at;
+    for (start, end) in windows {
+        if *start <= at && at < *end {
+            at = *end;
+        }
+    }
+    at
+}
+
+fn merge_windows(mut windows: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    windows.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(windows.len());
+    for (start, end) in windows {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+fn collect_windows(scenario: &Scenario, hosts: &mut [Host]) {
+    let end = scenario.fault_end_ms;
+    let mut sleeps = vec![Vec::new(); hosts.len()];
+    let mut cuts = vec![Vec::new(); hosts.len()];
+    for (at, fault) in &scenario.faults {
+        match fault {
+            Fault::Sleep { host, duration_ms } => {
+                sleeps[*host].push((*at, (*at + duration_ms).min(end)))
+            }
+            Fault::CutOff { host, duration_ms } => {
+                cuts[*host].push((*at, (*at + duration_ms).min(end)))
+            }
+            _ => {}
+        }
+    }
+    for (host, state) in hosts.iter_mut().enumerate() {
+        state.sleep_windows = merge_windows(std::mem::take(&mut sleeps[host]));
+        state.cut_windows = merge_windows(std::mem::take(&mut cuts[host]));
+    }
+}
+
+fn stub_name(name: &str) -> String {
+    format!(".{name}.icloud")
+}
+
+fn real_name(name: &str) -> String {
+    name.strip_prefix('.')
+        .and_then(|rest| rest.strip_suffix(".icloud"))
+        .unwrap_or(name)
+        .to_string()
+}
