@@ -140,6 +140,7 @@ impl Batch {
             resign_per_day: 0.0,
             sleep_per_host_day: 0.0,
             cut_per_host_day: 0.0,
+            stall_per_host_day: 0.0,
             evict_per_device_day: 0.0,
             duplicate_per_device_day: 0.0,
             messages_per_hour: 0.0,

@@ -52,7 +52,9 @@ impl Default for DelayModel {
             tail_share: 0.04,
             tail_min_ms: 30 * SECOND_MS,
             tail_max_ms: 5 * MINUTE_MS,
-            stall_share: 0.0005,
+            // Hour-long stalls are per-host episodes (FaultRates::stall_per_host_day): a
+            // stuck daemon holds every upload, not one file version.
+            stall_share: 0.0,
             stall_min_ms: 20 * MINUTE_MS,
             stall_max_ms: 2 * HOUR_MS,
             notification_loss_share: 0.02,
@@ -109,6 +111,10 @@ pub struct FaultRates {
     /// Downtime after a crash or stop before the process is started again.
     pub down_min_ms: u64,
     pub down_max_ms: u64,
+    /// The host's sync daemon stops uploading (downloads still arrive).
+    pub stall_per_host_day: f64,
+    pub stall_min_ms: u64,
+    pub stall_max_ms: u64,
     pub cut_per_host_day: f64,
     pub cut_min_ms: u64,
     pub cut_max_ms: u64,
@@ -131,6 +137,9 @@ impl Default for FaultRates {
             sleep_max_ms: 8 * HOUR_MS,
             down_min_ms: 30 * SECOND_MS,
             down_max_ms: 2 * HOUR_MS,
+            stall_per_host_day: 1.0 / 7.0,
+            stall_min_ms: 20 * MINUTE_MS,
+            stall_max_ms: 2 * HOUR_MS,
             cut_per_host_day: 1.0 / 7.0,
             cut_min_ms: 10 * MINUTE_MS,
             cut_max_ms: 3 * HOUR_MS,
@@ -154,6 +163,8 @@ impl FaultRates {
             sleep_max_ms: (self.sleep_max_ms as f64 / factor.max(1.0)) as u64,
             down_max_ms: (self.down_max_ms as f64 / factor.max(1.0)) as u64,
             cut_per_host_day: self.cut_per_host_day * factor,
+            stall_per_host_day: self.stall_per_host_day * factor,
+            stall_max_ms: (self.stall_max_ms as f64 / factor.max(1.0)) as u64,
             cut_max_ms: (self.cut_max_ms as f64 / factor.max(1.0)) as u64,
             evict_per_device_day: self.evict_per_device_day * factor,
             duplicate_per_device_day: self.duplicate_per_device_day * factor,
@@ -182,6 +193,11 @@ pub enum Fault {
     },
     /// A host sleeps (its clock keeps counting, its processes freeze).
     Sleep {
+        host: usize,
+        duration_ms: u64,
+    },
+    /// A host's uploads stall for a while.
+    Stall {
         host: usize,
         duration_ms: u64,
     },
@@ -325,6 +341,10 @@ impl Scenario {
             for at in poisson_times(rng, rates.sleep_per_host_day, end_ms) {
                 let duration_ms = log_uniform_ms(rng, rates.sleep_min_ms, rates.sleep_max_ms);
                 faults.push((at, Fault::Sleep { host, duration_ms }));
+            }
+            for at in poisson_times(rng, rates.stall_per_host_day, end_ms) {
+                let duration_ms = log_uniform_ms(rng, rates.stall_min_ms, rates.stall_max_ms);
+                faults.push((at, Fault::Stall { host, duration_ms }));
             }
             for at in poisson_times(rng, rates.cut_per_host_day, end_ms) {
                 let duration_ms = log_uniform_ms(rng, rates.cut_min_ms, rates.cut_max_ms);

@@ -8,11 +8,12 @@
 //! OS randomness, or let a policy see anything but its own replica and its inputs.
 //!
 //! The medium: a write lands in the writer's replica at once, reaches the server after
-//! an upload delay (FIFO per file and writer), and every other replica after a further
-//! download delay (FIFO per file and destination), so later versions never overtake
-//! earlier ones. The server keeps the last version to ARRIVE (iCloud's "last writer
-//! wins"; a loser is simply overwritten everywhere). A host that sleeps or is cut off
-//! holds its transfers until it is back.
+//! an upload delay, and every other host's replica after a further download delay.
+//! Per file and destination the LATEST version wins: a version that arrives after a
+//! newer one of the same file is dropped (iCloud syncs the current file, not a log), so
+//! an earlier write never lands over a later one. The server keeps the last version to
+//! ARRIVE (iCloud's "last writer wins"; a loser is overwritten everywhere). A host that
+//! sleeps, is cut off, or whose uploads stall holds its transfers until it is back.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -127,6 +128,8 @@ struct Transfer {
     text: Option<String>,
     /// Host of the writer ([`MEDIUM`] for the medium's own copies).
     writer: usize,
+    /// Grows with every write in the world: orders versions written in the same ms.
+    version: u64,
     write_ms: u64,
     /// Arrival as drawn plus cut-off postponement, ignoring sleep (for the bound).
     nominal_ms: u64,
@@ -142,8 +145,8 @@ enum PollResult {
 #[derive(Clone, Debug, Default)]
 struct ReplicaFile {
     text: Option<String>,
-    /// Local write not yet superseded (a download of an older version must not undo it).
-    local_write_ms: u64,
+    /// Version of the last local write (a download of an older version must not undo it).
+    local_version: u64,
     arrived_ms: u64,
     /// Evicted: `Some(true)` a pre-Sonoma stub, `Some(false)` dataless in place.
     evicted: Option<(bool, u64)>,
@@ -186,6 +189,7 @@ struct Host {
     /// Sync-unavailable windows (sleep, cut-off), merged and sorted; for postponement.
     sleep_windows: Vec<(u64, u64)>,
     cut_windows: Vec<(u64, u64)>,
+    stall_windows: Vec<(u64, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -225,8 +229,10 @@ pub struct World {
     hosts: Vec<Host>,
     devices: Vec<Device>,
     server: BTreeMap<String, (Option<String>, u64)>,
-    upload_fifo: BTreeMap<(String, usize), u64>,
-    download_fifo: BTreeMap<(String, usize), u64>,
+    /// Newest write time that has reached the server / each host, per file.
+    upload_latest: BTreeMap<(String, usize), u64>,
+    versions: u64,
+    download_latest: BTreeMap<(String, usize), u64>,
     telegram: Telegram,
     rng: ChaCha8Rng,
     faults_over: bool,
@@ -284,8 +290,9 @@ impl World {
             hosts,
             devices,
             server: BTreeMap::new(),
-            upload_fifo: BTreeMap::new(),
-            download_fifo: BTreeMap::new(),
+            upload_latest: BTreeMap::new(),
+            versions: 0,
+            download_latest: BTreeMap::new(),
             telegram: Telegram::default(),
             rng,
             faults_over: false,
@@ -316,7 +323,7 @@ impl World {
         }
         for (at, fault) in self.scenario.faults.clone() {
             match fault {
-                Fault::Sleep { .. } | Fault::CutOff { .. } => {}
+                Fault::Sleep { .. } | Fault::CutOff { .. } | Fault::Stall { .. } => {}
                 other => self.schedule(at, Ev::Fault(other)),
             }
         }
@@ -607,6 +614,9 @@ impl World {
             Action::Write { name, text } => self.write(device, name, Some(text)),
             Action::Delete { name } => self.delete(device, name),
             Action::StartActing { skip_through } => {
+                if !self.devices[device].adapter.acting {
+                    self.on_takeover(device);
+                }
                 let adapter = &mut self.devices[device].adapter;
                 adapter.acting = true;
                 adapter.next_offset = skip_through.map(|id| id + 1);
@@ -718,7 +728,7 @@ impl World {
         let now = self.now_ms;
         let entry = self.hosts[host].replica.entry(name.clone()).or_default();
         entry.text = text.clone();
-        entry.local_write_ms = now;
+        entry.local_version = self.versions + 1;
         entry.arrived_ms = now;
         entry.evicted = None;
         for neighbour in 0..self.devices.len() {
@@ -750,19 +760,20 @@ impl World {
 
     fn send_upload(&mut self, writer_host: usize, name: String, text: Option<String>) {
         let drawn = self.config.delay.upload_ms(&mut self.rng, self.faults_over);
-        let nominal = postpone(&self.hosts[writer_host].cut_windows, self.now_ms + drawn);
-        let mut arrival = self.postpone_all(writer_host, nominal);
-        let fifo = self
-            .upload_fifo
-            .entry((name.clone(), writer_host))
-            .or_insert(0);
-        arrival = arrival.max(*fifo);
-        *fifo = arrival;
+        let windows = &self.hosts[writer_host];
+        let nominal = postpone(
+            &windows.cut_windows,
+            postpone(&windows.stall_windows, self.now_ms + drawn),
+        );
+        let arrival = self.postpone_all(writer_host, nominal);
         self.note_arrival(arrival);
-        if nominal - self.now_ms > self.config.settle_bound_ms {
+        if nominal - self.now_ms - drawn > 0 && nominal - self.now_ms > self.config.settle_bound_ms {
+            // Held by a cut-off or stall: beyond the bound from now, known in advance.
             self.breaches.push((self.now_ms, nominal));
         }
+        self.versions += 1;
         let transfer = Transfer {
+            version: self.versions,
             name,
             text,
             writer: writer_host,
@@ -780,10 +791,11 @@ impl World {
 
     fn postpone_all(&self, host: usize, at: u64) -> u64 {
         let mut at = at;
+        let windows = &self.hosts[host];
         for _ in 0..8 {
             let next = postpone(
-                &self.hosts[host].cut_windows,
-                postpone(&self.hosts[host].sleep_windows, at),
+                &windows.stall_windows,
+                postpone(&windows.cut_windows, postpone(&windows.sleep_windows, at)),
             );
             if next == at {
                 break;
@@ -794,6 +806,12 @@ impl World {
     }
 
     fn upload_arrived(&mut self, transfer: Transfer) {
+        let key = (transfer.name.clone(), transfer.writer);
+        let latest = self.upload_latest.entry(key).or_insert(0);
+        if *latest > transfer.version {
+            return; // superseded by a newer version of the same file
+        }
+        *latest = transfer.version;
         self.server.insert(
             transfer.name.clone(),
             (transfer.text.clone(), transfer.write_ms),
@@ -811,18 +829,11 @@ impl World {
             } else {
                 postpone(&self.hosts[dest].cut_windows, nominal_raw)
             };
-            let mut arrival = self.postpone_all(dest, nominal.max(self.now_ms));
-            let fifo = self
-                .download_fifo
-                .entry((transfer.name.clone(), dest))
-                .or_insert(0);
-            arrival = arrival.max(*fifo);
-            *fifo = arrival;
+            let arrival = self.postpone_all(dest, nominal.max(self.now_ms));
             self.note_arrival(arrival);
-            let delay = nominal.saturating_sub(transfer.write_ms);
-            self.metrics.delays.add(delay);
-            if delay > bound {
-                self.breaches.push((transfer.write_ms, arrival));
+            if nominal > postpone(&self.hosts[dest].cut_windows, nominal.min(nominal_raw)) {
+                // Held by the destination's cut-off: known in advance.
+                self.breaches.push((transfer.write_ms, nominal));
             }
             let transfer = Box::new(Transfer {
                 nominal_ms: nominal,
@@ -834,11 +845,32 @@ impl World {
 
     fn download_arrived(&mut self, host: usize, transfer: Transfer) {
         let now = self.now_ms;
+        let latest = self
+            .download_latest
+            .entry((transfer.name.clone(), host))
+            .or_insert(0);
+        if *latest > transfer.version {
+            return; // superseded: a newer version of the file is already here
+        }
+        *latest = transfer.version;
+        let delay = transfer.nominal_ms.saturating_sub(transfer.write_ms);
+        if self.config.trace {
+            eprintln!(
+                "{:>10.3}s host{host}: {} written at {:.3}s arrives",
+                now as f64 / 1000.0,
+                transfer.name,
+                transfer.write_ms as f64 / 1000.0
+            );
+        }
+        self.metrics.delays.add(delay);
+        if delay > self.config.settle_bound_ms {
+            self.breaches.push((transfer.write_ms, now.max(transfer.nominal_ms)));
+        }
         let entry = self.hosts[host]
             .replica
             .entry(transfer.name.clone())
             .or_default();
-        if entry.local_write_ms > transfer.write_ms {
+        if entry.local_version > transfer.version {
             return; // our own later write is on its way and will win at the server
         }
         entry.text = transfer.text;
@@ -855,6 +887,7 @@ impl World {
                     .rng
                     .random_bool(self.config.delay.notification_loss_share);
             if lose {
+                self.trace(device, "notification lost");
                 self.metrics.lost_notifications += 1;
                 self.breaches
                     .push((transfer.write_ms, now + self.config.backstop_max_ms));
@@ -913,6 +946,10 @@ impl World {
             self.metrics.standby_file_events += 1;
         }
         let file = self.observation(dest, name);
+        if self.config.trace {
+            let line = format!("notified of {name}: {}", serde_json::to_string(&file).unwrap_or_default());
+            self.trace(dest, &line[..line.len().min(300)]);
+        }
         self.deliver(dest, Event::FileChanged { file });
     }
 
@@ -979,7 +1016,7 @@ impl World {
             Fault::Duplicate { device } => self.duplicate(device),
             Fault::Message => self.send_update(None),
             Fault::Activate { device } => self.ask_activation(device),
-            Fault::Sleep { .. } | Fault::CutOff { .. } => {}
+            Fault::Sleep { .. } | Fault::CutOff { .. } | Fault::Stall { .. } => {}
         }
     }
 
@@ -1038,7 +1075,9 @@ impl World {
             Some(stem) => format!("{stem} 2.json"),
             None => format!("{name} 2"),
         };
+        self.versions += 1;
         let transfer = Transfer {
+            version: self.versions,
             name: copy,
             text: Some(text),
             writer: MEDIUM,
@@ -1367,9 +1406,6 @@ impl World {
             if acting {
                 count += 1;
             }
-            if acting && !was {
-                self.on_takeover(device);
-            }
             if acting != was {
                 self.trace(device, if acting { "ACTING" } else { "not acting" });
             }
@@ -1530,6 +1566,7 @@ fn collect_windows(scenario: &Scenario, hosts: &mut [Host]) {
     let end = scenario.fault_end_ms;
     let mut sleeps = vec![Vec::new(); hosts.len()];
     let mut cuts = vec![Vec::new(); hosts.len()];
+    let mut stalls = vec![Vec::new(); hosts.len()];
     for (at, fault) in &scenario.faults {
         match fault {
             Fault::Sleep { host, duration_ms } => {
@@ -1538,12 +1575,16 @@ fn collect_windows(scenario: &Scenario, hosts: &mut [Host]) {
             Fault::CutOff { host, duration_ms } => {
                 cuts[*host].push((*at, (*at + duration_ms).min(end)))
             }
+            Fault::Stall { host, duration_ms } => {
+                stalls[*host].push((*at, (*at + duration_ms).min(end)))
+            }
             _ => {}
         }
     }
     for (host, state) in hosts.iter_mut().enumerate() {
         state.sleep_windows = merge_windows(std::mem::take(&mut sleeps[host]));
         state.cut_windows = merge_windows(std::mem::take(&mut cuts[host]));
+        state.stall_windows = merge_windows(std::mem::take(&mut stalls[host]));
     }
 }
 
