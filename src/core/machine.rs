@@ -187,6 +187,12 @@ impl Protocol {
                 );
                 Handled
             }
+            Stimulus::Woke { slept } => {
+                // Claims that reached the folder while we slept are unread: the settle
+                // window proved nothing, and its overdue timer must not make us Active.
+                context.emit(Effect::Rescan);
+                back_off(context, format!("slept {slept:?} while contending"))
+            }
             Stimulus::Shutdown => {
                 context.resign("stopped cleanly while contending");
                 Handled
@@ -344,6 +350,20 @@ impl Protocol {
             }
             Stimulus::Shutdown => {
                 *shutting_down = true;
+                Handled
+            }
+            Stimulus::Woke { .. } => {
+                // An overdue handoff timeout must not take the role back before the
+                // rescan shows whether the target took it meanwhile.
+                context.emit(Effect::Rescan);
+                let at = context.now.plus(context.timing.settle_window);
+                if context
+                    .timers
+                    .deadline(TimerId::HandoffTimeout)
+                    .is_some_and(|armed| armed < at)
+                {
+                    context.arm_at(TimerId::HandoffTimeout, at, 0);
+                }
                 Handled
             }
             Stimulus::Activate { ticket, .. } => {
@@ -614,6 +634,7 @@ fn active_woke(context: &mut Ctx, slept: Duration) -> Outcome<State> {
         let message =
             format!("slept {slept:?}, past the lease: stepping down before anything else");
         context.notify(Level::Warn, message);
+        context.emit(Effect::Rescan);
         return Transition(State::standby());
     }
     context.revalidating = true;
