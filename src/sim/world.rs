@@ -767,8 +767,9 @@ impl World {
         );
         let arrival = self.postpone_all(writer_host, nominal);
         self.note_arrival(arrival);
-        if nominal - self.now_ms - drawn > 0 && nominal - self.now_ms > self.config.settle_bound_ms {
-            // Held by a cut-off or stall: beyond the bound from now, known in advance.
+        if nominal - self.now_ms > self.config.settle_bound_ms {
+            // Known in advance; a version later superseded counts too: its readers did
+            // not see that state in time.
             self.breaches.push((self.now_ms, nominal));
         }
         self.versions += 1;
@@ -831,8 +832,9 @@ impl World {
             };
             let arrival = self.postpone_all(dest, nominal.max(self.now_ms));
             self.note_arrival(arrival);
-            if nominal > postpone(&self.hosts[dest].cut_windows, nominal.min(nominal_raw)) {
-                // Held by the destination's cut-off: known in advance.
+            let delay = nominal.saturating_sub(transfer.write_ms);
+            self.metrics.delays.add(delay);
+            if delay > bound {
                 self.breaches.push((transfer.write_ms, nominal));
             }
             let transfer = Box::new(Transfer {
@@ -853,7 +855,6 @@ impl World {
             return; // superseded: a newer version of the file is already here
         }
         *latest = transfer.version;
-        let delay = transfer.nominal_ms.saturating_sub(transfer.write_ms);
         if self.config.trace {
             eprintln!(
                 "{:>10.3}s host{host}: {} written at {:.3}s arrives",
@@ -861,10 +862,6 @@ impl World {
                 transfer.name,
                 transfer.write_ms as f64 / 1000.0
             );
-        }
-        self.metrics.delays.add(delay);
-        if delay > self.config.settle_bound_ms {
-            self.breaches.push((transfer.write_ms, now.max(transfer.nominal_ms)));
         }
         let entry = self.hosts[host]
             .replica
@@ -947,7 +944,10 @@ impl World {
         }
         let file = self.observation(dest, name);
         if self.config.trace {
-            let line = format!("notified of {name}: {}", serde_json::to_string(&file).unwrap_or_default());
+            let line = format!(
+                "notified of {name}: {}",
+                serde_json::to_string(&file).unwrap_or_default()
+            );
             self.trace(dest, &line[..line.len().min(300)]);
         }
         self.deliver(dest, Event::FileChanged { file });
