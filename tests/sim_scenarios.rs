@@ -3,9 +3,9 @@
 //! it with `baton simulate --seed S --runs 1 --days D --intensity I --devices N --trace`.
 
 use mirror_baton::core::Timing;
+use mirror_baton::sim::Batch;
 use mirror_baton::sim::model::{FaultRates, HOUR_MS};
 use mirror_baton::sim::policy::PolicyKind;
-use mirror_baton::sim::Batch;
 
 /// Scenarios per shard; shards run as separate tests so `cargo test` spreads them.
 const SHARD_RUNS: u64 = 250;
@@ -29,7 +29,11 @@ fn shard(index: u64) {
             ));
         }
     }
-    assert!(failures.is_empty(), "failing seeds:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failing seeds:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
