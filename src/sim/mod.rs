@@ -333,7 +333,8 @@ fn dist(q: &Quantiles) -> String {
 
 /// The side-by-side table (`--compare`), with the targets.
 pub fn render_table(summaries: &[(String, Summary)], timing: Timing) -> String {
-    let rows: Vec<(&str, Box<dyn Fn(&Summary) -> String>)> = vec![
+    type Cell = Box<dyn Fn(&Summary) -> String>;
+    let rows: Vec<(&str, Cell)> = vec![
         (
             "runs / device-weeks",
             Box::new(|s| format!("{} / {:.1}", s.runs, s.device_weeks)),

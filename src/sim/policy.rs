@@ -83,6 +83,7 @@ pub trait DevicePolicy {
 }
 
 /// Which design the simulated devices run.
+#[allow(clippy::large_enum_variant)] // Copy and short-lived: boxing the timing buys nothing
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PolicyKind {
     /// mirror-baton's core with these timing constants.

@@ -37,7 +37,7 @@ struct SharedState {
 enum Read {
     Check,
     FailoverRecheck,
-    ReadBack,
+    Verify,
 }
 
 pub struct SeedPolicy {
@@ -157,7 +157,7 @@ impl SeedPolicy {
                     self.read_back_at = Some(Moment(self.now.0 + READ_BACK_MS));
                 }
             }
-            Read::ReadBack => {
+            Read::Verify => {
                 if mine && !self.active {
                     self.become_active(state, out);
                 }
@@ -180,7 +180,7 @@ impl SeedPolicy {
             read = Some(Read::FailoverRecheck);
         }
         if due(&mut self.read_back_at) {
-            read = Some(Read::ReadBack);
+            read = Some(Read::Verify);
         }
         if let Some(read) = read {
             self.pending_read = Some(read);
@@ -221,10 +221,8 @@ impl DevicePolicy for SeedPolicy {
                     self.write_state(&me, out);
                 }
             }
-            Event::ActivateAsked { target, .. } => {
-                if self.active && target != self.me {
-                    self.write_state(&target, out);
-                }
+            Event::ActivateAsked { target, .. } if self.active && target != self.me => {
+                self.write_state(&target, out);
             }
             Event::ShutdownAsked => out.push(Action::Exit),
             _ => {}
