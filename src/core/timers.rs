@@ -123,9 +123,9 @@ impl Default for Timing {
     fn default() -> Self {
         let secs = Duration::from_secs;
         Timing {
-            heartbeat_active: Jittered::new(secs(20), secs(5)),
-            heartbeat_standby: Jittered::new(secs(300), secs(60)),
-            liveness_active: secs(60),
+            heartbeat_active: Jittered::new(secs(15), secs(5)),
+            heartbeat_standby: Jittered::new(secs(390), secs(60)),
+            liveness_active: secs(50),
             liveness_standby: secs(15 * 60),
             failover_jitter: Jittered::new(secs(0), secs(4)),
             settle_window: secs(16),
