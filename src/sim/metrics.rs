@@ -76,6 +76,8 @@ pub struct RunMetrics {
     /// Device-time simulated (sum over devices of the run length).
     pub device_ms: u64,
     pub crash_failover_ms: Vec<u64>,
+    /// Crashes of an active device alone on its host (no pid probe can help).
+    pub crash_failover_cross_host_ms: Vec<u64>,
     /// Crashes of the acting device with no device polling an hour later.
     pub crash_failover_unresolved: u64,
     pub handoff_ms: Vec<u64>,
@@ -118,6 +120,8 @@ impl RunMetrics {
         self.device_ms += other.device_ms;
         self.crash_failover_ms
             .extend_from_slice(&other.crash_failover_ms);
+        self.crash_failover_cross_host_ms
+            .extend_from_slice(&other.crash_failover_cross_host_ms);
         self.crash_failover_unresolved += other.crash_failover_unresolved;
         self.handoff_ms.extend_from_slice(&other.handoff_ms);
         self.handoff_failed += other.handoff_failed;
@@ -162,6 +166,7 @@ impl RunMetrics {
             device_weeks: self.device_weeks(),
             crash_failover: Quantiles::of(&self.crash_failover_ms),
             crash_failover_unresolved: self.crash_failover_unresolved,
+            crash_failover_cross_host: Quantiles::of(&self.crash_failover_cross_host_ms),
             handoff: Quantiles::of(&self.handoff_ms),
             handoff_failed: self.handoff_failed,
             resign_takeover: Quantiles::of(&self.resign_takeover_ms),
@@ -215,6 +220,7 @@ pub struct Summary {
     pub device_weeks: f64,
     pub crash_failover: Quantiles,
     pub crash_failover_unresolved: u64,
+    pub crash_failover_cross_host: Quantiles,
     pub handoff: Quantiles,
     pub handoff_failed: u64,
     pub resign_takeover: Quantiles,

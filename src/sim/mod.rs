@@ -362,6 +362,16 @@ pub fn render_table(summaries: &[(String, Summary)], timing: Timing) -> String {
             }),
         ),
         (
+            "  of which: active alone on its host",
+            Box::new(|s| {
+                format!(
+                    "{} (n={})",
+                    dist(&s.crash_failover_cross_host),
+                    s.crash_failover_cross_host.count
+                )
+            }),
+        ),
+        (
             "planned handoff p50/p95/p99",
             Box::new(|s| {
                 format!(

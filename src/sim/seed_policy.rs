@@ -48,6 +48,9 @@ pub struct SeedPolicy {
     wall_ms: u64,
     active: bool,
     last_update_id: Option<i64>,
+    /// The `active` field as this device last wrote or read it: offset updates rewrite
+    /// the file read-modify-write, keeping it (so they do not undo an activation).
+    state_active: String,
     check_at: Option<Moment>,
     heartbeat_at: Option<Moment>,
     failover_at: Option<Moment>,
@@ -65,6 +68,7 @@ impl SeedPolicy {
             wall_ms: 0,
             active: false,
             last_update_id: None,
+            state_active: String::new(),
             check_at: None,
             heartbeat_at: None,
             failover_at: None,
@@ -90,7 +94,8 @@ impl SeedPolicy {
         });
     }
 
-    fn write_state(&self, active: &str, out: &mut Vec<Action>) {
+    fn write_state(&mut self, active: &str, out: &mut Vec<Action>) {
+        self.state_active = active.to_string();
         let state = SharedState {
             active: active.to_string(),
             heartbeat_ms: self.wall_ms,
@@ -130,6 +135,9 @@ impl SeedPolicy {
     }
 
     fn on_read(&mut self, read: Read, state: Option<SharedState>, out: &mut Vec<Action>) {
+        if let Some(state) = &state {
+            self.state_active = state.active.clone();
+        }
         let state = state.as_ref();
         let mine = state.is_some_and(|s| s.active == self.me);
         match read {
@@ -217,8 +225,8 @@ impl DevicePolicy for SeedPolicy {
             Event::UpdateHandled { update_id } => {
                 self.last_update_id = self.last_update_id.max(Some(update_id));
                 if self.active {
-                    let me = self.me.clone();
-                    self.write_state(&me, out);
+                    let active = self.state_active.clone();
+                    self.write_state(&active, out);
                 }
             }
             Event::ActivateAsked { target, .. } if self.active && target != self.me => {

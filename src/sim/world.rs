@@ -216,6 +216,8 @@ struct PendingMeasure {
     since_ms: u64,
     /// Crash/resign: the device that stopped; handoff: the target.
     device: usize,
+    /// Crash: another process on the same host could see the pid vanish.
+    same_host_witness: bool,
 }
 
 pub struct World {
@@ -991,10 +993,14 @@ impl World {
                     return;
                 }
                 if self.acting(device) {
+                    let host = self.devices[device].host;
+                    let same_host_witness = (0..self.devices.len())
+                        .any(|other| other != device && self.devices[other].host == host);
                     self.pending.push(PendingMeasure {
                         kind: PendingKind::Crash,
                         since_ms: self.now_ms,
                         device,
+                        same_host_witness,
                     });
                 }
                 self.kill(device);
@@ -1008,6 +1014,7 @@ impl World {
                     kind: PendingKind::Resign,
                     since_ms: self.now_ms,
                     device,
+                    same_host_witness: false,
                 });
                 self.devices[device].restart_after_exit_ms = Some(down_ms);
                 self.deliver(device, Event::ShutdownAsked);
@@ -1179,6 +1186,7 @@ impl World {
                 kind: PendingKind::Handoff,
                 since_ms: self.now_ms,
                 device: target,
+                same_host_witness: false,
             });
         }
         let id = self.devices[target].spec.device_id.clone();
@@ -1282,7 +1290,13 @@ impl World {
             }
             let elapsed = now - measure.since_ms;
             match measure.kind {
-                PendingKind::Crash => self.metrics.crash_failover_ms.push(elapsed),
+                PendingKind::Crash if measure.same_host_witness => {
+                    self.metrics.crash_failover_ms.push(elapsed)
+                }
+                PendingKind::Crash => {
+                    self.metrics.crash_failover_ms.push(elapsed);
+                    self.metrics.crash_failover_cross_host_ms.push(elapsed);
+                }
                 PendingKind::Resign => self.metrics.resign_takeover_ms.push(elapsed),
                 PendingKind::Handoff => self.metrics.handoff_ms.push(elapsed),
             }
