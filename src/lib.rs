@@ -3,4 +3,8 @@
 //! (The full manual lands with the runtime; see ARCHITECTURE.md meanwhile.)
 
 pub mod agent;
+pub mod cli;
+pub mod adapters;
 pub mod core;
+pub mod runtime;
+pub mod serving;
