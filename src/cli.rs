@@ -65,7 +65,13 @@ pub struct GlobalArgs {
     #[arg(long, env = "BATON_STATE_DIR", global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Multiplies every protocol timing constant (tests and demos use 0.01–0.1).
-    #[arg(long, env = "BATON_TIME_SCALE", global = true, default_value_t = 1.0, value_name = "F")]
+    #[arg(
+        long,
+        env = "BATON_TIME_SCALE",
+        global = true,
+        default_value_t = 1.0,
+        value_name = "F"
+    )]
     pub time_scale: f64,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -165,7 +171,10 @@ pub fn settings(global: &GlobalArgs, bot_id: Option<u64>) -> Result<Settings, Us
     Ok(Settings {
         sync_dir: global.sync_dir.clone().unwrap_or_else(default_sync_dir),
         group,
-        state_dir: global.state_dir.clone().unwrap_or_else(local::default_state_dir),
+        state_dir: global
+            .state_dir
+            .clone()
+            .unwrap_or_else(local::default_state_dir),
         timing: Timing::default().scaled(global.time_scale),
     })
 }
@@ -211,7 +220,11 @@ pub fn hostname() -> String {
         String::new()
     };
     let name = name.trim_end_matches(".local").to_string();
-    if name.is_empty() { "localhost".into() } else { name }
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
 }
 
 /// The project directory, absolute and canonical.
@@ -235,7 +248,11 @@ pub fn identity(
     let project = project_dir(dir)?;
     let project = project.to_string_lossy().into_owned();
     let hostname = hostname();
-    let name = device.device_name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    let name = device
+        .device_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
     Ok(Identity {
         device_id: record::device_id(name, &hostname, &project),
         hostname,
@@ -273,7 +290,9 @@ pub enum TableSource {
 }
 
 /// The device table: from a local daemon if one runs, else straight from the folder.
-pub async fn load_table(settings: &Settings) -> Result<(Vec<DeviceRow>, TableSource), anyhow::Error> {
+pub async fn load_table(
+    settings: &Settings,
+) -> Result<(Vec<DeviceRow>, TableSource), anyhow::Error> {
     for socket in local::group_sockets(&settings.state_dir, &settings.group) {
         if let Ok(Reply::Table { rows, .. }) =
             control::ask(&socket, &Request::Table, Duration::from_secs(2)).await
@@ -283,14 +302,21 @@ pub async fn load_table(settings: &Settings) -> Result<(Vec<DeviceRow>, TableSou
     }
     let store = Store::new(&settings.sync_dir, &settings.group, "");
     let timeout = Duration::from_secs(10);
-    let files = store
-        .scan_bounded(timeout)
-        .await
-        .map_err(|error| UsageError(format!("cannot read the devices folder {}: {error}", store.devices_dir().display())))?;
+    let files = store.scan_bounded(timeout).await.map_err(|error| {
+        UsageError(format!(
+            "cannot read the devices folder {}: {error}",
+            store.devices_dir().display()
+        ))
+    })?;
     let now_wall = crate::adapters::clock::wall_ms();
     let entries = files
         .into_iter()
-        .filter(|file| matches!(record::classify_name(&file.name), record::NameKind::Record { .. }))
+        .filter(|file| {
+            matches!(
+                record::classify_name(&file.name),
+                record::NameKind::Record { .. }
+            )
+        })
         .filter_map(|file| match file.state {
             FileState::Contents { text } => record::parse_record(text.as_bytes()).ok(),
             _ => None,
@@ -300,7 +326,10 @@ pub async fn load_table(settings: &Settings) -> Result<(Vec<DeviceRow>, TableSou
             (record, age, false)
         })
         .collect();
-    Ok((election::device_table(entries, &settings.timing), TableSource::Folder))
+    Ok((
+        election::device_table(entries, &settings.timing),
+        TableSource::Folder,
+    ))
 }
 
 /// Renders the table for a terminal.
@@ -308,8 +337,16 @@ pub fn render_table(rows: &[DeviceRow], source: TableSource) -> String {
     if rows.is_empty() {
         return "no devices yet: start one with `baton run`\n".into();
     }
-    let width = rows.iter().map(|r| r.device_id.len()).max().unwrap_or(6).max(6);
-    let mut out = format!("{:>2}  {:<width$}  {:<11} {:>5}  {:>8}  HEALTH\n", "#", "DEVICE", "ROLE", "TERM", "SEEN");
+    let width = rows
+        .iter()
+        .map(|r| r.device_id.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!(
+        "{:>2}  {:<width$}  {:<11} {:>5}  {:>8}  HEALTH\n",
+        "#", "DEVICE", "ROLE", "TERM", "SEEN"
+    );
     for row in rows {
         let health = match row.health {
             Health::Ok => "ok",
@@ -337,14 +374,24 @@ pub fn render_table(rows: &[DeviceRow], source: TableSource) -> String {
 pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, anyhow::Error> {
     let own_id = {
         let project = project_dir(&args.dir)?;
-        let name = args.device.device_name.as_deref().filter(|n| !n.trim().is_empty());
+        let name = args
+            .device
+            .device_name
+            .as_deref()
+            .filter(|n| !n.trim().is_empty());
         record::device_id(name, &hostname(), &project.to_string_lossy())
     };
     let target = args.target.clone().unwrap_or_else(|| own_id.clone());
-    let own_socket = local::control_socket(&settings.state_dir, &settings.group, &record::file_stem(&own_id));
+    let own_socket = local::control_socket(
+        &settings.state_dir,
+        &settings.group,
+        &record::file_stem(&own_id),
+    );
     let mut sockets = vec![own_socket];
     sockets.extend(local::group_sockets(&settings.state_dir, &settings.group));
-    let request = Request::Activate { target: target.clone() };
+    let request = Request::Activate {
+        target: target.clone(),
+    };
     let mut reply = None;
     for socket in sockets {
         if let Ok(answer) = control::ask(&socket, &request, Duration::from_secs(5)).await {
@@ -402,10 +449,9 @@ async fn wait_until_active(settings: &Settings, wanted: &str) -> Result<i32, any
     let started = tokio::time::Instant::now();
     while started.elapsed() < limit {
         let (rows, _) = load_table(settings).await?;
-        if rows
-            .iter()
-            .any(|row| row.device_id == wanted && row.role == Status::Active && row.health == Health::Ok)
-        {
+        if rows.iter().any(|row| {
+            row.device_id == wanted && row.role == Status::Active && row.health == Health::Ok
+        }) {
             println!("✅ {wanted} is now ACTIVE");
             return Ok(exit::OK);
         }

@@ -2,9 +2,9 @@
 //!
 //! (The full manual lands with the runtime; see ARCHITECTURE.md meanwhile.)
 
+pub mod adapters;
 pub mod agent;
 pub mod cli;
-pub mod adapters;
 pub mod core;
 pub mod runtime;
 pub mod serving;

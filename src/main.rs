@@ -37,7 +37,11 @@ fn exit_code_for(error: &anyhow::Error) -> i32 {
     }
     match error.downcast_ref::<RunError>() {
         Some(RunError::Local(LocalError::AlreadyRunning { .. })) => exit::ALREADY_RUNNING,
-        _ if matches!(error.downcast_ref::<LocalError>(), Some(LocalError::AlreadyRunning { .. })) => {
+        _ if matches!(
+            error.downcast_ref::<LocalError>(),
+            Some(LocalError::AlreadyRunning { .. })
+        ) =>
+        {
             exit::ALREADY_RUNNING
         }
         _ => exit::FAILURE,
@@ -53,7 +57,11 @@ fn init_logging(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
     }
 }
 
@@ -61,7 +69,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => {
             let settings = cli::settings(&cli.global, None)?;
-            let identity = cli::identity(&args.dir, &args.device, &settings.state_dir, args.priority, None)?;
+            let identity = cli::identity(
+                &args.dir,
+                &args.device,
+                &settings.state_dir,
+                args.priority,
+                None,
+            )?;
             let seed = args.seed.unwrap_or_else(rand::random);
             let config = RunConfig {
                 identity,

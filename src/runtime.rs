@@ -20,7 +20,9 @@ use crate::adapters::control::{self, Command, Reply, Request};
 use crate::adapters::local;
 use crate::adapters::store::Store;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
-use crate::core::{ActivationOutcome, Core, CoreConfig, Effect, Event, Identity, Input, Level, Role, Timing};
+use crate::core::{
+    ActivationOutcome, Core, CoreConfig, Effect, Event, Identity, Input, Level, Role, Timing,
+};
 use crate::serving::{Serving, ServingEvent};
 
 /// Everything `baton run` needs, validated by the CLI.
@@ -86,10 +88,15 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     let _lock = local::lock_device(&config.state_dir, &stem, &config.identity.device_id)?;
     let store = Store::new(&config.sync_dir, &config.group, &config.identity.device_id);
     store.ensure_dir()?;
-    let span = tracing::info_span!("baton", device = %config.identity.device_id, role = "Registering");
+    let span =
+        tracing::info_span!("baton", device = %config.identity.device_id, role = "Registering");
     let (watch_tx, mut watch_rx) = mpsc::channel(watcher::SIGNALS_MAX);
-    let watch = watcher::watch(store.devices_dir(), config.watch_mode, watch_tx.clone())
-        .map_err(|source| RunError::Watch { dir: store.devices_dir().to_path_buf(), source })?;
+    let watch = watcher::watch(store.devices_dir(), config.watch_mode, watch_tx.clone()).map_err(
+        |source| RunError::Watch {
+            dir: store.devices_dir().to_path_buf(),
+            source,
+        },
+    )?;
     let (command_tx, mut command_rx) = mpsc::channel::<Command>(16);
     let socket = local::control_socket(&config.state_dir, &config.group, &stem);
     let listener = control::listen(&socket, command_tx)?;
@@ -174,7 +181,9 @@ impl Runtime {
     async fn feed(&mut self, event: Event) {
         if let Some(slept) = self.sleep.check() {
             tracing::warn!(parent: &self.span, slept_s = slept.as_secs(), "woke from sleep");
-            self.handle(Event::Woke { slept_ms: slept.as_millis() as u64 });
+            self.handle(Event::Woke {
+                slept_ms: slept.as_millis() as u64,
+            });
             self.execute_effects().await;
         }
         self.handle(event);
@@ -208,10 +217,15 @@ impl Runtime {
             Effect::WriteRecord { record } => {
                 let store = self.store.clone();
                 let seq = record.seq;
-                let written = tokio::task::spawn_blocking(move || store.write_record(&record)).await;
+                let written =
+                    tokio::task::spawn_blocking(move || store.write_record(&record)).await;
                 match written {
-                    Ok(Ok(())) => tracing::debug!(parent: &self.span, file = self.store.own_name(), seq, "wrote own record"),
-                    Ok(Err(error)) => tracing::error!(parent: &self.span, %error, "cannot write own record; will retry at the next heartbeat"),
+                    Ok(Ok(())) => {
+                        tracing::debug!(parent: &self.span, file = self.store.own_name(), seq, "wrote own record")
+                    }
+                    Ok(Err(error)) => {
+                        tracing::error!(parent: &self.span, %error, "cannot write own record; will retry at the next heartbeat")
+                    }
                     Err(error) => tracing::error!(parent: &self.span, %error, "writer task failed"),
                 }
             }
@@ -221,11 +235,14 @@ impl Runtime {
             },
             Effect::StartActing { term, skip_through } => {
                 tracing::info!(parent: &self.span, term, ?skip_through, "serving the bot");
-                self.serving.start(term, skip_through, self.core.device_table()).await;
+                self.serving
+                    .start(term, skip_through, self.core.device_table())
+                    .await;
             }
             Effect::StopActing { reason } => {
                 let last_update_id = self.serving.stop(&reason).await;
-                self.pending.push_back(Event::ActingStopped { last_update_id });
+                self.pending
+                    .push_back(Event::ActingStopped { last_update_id });
             }
             Effect::PauseActing { until } => {
                 self.serving.pause(until.since(clock::now()));
@@ -234,9 +251,14 @@ impl Runtime {
             Effect::RequestDownload { name } => self.store.request_download(&name),
             Effect::ProbePid { stem, pid } => {
                 let alive = local::pid_alive(pid);
-                self.pending.push_back(Event::PidProbed { stem, pid, alive });
+                self.pending
+                    .push_back(Event::PidProbed { stem, pid, alive });
             }
-            Effect::TimerArmed { timer, at, jitter_ms } => {
+            Effect::TimerArmed {
+                timer,
+                at,
+                jitter_ms,
+            } => {
                 tracing::trace!(parent: &self.span, ?timer, %at, jitter_ms, "timer armed");
             }
             Effect::Notify { level, message } => match level {
@@ -266,13 +288,19 @@ impl Runtime {
 
     fn recreate_watcher(&mut self, why: &str) {
         self.watch = None;
-        match watcher::watch(self.store.devices_dir(), self.config_dir_mode, self.watch_tx.clone()) {
+        match watcher::watch(
+            self.store.devices_dir(),
+            self.config_dir_mode,
+            self.watch_tx.clone(),
+        ) {
             Ok(watch) => {
                 tracing::debug!(parent: &self.span, why, "watcher re-created");
                 self.watch = Some(watch);
                 self.pending.push_back(Event::Tick);
             }
-            Err(error) => tracing::warn!(parent: &self.span, %error, why, "cannot re-create the watcher; the backstop rescan still runs"),
+            Err(error) => {
+                tracing::warn!(parent: &self.span, %error, why, "cannot re-create the watcher; the backstop rescan still runs")
+            }
         }
     }
 
@@ -332,10 +360,7 @@ impl Runtime {
     async fn answer(&mut self, ticket: u64, result: ActivationOutcome) {
         let device_id = self.core.own_record().device_id.clone();
         if let Some(reply) = self.tickets.remove(&ticket) {
-            let _ = reply.send(Reply::Activation {
-                device_id,
-                result,
-            });
+            let _ = reply.send(Reply::Activation { device_id, result });
         } else {
             self.serving.activation_result(ticket, &result).await;
         }

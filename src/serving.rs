@@ -19,7 +19,9 @@ pub enum ServingEvent {
     /// `/activate` from Telegram; the answer comes back through `activation_result`.
     Activate { target: String, ticket: u64 },
     /// `/devices` wants the current table.
-    TableAsked { reply: oneshot::Sender<Vec<DeviceRow>> },
+    TableAsked {
+        reply: oneshot::Sender<Vec<DeviceRow>>,
+    },
 }
 
 pub struct Serving {

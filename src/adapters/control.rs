@@ -28,9 +28,18 @@ pub enum Request {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
-    Activation { device_id: String, result: ActivationOutcome },
-    Table { device_id: String, role: String, rows: Vec<DeviceRow> },
-    Error { message: String },
+    Activation {
+        device_id: String,
+        result: ActivationOutcome,
+    },
+    Table {
+        device_id: String,
+        role: String,
+        rows: Vec<DeviceRow>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// A request handed to the runtime, with where to send the reply.
@@ -42,15 +51,24 @@ pub struct Command {
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("cannot listen on {path}: {source}")]
-    Bind { path: PathBuf, source: std::io::Error },
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot reach baton at {path}: {source}")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("baton at {path} did not answer: {detail}")]
     NoAnswer { path: PathBuf, detail: String },
 }
 
 /// Listens at `path` (replacing a stale socket) and forwards requests to `commands`.
-pub fn listen(path: &Path, commands: mpsc::Sender<Command>) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+pub fn listen(
+    path: &Path,
+    commands: mpsc::Sender<Command>,
+) -> Result<tokio::task::JoinHandle<()>, ControlError> {
     let bind_error = |source| ControlError::Bind {
         path: path.to_path_buf(),
         source,
@@ -117,10 +135,13 @@ pub async fn ask(path: &Path, request: &Request, timeout: Duration) -> Result<Re
         detail,
     };
     let exchange = async {
-        let mut stream = UnixStream::connect(path).await.map_err(|source| ControlError::Connect {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut stream =
+            UnixStream::connect(path)
+                .await
+                .map_err(|source| ControlError::Connect {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
         let mut text = serde_json::to_string(request).map_err(|e| no_answer(e.to_string()))?;
         text.push('\n');
         stream

@@ -78,7 +78,11 @@ impl DeviceLock {
 }
 
 /// Takes the lock for `stem`, or says which pid holds it.
-pub fn lock_device(state_dir: &Path, stem: &str, device_id: &str) -> Result<DeviceLock, LocalError> {
+pub fn lock_device(
+    state_dir: &Path,
+    stem: &str,
+    device_id: &str,
+) -> Result<DeviceLock, LocalError> {
     let dir = state_dir.join("locks");
     fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let path = dir.join(format!("{stem}.lock"));
@@ -94,7 +98,11 @@ pub fn lock_device(state_dir: &Path, stem: &str, device_id: &str) -> Result<Devi
         let _ = file.read_to_string(&mut pid);
         let pid = pid.trim();
         return Err(LocalError::AlreadyRunning {
-            pid: if pid.is_empty() { "unknown".into() } else { pid.to_string() },
+            pid: if pid.is_empty() {
+                "unknown".into()
+            } else {
+                pid.to_string()
+            },
             device_id: device_id.to_string(),
         });
     }
@@ -171,7 +179,10 @@ mod tests {
         let held = lock_device(dir.path(), "stem", "dev").unwrap();
         let second = lock_device(dir.path(), "stem", "dev").unwrap_err();
         let message = second.to_string();
-        assert!(message.contains(&std::process::id().to_string()), "{message}");
+        assert!(
+            message.contains(&std::process::id().to_string()),
+            "{message}"
+        );
         drop(held);
         lock_device(dir.path(), "stem", "dev").unwrap();
     }

@@ -18,7 +18,9 @@ use crate::core::{FileObservation, FileState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the devices folder {path}: {source}. Check that the sync folder exists and is writable")]
+    #[error(
+        "cannot create the devices folder {path}: {source}. Check that the sync folder exists and is writable"
+    )]
     CreateDir { path: PathBuf, source: io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
@@ -232,7 +234,9 @@ pub fn observe_path(path: &Path, name: String) -> FileObservation {
         Ok(meta) if !meta.is_file() => FileState::Unreadable {
             reason: "not a regular file".into(),
         },
-        Ok(meta) if meta.len() > RECORD_BYTES_MAX as u64 => FileState::TooLarge { bytes: meta.len() },
+        Ok(meta) if meta.len() > RECORD_BYTES_MAX as u64 => {
+            FileState::TooLarge { bytes: meta.len() }
+        }
         Ok(meta) if is_dataless(&meta) => FileState::Dataless,
         Ok(_) => read_bounded(path),
     };
@@ -258,7 +262,10 @@ fn read_bounded(path: &Path) -> FileState {
         }
     };
     let mut bytes = Vec::with_capacity(2048);
-    match file.take(RECORD_BYTES_MAX as u64 + 1).read_to_end(&mut bytes) {
+    match file
+        .take(RECORD_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+    {
         Ok(_) if bytes.len() > RECORD_BYTES_MAX => FileState::TooLarge {
             bytes: bytes.len() as u64,
         },
