@@ -2,4 +2,6 @@
 //!
 //! (The full manual lands with the runtime; see ARCHITECTURE.md meanwhile.)
 
+pub mod adapters;
 pub mod core;
+pub mod fake_bot_api;
