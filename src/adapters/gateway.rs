@@ -74,6 +74,8 @@ pub struct GatewayStats {
     pub dropped_total: u64,
     pub overflow_episodes: u64,
     pub highest_pushed: i64,
+    /// The highest id included in any response (the child has seen up to here).
+    pub highest_served: i64,
     pub acknowledged_through: i64,
     pub unauthorized_requests: u64,
 }
@@ -219,6 +221,23 @@ impl Gateway {
         outcome
     }
 
+    /// Takes back every buffered update the child has not been served yet and returns the
+    /// highest id it was served.
+    ///
+    /// Call on leaving Active, after stopping the poller: the next active device delivers
+    /// the withdrawn updates, so this child must not fetch them too. Served but not yet
+    /// acknowledged updates stay: the child has them; wait (bounded) for its next `since`
+    /// to cover them before writing the record.
+    pub fn withdraw_unserved(&self) -> i64 {
+        let mut buffer = self.shared.lock();
+        let served = buffer.stats.highest_served;
+        buffer.entries.retain(|(id, _)| *id <= served);
+        buffer.stats.buffered = buffer.entries.len();
+        // Withdrawn ids may come back in a later term: they must not count as duplicates.
+        buffer.stats.highest_pushed = served.max(buffer.stats.acknowledged_through);
+        served
+    }
+
     /// Stops the server; in-flight requests finish.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
@@ -283,6 +302,10 @@ async fn serve_updates(
             .map(|(id, payload)| json!({"payload": payload.as_ref(), "update_id": id}))
             .collect()
     };
+    if let Some(last) = updates.last().and_then(|u| u.get("update_id")).and_then(Value::as_i64) {
+        let mut buffer = shared.lock();
+        buffer.stats.highest_served = buffer.stats.highest_served.max(last);
+    }
     Json(json!({ "updates": updates })).into_response()
 }
 
