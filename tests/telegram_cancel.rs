@@ -13,11 +13,19 @@ use mirror_baton::fake_bot_api::FakeBotApi;
 async fn cancel_abandons_the_long_poll_and_confirms_nothing_more() {
     let fake = FakeBotApi::start().await.expect("fake starts");
     let mut device = start_device(&fake, "a", None, StartPosition::default()).await;
-    assert!(matches!(device.next_event().await, PollerEvent::Started { .. }));
+    assert!(matches!(
+        device.next_event().await,
+        PollerEvent::Started { .. }
+    ));
     // Wait until a long poll (5 s timeout) is in flight.
-    fake.wait_for(PATIENCE, |f| f.get_updates_requests().last().filter(|r| r.status.is_none()).map(|_| ()))
-        .await
-        .expect("a long poll is waiting");
+    fake.wait_for(PATIENCE, |f| {
+        f.get_updates_requests()
+            .last()
+            .filter(|r| r.status.is_none())
+            .map(|_| ())
+    })
+    .await
+    .expect("a long poll is waiting");
     let poller = device.poller.take().expect("running");
     let (exit, ledger) = tokio::time::timeout(Duration::from_secs(2), poller.stop())
         .await
@@ -30,9 +38,18 @@ async fn cancel_abandons_the_long_poll_and_confirms_nothing_more() {
     // Give a wrongly running poller every chance to show up: a full poll cycle of another
     // device happens meanwhile.
     let mut other = start_device(&fake, "b", None, StartPosition::default()).await;
-    assert!(matches!(other.next_non_start_event().await, PollerEvent::Forward { update_id, .. } if update_id == id));
-    let from_a = fake.get_updates_requests()[seen..].iter().filter(|r| r.device.as_deref() == Some("a")).count();
+    assert!(
+        matches!(other.next_non_start_event().await, PollerEvent::Forward { update_id, .. } if update_id == id)
+    );
+    let from_a = fake.get_updates_requests()[seen..]
+        .iter()
+        .filter(|r| r.device.as_deref() == Some("a"))
+        .count();
     assert_eq!(from_a, 0, "no getUpdates from a stopped device");
-    assert_eq!(fake.pending_update_ids(), vec![id], "the update stays unconfirmed for the next device");
+    assert_eq!(
+        fake.pending_update_ids(),
+        vec![id],
+        "the update stays unconfirmed for the next device"
+    );
     other.poller.take().expect("running").stop().await;
 }

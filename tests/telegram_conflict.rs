@@ -12,12 +12,19 @@ async fn older_poller_reports_conflict_and_stopping_one_settles_it() {
     let fake = FakeBotApi::start().await.expect("fake starts");
     let mut a = start_device(&fake, "a", None, StartPosition::default()).await;
     assert!(matches!(a.next_event().await, PollerEvent::Started { .. }));
-    fake.wait_for(PATIENCE, |f| f.get_updates_requests().iter().any(|r| r.device.as_deref() == Some("a")).then_some(()))
-        .await
-        .expect("A polls");
+    fake.wait_for(PATIENCE, |f| {
+        f.get_updates_requests()
+            .iter()
+            .any(|r| r.device.as_deref() == Some("a"))
+            .then_some(())
+    })
+    .await
+    .expect("A polls");
     let mut b = start_device(&fake, "b", None, StartPosition::default()).await;
     match a.next_event().await {
-        PollerEvent::Conflict { description } => assert_eq!(description, CONFLICT_OTHER_GET_UPDATES),
+        PollerEvent::Conflict { description } => {
+            assert_eq!(description, CONFLICT_OTHER_GET_UPDATES)
+        }
         other => panic!("expected a conflict, got {other:?}"),
     }
     // The runtime yields A: after that only B polls and B sees no more conflicts.
@@ -27,7 +34,9 @@ async fn older_poller_reports_conflict_and_stopping_one_settles_it() {
     loop {
         match b.next_event().await {
             PollerEvent::Forward { update_id, .. } if update_id == id => break,
-            PollerEvent::Forward { .. } | PollerEvent::Started { .. } | PollerEvent::Conflict { .. } => {}
+            PollerEvent::Forward { .. }
+            | PollerEvent::Started { .. }
+            | PollerEvent::Conflict { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -50,7 +59,10 @@ async fn a_webhook_conflict_is_conflict_evidence_too() {
     loop {
         match a.next_event().await {
             PollerEvent::Conflict { description } => {
-                assert!(description.starts_with("Conflict: can't use getUpdates"), "{description}");
+                assert!(
+                    description.starts_with("Conflict: can't use getUpdates"),
+                    "{description}"
+                );
                 break;
             }
             PollerEvent::Forward { .. } => {}

@@ -19,17 +19,25 @@ async fn foreign_chats_and_other_topics_are_not_served() {
     fake.inject_text(CHAT_ID, None, "general topic chatter");
     let ours = fake.inject_text(CHAT_ID, topic, "in our topic");
 
-    assert!(matches!(device.next_non_start_event().await, PollerEvent::ForeignChat { chat_id } if chat_id == stranger));
+    assert!(
+        matches!(device.next_non_start_event().await, PollerEvent::ForeignChat { chat_id } if chat_id == stranger)
+    );
     match device.next_event().await {
         PollerEvent::Forward { update_id, .. } => assert_eq!(update_id, ours),
         other => panic!("only the update of our topic is forwarded, got {other:?}"),
     }
     let client = reqwest::Client::new();
-    let got: Vec<i64> = fetch(&client, &device.gateway, None, topic).await.into_iter().map(|(id, _)| id).collect();
+    let got: Vec<i64> = fetch(&client, &device.gateway, None, topic)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(got, vec![ours]);
     fetch(&client, &device.gateway, Some(ours), topic).await;
-    fake.wait_for(common::PATIENCE, |f| f.pending_update_ids().is_empty().then_some(()))
-        .await
-        .expect("foreign and other-topic updates are confirmed, never forwarded");
+    fake.wait_for(common::PATIENCE, |f| {
+        f.pending_update_ids().is_empty().then_some(())
+    })
+    .await
+    .expect("foreign and other-topic updates are confirmed, never forwarded");
     device.poller.take().expect("running").stop().await;
 }

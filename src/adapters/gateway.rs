@@ -302,7 +302,11 @@ async fn serve_updates(
             .map(|(id, payload)| json!({"payload": payload.as_ref(), "update_id": id}))
             .collect()
     };
-    if let Some(last) = updates.last().and_then(|u| u.get("update_id")).and_then(Value::as_i64) {
+    if let Some(last) = updates
+        .last()
+        .and_then(|u| u.get("update_id"))
+        .and_then(Value::as_i64)
+    {
         let mut buffer = shared.lock();
         buffer.stats.highest_served = buffer.stats.highest_served.max(last);
     }

@@ -42,7 +42,12 @@ pub struct Device {
     pub events: mpsc::Receiver<PollerEvent>,
 }
 
-pub async fn start_device(fake: &FakeBotApi, name: &str, thread_id: Option<i64>, start: StartPosition) -> Device {
+pub async fn start_device(
+    fake: &FakeBotApi,
+    name: &str,
+    thread_id: Option<i64>,
+    start: StartPosition,
+) -> Device {
     let gateway = Gateway::start(GatewayConfig {
         chat_id: CHAT_ID,
         thread_id,
@@ -90,7 +95,12 @@ impl Device {
 }
 
 /// Fetches from the gateway like the mirror: `GET url?since=&chat_id=`.
-pub async fn fetch(client: &reqwest::Client, gateway: &Gateway, since: Option<i64>, thread_id: Option<i64>) -> Vec<(i64, Value)> {
+pub async fn fetch(
+    client: &reqwest::Client,
+    gateway: &Gateway,
+    since: Option<i64>,
+    thread_id: Option<i64>,
+) -> Vec<(i64, Value)> {
     let mut url = reqwest::Url::parse(gateway.updates_url().expose()).expect("gateway URL parses");
     {
         let mut query = url.query_pairs_mut();
@@ -109,6 +119,11 @@ pub async fn fetch(client: &reqwest::Client, gateway: &Gateway, since: Option<i6
         .as_array()
         .expect("an updates list")
         .iter()
-        .map(|u| (u["update_id"].as_i64().expect("an id"), u["payload"].clone()))
+        .map(|u| {
+            (
+                u["update_id"].as_i64().expect("an id"),
+                u["payload"].clone(),
+            )
+        })
         .collect()
 }
