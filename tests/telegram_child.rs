@@ -32,10 +32,10 @@ async fn next(events: &mut mpsc::Receiver<ChildEvent>) -> ChildEvent {
 
 async fn wait_for_file(path: &Path) -> String {
     for _ in 0..1000 {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if text.ends_with('\n') {
-                return text;
-            }
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -127,7 +127,7 @@ async fn wrong_token_is_401_and_the_log_never_holds_a_token() {
         !log.contains(fake.token()) && !log.contains("999:wrong"),
         "{log}"
     );
-    assert_eq!(fake.requests()[0].token_ok, false);
+    assert!(!fake.requests()[0].token_ok);
 }
 
 #[tokio::test]
