@@ -6,5 +6,6 @@ pub mod adapters;
 pub mod agent;
 pub mod cli;
 pub mod core;
+pub mod fake_bot_api;
 pub mod runtime;
 pub mod serving;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Folder, wait_for};
+use common::process::{Folder, wait_for};
 use mirror_baton::core::Status;
 use mirror_baton::core::record::{self, NameKind};
 use notify::Watcher;

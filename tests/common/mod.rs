@@ -1,161 +1,131 @@
-//! Shared helpers for end-to-end tests: real `baton` processes on real temporary folders.
-#![allow(dead_code)]
+//! Shared helpers for the Telegram tests: a fake server, a bot pointed at it, a poller
+//! wired to a gateway, and a stand-in for the mirror that fetches from the gateway.
+#![allow(dead_code)] // each test file uses a different subset
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+pub mod process;
 
-use mirror_baton::core::record::{self, DeviceRecord, NameKind};
+use std::time::Duration;
 
-pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
+use mirror_baton::adapters::gateway::{Gateway, GatewayConfig};
+use mirror_baton::adapters::telegram::{
+    BotSettings, PollerConfig, PollerEvent, PollerHandle, StartPosition, TelegramBot, spawn_poller,
+};
+use mirror_baton::adapters::telegram_config::Secret;
+use mirror_baton::fake_bot_api::FakeBotApi;
+use serde_json::Value;
+use tokio::sync::mpsc;
 
-/// A group of devices on one temporary folder.
-pub struct Folder {
-    pub root: tempfile::TempDir,
-    pub time_scale: f64,
+/// The configured chat (a forum supergroup) in every test.
+pub const CHAT_ID: i64 = -1001234567890;
+/// An upper bound for waits: only a failing test ever waits this long.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub fn bot_for(fake: &FakeBotApi, device: &str, poll_timeout: Duration) -> TelegramBot {
+    let settings = BotSettings {
+        poll_timeout,
+        api_url: Some(reqwest::Url::parse(&fake.api_url()).expect("the fake's URL parses")),
+        device_tag: Some(device.to_owned()),
+    };
+    TelegramBot::new(&Secret::new(fake.token()), &settings).expect("client builds")
 }
 
-impl Folder {
-    pub fn new(time_scale: f64) -> Self {
-        Folder {
-            root: tempfile::tempdir().expect("temp dir"),
-            time_scale,
-        }
-    }
-    pub fn sync_dir(&self) -> PathBuf {
-        self.root.path().join("sync")
-    }
-    pub fn state_dir(&self) -> PathBuf {
-        self.root.path().join("state")
-    }
-    pub fn devices_dir(&self) -> PathBuf {
-        self.sync_dir().join("default").join("devices")
-    }
-    pub fn project(&self, name: &str) -> PathBuf {
-        let dir = self.root.path().join("projects").join(name);
-        std::fs::create_dir_all(&dir).expect("project dir");
-        dir.canonicalize().expect("canonical project dir")
-    }
-    /// A `baton` command with this folder's settings.
-    pub fn baton(&self) -> Command {
-        let mut command = Command::new(BATON);
-        command
-            .env("BATON_SYNC_DIR", self.sync_dir())
-            .env("BATON_STATE_DIR", self.state_dir())
-            .env("BATON_TIME_SCALE", self.time_scale.to_string())
-            .env_remove("DEVICE_NAME")
-            .env_remove("TELEGRAM_BOT_TOKEN")
-            .env("RUST_LOG", "info,mirror_baton::runtime=debug")
-            .stdin(Stdio::null());
-        command
-    }
-    /// Starts `baton run` for project `name`, logging to `<root>/<name>.log`.
-    pub fn start(&self, name: &str, extra: &[&str]) -> Device {
-        let project = self.project(name);
-        let log_path = self.root.path().join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = self
-            .baton()
-            .arg("run")
-            .arg(&project)
-            .args(extra)
-            .stdout(log.try_clone().expect("log clone"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn baton");
-        let device_id = record::device_id(None, &hostname(), &project.to_string_lossy());
-        Device {
-            child: Some(child),
-            device_id,
-            log_path,
-        }
-    }
-    /// Every parseable record in the folder.
-    pub fn records(&self) -> Vec<DeviceRecord> {
-        let Ok(entries) = std::fs::read_dir(self.devices_dir()) else {
-            return Vec::new();
-        };
-        let mut records: Vec<DeviceRecord> = entries
-            .flatten()
-            .filter(|e| {
-                matches!(
-                    record::classify_name(&e.file_name().to_string_lossy()),
-                    NameKind::Record { .. }
-                )
-            })
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|bytes| record::parse_record(&bytes).ok())
-            .collect();
-        records.sort_by(|a, b| a.device_id.cmp(&b.device_id));
-        records
-    }
-    pub fn record_of(&self, device_id: &str) -> Option<DeviceRecord> {
-        self.records()
-            .into_iter()
-            .find(|r| r.device_id == device_id)
-    }
+pub fn fast_poller_config(thread_id: Option<i64>) -> PollerConfig {
+    let mut config = PollerConfig::new(CHAT_ID, thread_id, 7);
+    config.conflict_backoff_min = Duration::from_millis(200);
+    config.resend_pause = Duration::from_millis(100);
+    config.error_backoff_max = Duration::from_millis(500);
+    config
 }
 
+/// One active device: a poller feeding a gateway, as the runtime wires them.
 pub struct Device {
-    pub child: Option<Child>,
-    pub device_id: String,
-    pub log_path: PathBuf,
+    pub gateway: Gateway,
+    pub poller: Option<PollerHandle>,
+    pub events: mpsc::Receiver<PollerEvent>,
+}
+
+pub async fn start_device(
+    fake: &FakeBotApi,
+    name: &str,
+    thread_id: Option<i64>,
+    start: StartPosition,
+) -> Device {
+    let gateway = Gateway::start(GatewayConfig {
+        chat_id: CHAT_ID,
+        thread_id,
+        capacity: 1000,
+    })
+    .await
+    .expect("gateway starts");
+    let (events_tx, events) = mpsc::channel(256);
+    let poller = spawn_poller(
+        bot_for(fake, name, Duration::from_secs(5)),
+        fast_poller_config(thread_id),
+        start,
+        gateway.acknowledged(),
+        events_tx,
+    );
+    Device {
+        gateway,
+        poller: Some(poller),
+        events,
+    }
 }
 
 impl Device {
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: sending a signal to our own child process.
-        unsafe {
-            libc::kill(self.pid() as i32, signal);
+    /// Takes the next event; Forward events are pushed to the gateway as the runtime does.
+    pub async fn next_event(&mut self) -> PollerEvent {
+        let event = tokio::time::timeout(PATIENCE, self.events.recv())
+            .await
+            .expect("an event within PATIENCE")
+            .expect("the poller is running");
+        if let PollerEvent::Forward { update_id, payload } = &event {
+            self.gateway.push(*update_id, payload.clone());
         }
+        event
     }
-    /// Waits (bounded) for the process to exit; returns its exit code.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let child = self.child.as_mut()?;
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
+
+    /// Skips `Started` and returns the next event.
+    pub async fn next_non_start_event(&mut self) -> PollerEvent {
+        loop {
+            match self.next_event().await {
+                PollerEvent::Started { .. } => continue,
+                other => return other,
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
 
-/// Polls `check` every 20 ms until it returns Some or `limit` passes.
-pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
+/// Fetches from the gateway like the mirror: `GET url?since=&chat_id=`.
+pub async fn fetch(
+    client: &reqwest::Client,
+    gateway: &Gateway,
+    since: Option<i64>,
+    thread_id: Option<i64>,
+) -> Vec<(i64, Value)> {
+    let mut url = reqwest::Url::parse(gateway.updates_url().expose()).expect("gateway URL parses");
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(since) = since {
+            query.append_pair("since", &since.to_string());
         }
-        if started.elapsed() > limit {
-            return None;
+        query.append_pair("chat_id", &CHAT_ID.to_string());
+        if let Some(thread_id) = thread_id {
+            query.append_pair("thread_id", &thread_id.to_string());
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-pub fn hostname() -> String {
-    mirror_baton::cli::hostname()
-}
-
-pub fn read_log(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    let response = client.get(url).send().await.expect("gateway answers");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("gateway answers JSON");
+    body["updates"]
+        .as_array()
+        .expect("an updates list")
+        .iter()
+        .map(|u| {
+            (
+                u["update_id"].as_i64().expect("an id"),
+                u["payload"].clone(),
+            )
+        })
+        .collect()
 }
