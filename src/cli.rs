@@ -92,6 +92,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Ask for a device (default: this directory's) to become active.
     Activate(ActivateArgs),
+    /// A stand-in for the mirror: reads updates from baton's gateway into a file (tests, demo).
+    #[command(hide = true)]
+    MirrorStub(crate::mirror_stub::MirrorStubArgs),
+    /// Serve a fake Telegram Bot API on loopback (tests, demo).
+    #[command(hide = true)]
+    FakeTelegram(FakeTelegramArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -110,9 +116,35 @@ pub struct RunArgs {
     /// Poll the folder every SECS seconds instead of waiting for file events (network/FUSE mounts).
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
     pub poll: Option<f64>,
-    /// The command to run in DIR (e.g. the opencode-telegram-mirror), after `--`.
+    #[command(flatten)]
+    pub telegram: TelegramArgs,
+    /// Run CMD only while this device is active and stop it on leaving Active — for programs that poll
+    /// Telegram themselves. baton then does not poll, and the role moves only by `baton activate`,
+    /// resignation or failover.
+    #[arg(long)]
+    pub child_when_active: bool,
+    /// The command to run in DIR (e.g. the opencode-telegram-mirror), after `--`. It gets
+    /// TELEGRAM_UPDATES_URL (baton's loopback gateway) and BATON_DEVICE_ID.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// Telegram settings on top of the mirror's own sources (env TELEGRAM_BOT_TOKEN, TELEGRAM_CHAT_ID,
+/// TELEGRAM_THREAD_ID, then ~/.config/opencode/telegram.json, then DIR/.opencode/telegram.json).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TelegramArgs {
+    /// The chat served (overrides every other source).
+    #[arg(long, allow_negative_numbers = true, value_name = "ID")]
+    pub chat_id: Option<i64>,
+    /// The forum topic served (overrides every other source).
+    #[arg(long, value_name = "ID")]
+    pub thread_id: Option<i64>,
+    /// A self-hosted Bot API server (or a fake, for tests), instead of api.telegram.org.
+    #[arg(long, env = "TELEGRAM_API_URL", value_name = "URL")]
+    pub telegram_api_url: Option<String>,
+    /// Long-poll timeout for getUpdates, in seconds (Telegram allows up to 50).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=50), value_name = "SECS")]
+    pub poll_timeout: u64,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -120,6 +152,16 @@ pub struct DeviceArgs {
     /// A name for this device; the id becomes `name@hostname:directory`.
     #[arg(long, env = "DEVICE_NAME")]
     pub device_name: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FakeTelegramArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// The bot token the fake accepts.
+    #[arg(long, default_value = "123456:TEST-token")]
+    pub token: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -459,4 +501,38 @@ async fn wait_until_active(settings: &Settings, wanted: &str) -> Result<i32, any
     }
     eprintln!("{wanted} did not become active within {limit:?}; see `baton status`");
     Ok(exit::ACTIVATION_FAILED)
+}
+
+/// Loads the Telegram configuration the mirror itself would use, with baton's flags on
+/// top. `Ok(None)` when no bot token is configured anywhere (coordination only).
+pub fn telegram_config(
+    project: &Path,
+    args: &TelegramArgs,
+) -> Result<Option<crate::adapters::telegram_config::TelegramConfig>, UsageError> {
+    use crate::adapters::telegram_config::{
+        ConfigError, ConfigSources, TelegramOverrides, load_telegram_config,
+    };
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let home = dirs::home_dir();
+    let sources = ConfigSources {
+        home_dir: home.as_deref(),
+        project_dir: project,
+        env: &env,
+        overrides: TelegramOverrides {
+            bot_token: None,
+            chat_id: args.chat_id,
+            thread_id: args.thread_id,
+            api_url: args.telegram_api_url.clone(),
+        },
+    };
+    match load_telegram_config(&sources) {
+        Ok(config) => Ok(Some(config)),
+        Err(ConfigError::Missing { key: "botToken", .. }) => Ok(None),
+        Err(error) => Err(UsageError(format!("Telegram configuration: {error}"))),
+    }
+}
+
+/// The bot's numeric id: the part of the token before `:`.
+pub fn bot_id(config: &crate::adapters::telegram_config::TelegramConfig) -> Option<u64> {
+    config.bot_token.expose().split(':').next()?.parse().ok()
 }

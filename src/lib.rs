@@ -7,5 +7,7 @@ pub mod agent;
 pub mod cli;
 pub mod core;
 pub mod fake_bot_api;
+pub mod mirror_stub;
 pub mod runtime;
 pub mod serving;
+pub mod telegram_text;

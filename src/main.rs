@@ -2,10 +2,12 @@
 //! documented exit codes. The only place `anyhow` errors end.
 
 use clap::Parser;
+use mirror_baton::adapters::child::ChildSpec;
 use mirror_baton::adapters::local::LocalError;
+use mirror_baton::adapters::telegram::PollerConfig;
 use mirror_baton::cli::{self, Cli, Command, LogFormat, UsageError, exit};
 use mirror_baton::runtime::{self, RunConfig, RunError};
-use mirror_baton::serving::Serving;
+use mirror_baton::serving::{ChildPlan, TelegramPlan};
 
 fn main() {
     let cli = Cli::parse();
@@ -48,6 +50,49 @@ fn exit_code_for(error: &anyhow::Error) -> i32 {
     }
 }
 
+async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32> {
+    let project = cli::project_dir(&args.dir)?;
+    let telegram = cli::telegram_config(&project, &args.telegram)?;
+    let settings = cli::settings(global, telegram.as_ref().and_then(cli::bot_id))?;
+    let thread_id = telegram.as_ref().and_then(|t| t.thread_id);
+    let identity = cli::identity(
+        &project,
+        &args.device,
+        &settings.state_dir,
+        args.priority,
+        thread_id,
+    )?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    if args.child_when_active && args.command.is_empty() {
+        return Err(UsageError("--child-when-active needs a command after `--`".into()).into());
+    }
+    let child = args.command.split_first().map(|(program, rest)| ChildPlan {
+        spec: ChildSpec::new(program, rest.iter().map(Into::into).collect(), &project),
+        only_when_active: args.child_when_active,
+    });
+    let telegram = telegram.map(|config| TelegramPlan {
+        poller: PollerConfig::new(config.chat_id, config.thread_id, seed),
+        config,
+        poll_timeout: std::time::Duration::from_secs(args.telegram.poll_timeout),
+        device_tag: Some(identity.device_id.clone()),
+    });
+    if telegram.is_none() {
+        tracing::info!("no Telegram bot token configured: coordinating only");
+    }
+    let config = RunConfig {
+        identity,
+        sync_dir: settings.sync_dir,
+        group: settings.group,
+        state_dir: settings.state_dir,
+        timing: settings.timing,
+        seed,
+        watch_mode: cli::watch_mode(args.poll)?,
+        telegram,
+        child,
+    };
+    Ok(runtime::run(config).await?)
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -67,28 +112,7 @@ fn init_logging(format: LogFormat) {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run(args) => {
-            let settings = cli::settings(&cli.global, None)?;
-            let identity = cli::identity(
-                &args.dir,
-                &args.device,
-                &settings.state_dir,
-                args.priority,
-                None,
-            )?;
-            let seed = args.seed.unwrap_or_else(rand::random);
-            let config = RunConfig {
-                identity,
-                sync_dir: settings.sync_dir,
-                group: settings.group,
-                state_dir: settings.state_dir,
-                timing: settings.timing,
-                seed,
-                watch_mode: cli::watch_mode(args.poll)?,
-                serving: Serving::coordination_only(),
-            };
-            Ok(runtime::run(config).await?)
-        }
+        Command::Run(args) => run(&cli.global, args).await,
         Command::Status(args) => {
             let settings = cli::settings(&cli.global, None)?;
             loop {
@@ -111,6 +135,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }
+        }
+        Command::MirrorStub(args) => Ok(mirror_baton::mirror_stub::run(args).await?),
+        Command::FakeTelegram(args) => {
+            let config = mirror_baton::fake_bot_api::FakeBotConfig {
+                token: args.token,
+                ..Default::default()
+            };
+            let fake = mirror_baton::fake_bot_api::serve(args.listen, config).await?;
+            println!("{}", fake.api_url());
+            tokio::signal::ctrl_c().await?;
+            Ok(exit::OK)
         }
         Command::Activate(args) => {
             let settings = cli::settings(&cli.global, None)?;

@@ -19,11 +19,14 @@ use crate::adapters::clock::{self, SleepDetector};
 use crate::adapters::control::{self, Command, Reply, Request};
 use crate::adapters::local;
 use crate::adapters::store::Store;
+use crate::adapters::telegram::{PollProgress, StartPosition};
+use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
 use crate::core::{
     ActivationOutcome, Core, CoreConfig, Effect, Event, Identity, Input, Level, Role, Timing,
 };
-use crate::serving::{Serving, ServingEvent};
+use crate::serving::{ChildPlan, Serving, ServingEvent, TelegramPlan, target_text};
+use crate::telegram_text;
 
 /// Everything `baton run` needs, validated by the CLI.
 pub struct RunConfig {
@@ -34,8 +37,10 @@ pub struct RunConfig {
     pub timing: Timing,
     pub seed: u64,
     pub watch_mode: WatchMode,
-    /// What "acting" means: poll Telegram, run a child, or only log.
-    pub serving: Serving,
+    /// Telegram, when configured: the active device polls it.
+    pub telegram: Option<TelegramPlan>,
+    /// The child command (the mirror), when given.
+    pub child: Option<ChildPlan>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,8 @@ pub enum RunError {
     Control(#[from] control::ControlError),
     #[error("cannot watch {dir}: {source}")]
     Watch { dir: PathBuf, source: notify::Error },
+    #[error(transparent)]
+    Serving(#[from] crate::serving::ServingError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -66,6 +73,15 @@ const SHUTDOWN_GRACE_EXTRA: Duration = Duration::from_secs(5);
 /// Exit code after a forced stop (second signal).
 pub const EXIT_FORCED: i32 = 130;
 
+/// Who asked for an activation, so the answer goes back to them.
+enum Asker {
+    Local(tokio::sync::oneshot::Sender<Reply>),
+    Telegram {
+        chat_id: i64,
+        thread_id: Option<i64>,
+    },
+}
+
 struct Runtime {
     core: Core,
     store: Store,
@@ -75,7 +91,8 @@ struct Runtime {
     serving: Serving,
     sleep: SleepDetector,
     pending: VecDeque<Event>,
-    tickets: BTreeMap<u64, tokio::sync::oneshot::Sender<Reply>>,
+    tickets: BTreeMap<u64, Asker>,
+    started: tokio::time::Instant,
     next_ticket: u64,
     exit_code: Option<i32>,
     role: Role,
@@ -88,6 +105,13 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     let _lock = local::lock_device(&config.state_dir, &stem, &config.identity.device_id)?;
     let store = Store::new(&config.sync_dir, &config.group, &config.identity.device_id);
     store.ensure_dir()?;
+    // Only now that the lock is ours may a child start.
+    let serving = Serving::new(
+        config.identity.device_id.clone(),
+        config.telegram,
+        config.child,
+    )
+    .await?;
     let span =
         tracing::info_span!("baton", device = %config.identity.device_id, role = "Registering");
     let (watch_tx, mut watch_rx) = mpsc::channel(watcher::SIGNALS_MAX);
@@ -114,10 +138,11 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
         config_dir_mode: config.watch_mode,
         watch: Some(watch),
         watch_tx,
-        serving: config.serving,
+        serving,
         sleep: SleepDetector::new(SLEEP_THRESHOLD),
         pending: VecDeque::from([Event::Start]),
         tickets: BTreeMap::new(),
+        started: tokio::time::Instant::now(),
         next_ticket: 1,
         exit_code: None,
         role: Role::Registering,
@@ -188,6 +213,44 @@ impl Runtime {
         }
         self.handle(event);
         self.execute_effects().await;
+        if let Some(progress) = self.serving.progress_changed() {
+            self.record_progress(&progress);
+        }
+    }
+
+    /// Puts the poller's progress in the core's record (written with the next heartbeat).
+    fn record_progress(&mut self, progress: &PollProgress) {
+        if progress.handled_through > 0 {
+            self.handle(Event::UpdateHandled {
+                update_id: progress.handled_through,
+            });
+        }
+        self.handle(Event::HandledAbove {
+            ids: progress.handled_above.clone(),
+        });
+    }
+
+    /// Where a new active device starts reading Telegram: past everything any record
+    /// says was handled.
+    fn start_position(&self, skip_through: Option<i64>) -> StartPosition {
+        let skip_through = skip_through.unwrap_or(0);
+        let records = self
+            .core
+            .peers()
+            .values()
+            .map(|peer| &peer.record)
+            .chain(std::iter::once(self.core.own_record()));
+        let mut also_handled: Vec<i64> = records
+            .filter(|record| record.last_update_id.unwrap_or(0) <= skip_through)
+            .flat_map(|record| record.handled_above.iter().copied())
+            .filter(|id| *id > skip_through)
+            .collect();
+        also_handled.sort_unstable();
+        also_handled.dedup();
+        StartPosition {
+            skip_through,
+            also_handled,
+        }
     }
 
     fn handle(&mut self, event: Event) {
@@ -235,17 +298,20 @@ impl Runtime {
             },
             Effect::StartActing { term, skip_through } => {
                 tracing::info!(parent: &self.span, term, ?skip_through, "serving the bot");
-                self.serving
-                    .start(term, skip_through, self.core.device_table())
-                    .await;
+                let start = self.start_position(skip_through);
+                self.serving.start(term, start).await;
             }
             Effect::StopActing { reason } => {
-                let last_update_id = self.serving.stop(&reason).await;
+                let progress = self.serving.stop(&reason).await;
+                if let Some(progress) = &progress {
+                    self.record_progress(progress);
+                }
+                let last_update_id = progress.map(|p| p.handled_through).filter(|id| *id > 0);
                 self.pending
                     .push_back(Event::ActingStopped { last_update_id });
             }
             Effect::PauseActing { until } => {
-                self.serving.pause(until.since(clock::now()));
+                self.serving.pause(until.since(clock::now())).await;
             }
             Effect::Rescan => self.rescan().await,
             Effect::RequestDownload { name } => self.store.request_download(&name),
@@ -343,7 +409,7 @@ impl Runtime {
             Request::Activate { target } => {
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
-                self.tickets.insert(ticket, command.reply);
+                self.tickets.insert(ticket, Asker::Local(command.reply));
                 self.feed(Event::ActivateAsked { target, ticket }).await;
             }
             Request::Table => {
@@ -359,23 +425,62 @@ impl Runtime {
 
     async fn answer(&mut self, ticket: u64, result: ActivationOutcome) {
         let device_id = self.core.own_record().device_id.clone();
-        if let Some(reply) = self.tickets.remove(&ticket) {
-            let _ = reply.send(Reply::Activation { device_id, result });
-        } else {
-            self.serving.activation_result(ticket, &result).await;
+        match self.tickets.remove(&ticket) {
+            Some(Asker::Local(reply)) => {
+                let _ = reply.send(Reply::Activation { device_id, result });
+            }
+            Some(Asker::Telegram { chat_id, thread_id }) => {
+                let text = crate::telegram_text::activation(&result);
+                self.serving.say(Some(chat_id), thread_id, text);
+            }
+            None => {
+                tracing::debug!(parent: &self.span, ticket, ?result, "an activation answer nobody waits for")
+            }
         }
     }
 
     async fn on_serving(&mut self, event: ServingEvent) {
         match event {
             ServingEvent::Core(event) => self.feed(event).await,
-            ServingEvent::Activate { target, ticket } => {
-                self.feed(Event::ActivateAsked { target, ticket }).await;
-            }
-            ServingEvent::TableAsked { reply } => {
-                let _ = reply.send(self.core.device_table());
+            ServingEvent::Command {
+                chat_id,
+                thread_id,
+                command,
+            } => {
+                self.on_telegram_command(chat_id, thread_id, command).await;
             }
         }
+    }
+
+    async fn on_telegram_command(
+        &mut self,
+        chat_id: i64,
+        thread_id: Option<i64>,
+        command: BatonCommand,
+    ) {
+        let text = match command {
+            BatonCommand::Devices => telegram_text::devices(&self.core.device_table()),
+            BatonCommand::Help => telegram_text::help(),
+            BatonCommand::Status => telegram_text::status(&telegram_text::StatusInfo {
+                device_id: &self.core.own_record().device_id,
+                role: self.role,
+                term: self.core.term(),
+                uptime: self.started.elapsed(),
+                folder: &self.store.devices_dir().display().to_string(),
+                peers: self.core.peers().len(),
+            }),
+            BatonCommand::Activate { target: None } => telegram_text::activate_usage(),
+            BatonCommand::Activate { target } => {
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                self.tickets
+                    .insert(ticket, Asker::Telegram { chat_id, thread_id });
+                let target = target_text(&target);
+                self.feed(Event::ActivateAsked { target, ticket }).await;
+                return;
+            }
+        };
+        self.serving.say(Some(chat_id), thread_id, text);
     }
 
     async fn on_stop_signal(

@@ -1,6 +1,5 @@
 //! Real `baton` processes on real temporary folders, for end-to-end tests.
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
