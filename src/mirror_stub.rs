@@ -3,6 +3,9 @@
 //! chat_id=…[&thread_id=…]`, Basic auth from the URL) and appends each update it gets to
 //! a JSON Lines file, so a test can count what every device's child received.
 //!
+//! It exits by itself once orphaned (its parent baton is gone, e.g. SIGKILLed in the
+//! demo's crash): an orphan has no gateway left to read, and must not outlive the demo.
+//!
 //! Owns: nothing baton itself uses. Must never: log the URL (it carries credentials).
 
 use std::io::Write;
@@ -37,8 +40,9 @@ pub enum StubError {
     Client(String),
 }
 
-/// Polls until killed.
+/// Polls until killed, or until orphaned (then exits 0).
 pub async fn run(args: MirrorStubArgs) -> Result<i32, StubError> {
+    let parent_pid = std::os::unix::process::parent_id();
     let raw = std::env::var("TELEGRAM_UPDATES_URL").map_err(|_| StubError::NoUrl)?;
     let mut url = reqwest::Url::parse(&raw).map_err(|e| StubError::BadUrl(e.to_string()))?;
     let user = url.username().to_string();
@@ -61,6 +65,9 @@ pub async fn run(args: MirrorStubArgs) -> Result<i32, StubError> {
             source,
         })?;
     loop {
+        if std::os::unix::process::parent_id() != parent_pid {
+            return Ok(0);
+        }
         let mut query = vec![("since", since.to_string()), ("chat_id", chat_id.clone())];
         if let Some(thread) = &thread_id {
             query.push(("thread_id", thread.clone()));
