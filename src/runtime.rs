@@ -22,8 +22,10 @@ use crate::adapters::store::Store;
 use crate::adapters::telegram::{PollProgress, StartPosition};
 use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
+use crate::core::election;
 use crate::core::{
-    ActivationOutcome, Core, CoreConfig, Effect, Event, Identity, Input, Level, Role, Timing,
+    ActivationOutcome, Core, CoreConfig, Effect, Event, Identity, Input, Level, Moment, Role,
+    Timing,
 };
 use crate::serving::{ChildPlan, Serving, ServingEvent, TelegramPlan, target_text};
 use crate::telegram_text;
@@ -97,6 +99,10 @@ struct Runtime {
     exit_code: Option<i32>,
     role: Role,
     span: tracing::Span,
+    /// Lease progress: when to look at a silent leader again, and the last report
+    /// made (leader stem, its change moment, quarters of the liveness timeout).
+    lease_check_at: Option<Moment>,
+    lease_reported: Option<(String, Moment, u32)>,
 }
 
 /// Runs until the core asks to exit; returns the process exit code.
@@ -147,6 +153,8 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
         exit_code: None,
         role: Role::Registering,
         span,
+        lease_check_at: None,
+        lease_reported: None,
     };
     tracing::info!(parent: &runtime.span, seed = config.seed, group = %config.group, "starting");
     let mut shutdown_deadline: Option<tokio::time::Instant> = None;
@@ -187,6 +195,15 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     Ok(code)
 }
 
+/// `45 s`, or `1.5 s` below ten seconds (time-scaled runs).
+fn seconds(duration: Duration) -> String {
+    if duration >= Duration::from_secs(10) {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -197,9 +214,46 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 impl Runtime {
     fn until_next_timer(&self) -> Duration {
         let now = clock::now();
-        self.core
-            .next_timeout()
-            .map_or(Duration::from_secs(3600), |at| at.since(now))
+        let next = match (self.core.next_timeout(), self.lease_check_at) {
+            (Some(core), Some(lease)) => Some(core.min(lease)),
+            (core, lease) => core.or(lease),
+        };
+        next.map_or(Duration::from_secs(3600), |at| at.since(now))
+    }
+
+    /// While Standby, says how long a silent leader has been quiet, once per quarter of
+    /// the liveness timeout — but only past one heartbeat interval, so a healthy leader
+    /// (whose record changes every heartbeat) never causes a log line or a wake-up.
+    /// Returns when to look again (`None`: nothing to watch; the core's own deadline
+    /// takes over once the lease lapses).
+    fn report_silent_leader(&mut self) -> Option<Moment> {
+        if self.role != Role::Standby {
+            return None;
+        }
+        let now = clock::now();
+        let timing = *self.core.timing();
+        let leader = election::leader(self.core.peers(), now, &timing)?;
+        let liveness = timing.liveness_active;
+        let quarter_ms = (liveness.as_millis() / 4).max(1) as u64;
+        let first_quarter = (timing.heartbeat_active.max().as_millis() as u64 / quarter_ms) + 1;
+        let silent = now.since(leader.changed_at);
+        let quarters = silent.as_millis() as u64 / quarter_ms;
+        let report = (leader.stem.clone(), leader.changed_at, quarters as u32);
+        if quarters >= first_quarter && self.lease_reported.as_ref() != Some(&report) {
+            tracing::info!(
+                parent: &self.span,
+                leader = %leader.record.device_id,
+                "leader {} silent for {} of {}",
+                leader.record.device_id,
+                seconds(silent),
+                seconds(liveness)
+            );
+            self.lease_reported = Some(report);
+        }
+        let next = leader.changed_at.plus(Duration::from_millis(
+            quarter_ms * quarters.max(first_quarter - 1).saturating_add(1),
+        ));
+        (next < election::lapses_at(leader, &timing)).then_some(next)
     }
 
     /// Hands one event to the core (after noting any sleep) and carries out the effects.
@@ -216,6 +270,7 @@ impl Runtime {
         if let Some(progress) = self.serving.progress_changed() {
             self.record_progress(&progress);
         }
+        self.lease_check_at = self.report_silent_leader();
     }
 
     /// Puts the poller's progress in the core's record (written with the next heartbeat).
