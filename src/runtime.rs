@@ -222,8 +222,9 @@ impl Runtime {
     }
 
     /// While Standby, says how long a silent leader has been quiet, once per quarter of
-    /// the liveness timeout — but only past one heartbeat interval, so a healthy leader
-    /// (whose record changes every heartbeat) never causes a log line or a wake-up.
+    /// the liveness timeout — but only past one heartbeat interval plus the settle bound
+    /// (the sync delay the protocol tolerates), so a healthy leader, whose changes arrive
+    /// that often even through a slow sync, never causes a log line or a wake-up.
     /// Returns when to look again (`None`: nothing to watch; the core's own deadline
     /// takes over once the lease lapses).
     fn report_silent_leader(&mut self) -> Option<Moment> {
@@ -235,7 +236,8 @@ impl Runtime {
         let leader = election::leader(self.core.peers(), now, &timing)?;
         let liveness = timing.liveness_active;
         let quarter_ms = (liveness.as_millis() / 4).max(1) as u64;
-        let first_quarter = (timing.heartbeat_active.max().as_millis() as u64 / quarter_ms) + 1;
+        let quiet_normally = timing.heartbeat_active.max() + timing.settle_bound();
+        let first_quarter = (quiet_normally.as_millis() as u64 / quarter_ms) + 1;
         let silent = now.since(leader.changed_at);
         let quarters = silent.as_millis() as u64 / quarter_ms;
         let report = (leader.stem.clone(), leader.changed_at, quarters as u32);
