@@ -1,7 +1,8 @@
 //! A stand-in for the opencode-telegram-mirror, for tests and the demo: it reads updates
 //! from baton's gateway exactly as the mirror does (`GET $TELEGRAM_UPDATES_URL?since=…&
 //! chat_id=…[&thread_id=…]`, Basic auth from the URL) and appends each update it gets to
-//! a JSON Lines file, so a test can count what every device's child received.
+//! a JSON Lines file (`update_id`, `text`, `received_at_ms`: its wall clock on receipt),
+//! so a test can count what every device's child received, and when.
 //!
 //! It exits by itself once orphaned (its parent baton is gone, e.g. SIGKILLed in the
 //! demo's crash): an orphan has no gateway left to read, and must not outlive the demo.
@@ -90,7 +91,14 @@ pub async fn run(args: MirrorStubArgs) -> Result<i32, StubError> {
                 }
                 since = update_id;
                 let text = entry["payload"]["message"]["text"].as_str().unwrap_or("");
-                let line = serde_json::json!({"update_id": update_id, "text": text});
+                let received_at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |elapsed| elapsed.as_millis() as u64);
+                let line = serde_json::json!({
+                    "update_id": update_id,
+                    "text": text,
+                    "received_at_ms": received_at_ms,
+                });
                 writeln!(file, "{line}").map_err(|source| StubError::Write {
                     path: args.out.clone(),
                     source,
