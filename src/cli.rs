@@ -250,8 +250,14 @@ pub fn default_sync_dir() -> PathBuf {
         .join("sync")
 }
 
-/// This machine's short host name (without `.local`).
+/// This machine's short host name (without `.local`). `BATON_HOSTNAME` overrides it: the
+/// demo gives each of its devices a host of its own, so they behave as separate Macs.
 pub fn hostname() -> String {
+    if let Ok(name) = std::env::var("BATON_HOSTNAME")
+        && !name.trim().is_empty()
+    {
+        return name.trim().to_string();
+    }
     let mut buffer = [0u8; 256];
     // SAFETY: gethostname writes at most buffer.len() bytes into a valid buffer.
     let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
