@@ -92,6 +92,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Ask for a device (default: this directory's) to become active.
     Activate(ActivateArgs),
+    /// Play the whole system on this machine: three devices, a simulated sync delay, a fake Telegram.
+    Demo(crate::demo::DemoArgs),
     /// A stand-in for the mirror: reads updates from baton's gateway into a file (tests, demo).
     #[command(hide = true)]
     MirrorStub(crate::mirror_stub::MirrorStubArgs),

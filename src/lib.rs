@@ -6,6 +6,7 @@ pub mod adapters;
 pub mod agent;
 pub mod cli;
 pub mod core;
+pub mod demo;
 pub mod fake_bot_api;
 pub mod mirror_stub;
 pub mod runtime;

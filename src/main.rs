@@ -136,6 +136,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }
         }
+        Command::Demo(args) => mirror_baton::demo::run_demo(args).await,
         Command::MirrorStub(args) => Ok(mirror_baton::mirror_stub::run(args).await?),
         Command::FakeTelegram(args) => {
             let config = mirror_baton::fake_bot_api::FakeBotConfig {
