@@ -527,7 +527,9 @@ pub fn telegram_config(
     };
     match load_telegram_config(&sources) {
         Ok(config) => Ok(Some(config)),
-        Err(ConfigError::Missing { key: "botToken", .. }) => Ok(None),
+        Err(ConfigError::Missing {
+            key: "botToken", ..
+        }) => Ok(None),
         Err(error) => Err(UsageError(format!("Telegram configuration: {error}"))),
     }
 }
