@@ -73,6 +73,8 @@ pub struct Ctx {
     pub hold_off_until: Moment,
     /// Another live process writes our device id: never write or act again.
     pub refused: bool,
+    /// The name of the stimulus being handled, for [`Effect::Transition`]'s `cause`.
+    pub cause: String,
 }
 
 impl Ctx {
@@ -102,6 +104,7 @@ impl Ctx {
             contend_started: Moment(0),
             hold_off_until: Moment(0),
             refused: false,
+            cause: String::new(),
         }
     }
 

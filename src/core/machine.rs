@@ -45,6 +45,23 @@ pub enum Stimulus {
 }
 
 impl Stimulus {
+    /// A stable name for transcripts and the statechart's labels.
+    pub fn name(&self) -> String {
+        match self {
+            Stimulus::Start => "start".into(),
+            Stimulus::Observed { complete: true, .. } => "scanned".into(),
+            Stimulus::Observed { complete: false, .. } => "file_changed".into(),
+            Stimulus::Timer(timer) => format!("{}_timer", timer.as_str()),
+            Stimulus::Activate { .. } => "activate_asked".into(),
+            Stimulus::Shutdown => "shutdown_asked".into(),
+            Stimulus::Woke { .. } => "woke".into(),
+            Stimulus::Conflict => "conflict".into(),
+            Stimulus::PidGone => "pid_gone".into(),
+            Stimulus::ActingStopped => "acting_stopped".into(),
+            Stimulus::Reevaluate => "reevaluate".into(),
+        }
+    }
+
     fn looks_at_world(&self) -> bool {
         matches!(
             self,
@@ -410,6 +427,7 @@ impl Protocol {
         context.emit(Effect::Transition {
             from: source.role(),
             to: target.role(),
+            cause: context.cause.clone(),
         });
     }
 }
@@ -963,6 +981,8 @@ impl Core {
     }
 
     fn dispatch(&mut self, stimulus: Stimulus) {
+        // Transitions name the input that started the chain, not the `Reevaluate`s after it.
+        self.ctx.cause = stimulus.name();
         let mut stimulus = stimulus;
         for _ in 0..REEVALUATIONS_MAX {
             let before = self.machine.state().clone();
