@@ -50,7 +50,9 @@ impl Stimulus {
         match self {
             Stimulus::Start => "start".into(),
             Stimulus::Observed { complete: true, .. } => "scanned".into(),
-            Stimulus::Observed { complete: false, .. } => "file_changed".into(),
+            Stimulus::Observed {
+                complete: false, ..
+            } => "file_changed".into(),
             Stimulus::Timer(timer) => format!("{}_timer", timer.as_str()),
             Stimulus::Activate { .. } => "activate_asked".into(),
             Stimulus::Shutdown => "shutdown_asked".into(),
@@ -93,9 +95,16 @@ impl Protocol {
                 if !context.timers.is_armed(TimerId::Registration) && !context.refused =>
             {
                 match &context.prior_own {
-                    Some(prior) if !prior.ours => {
+                    // Another install's record (a clone?), or ours not stopped cleanly (a
+                    // crash, or a second process for this directory): watch it first.
+                    Some(prior) if !prior.ours || prior.record.status != Status::Stopped => {
+                        let whose = if prior.ours {
+                            "this install, not stopped cleanly"
+                        } else {
+                            "another install"
+                        };
                         let message = format!(
-                            "a record for {} from another install exists (pid {} on {}); \
+                            "a record for {} from {whose} exists (pid {} on {}); \
                              watching it for {:?} before taking it over",
                             context.me(),
                             prior.record.pid,
@@ -739,6 +748,17 @@ impl Ctx {
 
     fn refuse(&mut self, found: &DeviceRecord) {
         self.refused = true;
+        if found.install_id == self.identity.install_id {
+            let message = format!(
+                "another baton process serves this directory: {} (pid {} on host {:?}) \
+                 writes this device's record. Only one may run per directory; stop the \
+                 other one. Not taking part.",
+                found.device_id, found.pid, found.hostname
+            );
+            self.notify(Level::Error, message.clone());
+            self.exit(exit_code::DUPLICATE_DEVICE, &message);
+            return;
+        }
         let message = format!(
             "another live process writes this device's record: {} (pid {} on host {:?}, \
              install {}). This Mac looks cloned or restored from a backup. Give one of them \
