@@ -89,6 +89,9 @@ impl Protocol {
         match event {
             Stimulus::Start => {
                 context.emit(Effect::Rescan);
+                // Handled here, so the `device` superstate never sees Start: arm the
+                // backstop here too (it was never armed at all before).
+                context.arm(TimerId::Backstop, context.timing.backstop_scan);
                 Handled
             }
             Stimulus::Observed { complete: true, .. }
@@ -386,10 +389,6 @@ impl Protocol {
     #[superstate]
     fn device(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
-            Stimulus::Start => {
-                context.arm(TimerId::Backstop, context.timing.backstop_scan);
-                Handled
-            }
             Stimulus::Timer(TimerId::Backstop) => {
                 context.emit(Effect::Rescan);
                 context.arm(TimerId::Backstop, context.timing.backstop_scan);

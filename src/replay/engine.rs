@@ -125,7 +125,7 @@ pub fn replay(fixture: &Fixture) -> Replay {
         if engine.finished() {
             break;
         }
-        engine.fire_timers_until(step.at());
+        engine.fire_timers_until(awake_until(step));
         if engine.finished() {
             break;
         }
@@ -138,6 +138,20 @@ pub fn replay(fixture: &Fixture) -> Replay {
         engine.fire_timers_until(fixture.end());
     }
     engine.finish(fixture.end())
+}
+
+/// Timers fire up to the next step, except across a sleep: a machine that wakes at `at`
+/// after sleeping `slept_ms` ran no timers since `at - slept_ms` (its runtime's sleeps
+/// stopped with it), so they fire after the wake-up is noted.
+fn awake_until(step: &Step) -> Moment {
+    match step {
+        Step::Input(Input {
+            at,
+            event: Event::Woke { slept_ms },
+            ..
+        }) => Moment(at.0.saturating_sub(*slept_ms)),
+        other => other.at(),
+    }
 }
 
 struct Engine {
