@@ -639,6 +639,8 @@ fn active_woke(context: &mut Ctx, slept: Duration) -> Outcome<State> {
         let message =
             format!("slept {slept:?}, past the lease: stepping down before anything else");
         context.notify(Level::Warn, message);
+        // Re-read every peer: the watcher may have missed (or died during) the sleep.
+        context.emit(Effect::Rescan);
         return Transition(State::standby());
     }
     context.revalidating = true;
@@ -921,6 +923,8 @@ impl Ctx {
 pub struct Core {
     machine: statig::blocking::StateMachine<Protocol>,
     ctx: Ctx,
+    /// The timers that fired during the last [`Core::handle`], in order.
+    fired: Vec<TimerId>,
 }
 
 /// A bound on the reevaluations after one input: a livelock is a bug, not a hang.
@@ -935,6 +939,7 @@ impl Core {
         Core {
             machine: machine.into(),
             ctx,
+            fired: Vec::new(),
         }
     }
 
@@ -948,7 +953,9 @@ impl Core {
             self.ctx.presume_peers_alive_after_sleep(slept);
             self.dispatch(Stimulus::Woke { slept });
         }
+        self.fired.clear();
         while let Some(timer) = self.ctx.timers.pop_due(self.ctx.now) {
+            self.fired.push(timer);
             self.dispatch(Stimulus::Timer(timer));
         }
         if let Some(stimulus) = self.ingest(input.event) {
@@ -1028,6 +1035,12 @@ impl Core {
     /// The earliest pending timer: call [`Core::handle`] with [`Event::Tick`] then.
     pub fn next_timeout(&self) -> Option<Moment> {
         self.ctx.timers.next().map(|(at, _)| at)
+    }
+
+    /// The timers that fired during the last [`Core::handle`], in the order they fired
+    /// (a timer cancelled by an earlier reaction is not among them).
+    pub fn fired_timers(&self) -> &[TimerId] {
+        &self.fired
     }
 
     pub fn timers(&self) -> impl Iterator<Item = (TimerId, Moment)> + '_ {

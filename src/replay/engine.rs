@@ -266,6 +266,12 @@ impl Engine {
             let at = input.at.max(self.core.now());
             self.observe_input(at, &input.event, is_tick, is_auto);
             self.core.handle(input);
+            // Timers fire inside `handle` (after a wake-up, before other inputs); their
+            // effects are drained below, so they are noted first.
+            let fired: Vec<TimerId> = self.core.fired_timers().to_vec();
+            for timer in fired {
+                self.note(at, Item::Fired(timer));
+            }
             for answer in self.carry_out(at) {
                 answers += 1;
                 if answers > AUTO_ANSWERS_MAX {
@@ -278,30 +284,15 @@ impl Engine {
         }
     }
 
-    /// Notes an input (and the timers it fires) before the core handles it.
+    /// Notes an input before the core handles it, and updates the folder model.
     fn observe_input(&mut self, at: Moment, event: &Event, is_tick: bool, is_auto: bool) {
-        let mut due: Vec<(Moment, TimerId)> = self
-            .core
-            .timers()
-            .filter(|(_, deadline)| *deadline <= at)
-            .map(|(timer, deadline)| (deadline, timer))
-            .collect();
-        due.sort();
         if !is_tick {
-            // Timers due at this moment fire before the input is handled.
             let item = if is_auto {
                 Item::Auto(event.clone())
             } else {
                 Item::Input(event.clone())
             };
-            for (_, timer) in &due {
-                self.note(at, Item::Fired(*timer));
-            }
             self.note(at, item);
-        } else {
-            for (_, timer) in due {
-                self.note(at, Item::Fired(timer));
-            }
         }
         match event {
             Event::Scanned { files } => {

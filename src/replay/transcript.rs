@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::core::record::{self, DeviceRecord};
+use crate::core::record::{self, DeviceRecord, NameKind};
 use crate::core::{ActivationOutcome, Effect, Event, FileObservation, FileState, Level, Moment};
 
 use super::engine::{Entry, Item, Replay};
@@ -60,13 +60,24 @@ fn record_summary(record: &DeviceRecord, with_identity: bool) -> String {
     line
 }
 
-/// What was seen at one file name, in one line.
+/// What was seen at one file name, in one line. Only record names and conflict copies
+/// are read as records: a stub or a stranger's file is described, not parsed.
 pub fn file_summary(file: &FileObservation) -> String {
+    let kind = match record::classify_name(&file.name) {
+        NameKind::Record { .. } => "",
+        NameKind::ConflictCopy { .. } => "conflict copy: ",
+        NameKind::IcloudStub { .. } => "icloud stub",
+        NameKind::Temp => "temp file (ignored)",
+        NameKind::Foreign => "foreign file (ignored)",
+    };
     let state = match &file.state {
-        FileState::Contents { text } => match record::parse_record(text.as_bytes()) {
-            Ok(parsed) => record_summary(&parsed, true),
-            Err(error) => format!("unusable: {error} ({} bytes)", text.len()),
-        },
+        FileState::Contents { text } if kind.is_empty() || kind.ends_with(": ") => {
+            match record::parse_record(text.as_bytes()) {
+                Ok(parsed) => format!("{kind}{}", record_summary(&parsed, true)),
+                Err(error) => format!("{kind}unusable: {error} ({} bytes)", text.len()),
+            }
+        }
+        FileState::Contents { text } => format!("{kind}, {} bytes", text.len()),
         FileState::Gone => "gone".into(),
         FileState::TooLarge { bytes } => format!("too large ({bytes} bytes)"),
         FileState::Dataless => "dataless (evicted in place)".into(),
