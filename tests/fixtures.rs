@@ -318,6 +318,22 @@ fn checks() -> Vec<(&'static str, Check)> {
             assert_eq!(writes(r), 0, "never writes over the twin's record");
             assert!(notified(r, Level::Error, "cloned or restored"));
         }),
+        ("clone_appears_while_active", |r| {
+            assert_eq!(active_times(r), [secs(16)]);
+            assert_eq!(r.exit.as_ref().map(|(code, _)| *code), Some(3));
+            assert!(
+                r.effects()
+                    .any(|(at, e)| at == secs(40) && matches!(e, Effect::StopActing { .. }))
+            );
+            let last_write = r
+                .effects()
+                .filter(|(_, e)| matches!(e, Effect::WriteRecord { .. }))
+                .last();
+            assert!(
+                last_write.is_some_and(|(at, _)| at < secs(40)),
+                "writes nothing once refused"
+            );
+        }),
         ("same_directory_twice", |r| {
             assert_eq!(r.exit.as_ref().map(|(code, _)| *code), Some(3));
             assert_eq!(

@@ -506,6 +506,25 @@ fn cloned_device_id() -> Scenario {
     s
 }
 
+fn clone_appears_while_active() -> Scenario {
+    let mut s = Scenario::new(
+        "clone_appears_while_active",
+        "A clone appears later: the observer is active (term 1) when a restored copy of \
+         this Mac (another install, same device id) starts and writes our file. The observer \
+         refuses to share its identity: it stops acting and exits with code 3.",
+        18,
+        60_000,
+    );
+    s.start(0);
+    let mut twin = Peer::new(&observer().device_id, "mbp");
+    twin.record.install_id = "twin-install".into();
+    twin.record.instance = "twin-run1".into();
+    twin.set(Status::Standby, 0);
+    twin.record.seq = 3;
+    s.peer_writes(40_000, &mut twin);
+    s
+}
+
 fn same_directory_twice() -> Scenario {
     let mut s = Scenario::new(
         "same_directory_twice",
@@ -615,6 +634,7 @@ fn scenarios() -> Vec<Scenario> {
         clock_skew("clock_skew_plus_1h", 1),
         clock_skew("clock_skew_minus_1h", -1),
         cloned_device_id(),
+        clone_appears_while_active(),
         same_directory_twice(),
         restart_after_crash(),
         same_host_pid_probe(),

@@ -151,9 +151,10 @@ pub enum ActivationOutcome {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
-    /// The machine moved between states. `cause` names the input that started the chain
-    /// of reactions (see [`crate::core::machine::Stimulus::name`]): `scanned`,
-    /// `file_changed`, `settle_timer`, `shutdown_asked`, … — the statechart's labels.
+    /// The machine moved between states. `cause` names the stimulus the old state
+    /// handled (see [`crate::core::machine::Stimulus::name`]): `scanned`, `file_changed`,
+    /// `settle_timer`, `shutdown_asked`, …, or `reevaluate` when the state had just been
+    /// entered and looked at the world — the statechart's labels.
     Transition {
         from: Role,
         to: Role,

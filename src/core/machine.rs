@@ -64,11 +64,24 @@ impl Stimulus {
         }
     }
 
-    fn looks_at_world(&self) -> bool {
+    /// Whether another live process writes our record: handled by the `device`
+    /// superstate alone (refuse), so every state's world-looking arm must let it pass.
+    fn is_duplicate(&self) -> bool {
         matches!(
             self,
-            Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+            Stimulus::Observed {
+                own_news: OwnFileNews::Duplicate(_),
+                ..
+            }
         )
+    }
+
+    fn looks_at_world(&self) -> bool {
+        !self.is_duplicate()
+            && matches!(
+                self,
+                Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+            )
     }
 }
 
@@ -95,7 +108,9 @@ impl Protocol {
                 Handled
             }
             Stimulus::Observed { complete: true, .. }
-                if !context.timers.is_armed(TimerId::Registration) && !context.refused =>
+                if !event.is_duplicate()
+                    && !context.timers.is_armed(TimerId::Registration)
+                    && !context.refused =>
             {
                 match &context.prior_own {
                     // Another install's record (a clone?), or ours not stopped cleanly (a
@@ -270,7 +285,9 @@ impl Protocol {
     )]
     fn active(term: &mut u64, context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
-            Stimulus::Observed { complete, .. } => active_evaluate(context, *term, *complete),
+            Stimulus::Observed { complete, .. } if !event.is_duplicate() => {
+                active_evaluate(context, *term, *complete)
+            }
             Stimulus::Reevaluate | Stimulus::PidGone => active_evaluate(context, *term, false),
             Stimulus::Timer(TimerId::Heartbeat) => {
                 context.write_record();
@@ -1007,10 +1024,11 @@ impl Core {
     }
 
     fn dispatch(&mut self, stimulus: Stimulus) {
-        // Transitions name the input that started the chain, not the `Reevaluate`s after it.
-        self.ctx.cause = stimulus.name();
         let mut stimulus = stimulus;
         for _ in 0..REEVALUATIONS_MAX {
+            // Transitions name the stimulus the state handled (`reevaluate` after a
+            // transition: the new state looked at the world on entry).
+            self.ctx.cause = stimulus.name();
             let before = self.machine.state().clone();
             self.machine.handle_with_context(&stimulus, &mut self.ctx);
             if *self.machine.state() == before {

@@ -312,10 +312,9 @@ impl Engine {
     /// Notes the effects of the last input; returns the answers a runtime would give.
     fn carry_out(&mut self, at: Moment) -> Vec<Input> {
         let mut answers = Vec::new();
+        // Every effect of the batch is noted, even after an `Exit` (e.g. the StopActing
+        // of a refused active device); nothing is fed after it.
         for effect in self.core.drain_effects() {
-            if self.exit.is_some() {
-                break;
-            }
             match &effect {
                 Effect::WriteRecord { record } => {
                     let text = record.to_json();
@@ -341,10 +340,15 @@ impl Engine {
                         .collect();
                     answers.push(Event::Scanned { files });
                 }
-                Effect::Exit { code, reason } => self.exit = Some((*code, reason.clone())),
+                Effect::Exit { code, reason } if self.exit.is_none() => {
+                    self.exit = Some((*code, reason.clone()));
+                }
                 _ => {}
             }
             self.note(at, Item::Effect(effect));
+        }
+        if self.exit.is_some() {
+            return Vec::new();
         }
         let wall_ms = self.wall_at(at);
         answers
