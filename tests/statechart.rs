@@ -52,6 +52,9 @@ const RUNS: u64 = 80;
 /// Inputs handled in one run, at most: a livelock fails the test instead of hanging it.
 const INPUTS_MAX: usize = 200_000;
 
+/// (deliver at, order, to device, file name, contents): a write reaching a peer.
+type Delivery = (u64, u64, usize, String, String);
+
 struct Device {
     core: Option<Core>,
     generation: u64,
@@ -63,8 +66,7 @@ struct Sim {
     rng: ChaCha8Rng,
     devices: Vec<Device>,
     files: BTreeMap<String, String>,
-    /// (deliver at, order, to device, file name, contents)
-    deliveries: BinaryHeap<Reverse<(u64, u64, usize, String, String)>>,
+    deliveries: BinaryHeap<Reverse<Delivery>>,
     order: u64,
     now: u64,
     inputs: usize,
