@@ -1,1 +1,155 @@
-fn main() {}
+//! `baton`: parse the command line, set up logging, run the command, map errors to the
+//! documented exit codes. The only place `anyhow` errors end.
+
+use clap::Parser;
+use mirror_baton::adapters::child::ChildSpec;
+use mirror_baton::adapters::local::LocalError;
+use mirror_baton::adapters::telegram::PollerConfig;
+use mirror_baton::cli::{self, Cli, Command, LogFormat, UsageError, exit};
+use mirror_baton::runtime::{self, RunConfig, RunError};
+use mirror_baton::serving::{ChildPlan, TelegramPlan};
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("baton: cannot start the async runtime: {error}");
+            std::process::exit(exit::FAILURE);
+        }
+    };
+    let code = match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("baton: {error:#}");
+            exit_code_for(&error)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn exit_code_for(error: &anyhow::Error) -> i32 {
+    if error.downcast_ref::<UsageError>().is_some() {
+        return exit::USAGE;
+    }
+    match error.downcast_ref::<RunError>() {
+        Some(RunError::Local(LocalError::AlreadyRunning { .. })) => exit::ALREADY_RUNNING,
+        _ if matches!(
+            error.downcast_ref::<LocalError>(),
+            Some(LocalError::AlreadyRunning { .. })
+        ) =>
+        {
+            exit::ALREADY_RUNNING
+        }
+        _ => exit::FAILURE,
+    }
+}
+
+async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32> {
+    let project = cli::project_dir(&args.dir)?;
+    let telegram = cli::telegram_config(&project, &args.telegram)?;
+    let settings = cli::settings(global, telegram.as_ref().and_then(cli::bot_id))?;
+    let thread_id = telegram.as_ref().and_then(|t| t.thread_id);
+    let identity = cli::identity(
+        &project,
+        &args.device,
+        &settings.state_dir,
+        args.priority,
+        thread_id,
+    )?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    if args.child_when_active && args.command.is_empty() {
+        return Err(UsageError("--child-when-active needs a command after `--`".into()).into());
+    }
+    let child = args.command.split_first().map(|(program, rest)| ChildPlan {
+        spec: ChildSpec::new(program, rest.iter().map(Into::into).collect(), &project),
+        only_when_active: args.child_when_active,
+    });
+    let telegram = telegram.map(|config| TelegramPlan {
+        poller: PollerConfig::new(config.chat_id, config.thread_id, seed),
+        config,
+        poll_timeout: std::time::Duration::from_secs(args.telegram.poll_timeout),
+        device_tag: Some(identity.device_id.clone()),
+    });
+    if telegram.is_none() {
+        tracing::info!("no Telegram bot token configured: coordinating only");
+    }
+    let config = RunConfig {
+        identity,
+        sync_dir: settings.sync_dir,
+        group: settings.group,
+        state_dir: settings.state_dir,
+        timing: settings.timing,
+        seed,
+        watch_mode: cli::watch_mode(args.poll)?,
+        telegram,
+        child,
+    };
+    Ok(runtime::run(config).await?)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => run(&cli.global, args).await,
+        Command::Status(args) => {
+            let settings = cli::settings(&cli.global, None)?;
+            loop {
+                let (rows, source) = cli::load_table(&settings).await?;
+                if args.json {
+                    let value = serde_json::json!({
+                        "group": settings.group,
+                        "source": source,
+                        "devices": rows,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    if args.watch {
+                        print!("\x1b[2J\x1b[H");
+                    }
+                    print!("{}", cli::render_table(&rows, source));
+                }
+                if !args.watch {
+                    return Ok(exit::OK);
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+        Command::MirrorStub(args) => Ok(mirror_baton::mirror_stub::run(args).await?),
+        Command::FakeTelegram(args) => {
+            let config = mirror_baton::fake_bot_api::FakeBotConfig {
+                token: args.token,
+                ..Default::default()
+            };
+            let fake = mirror_baton::fake_bot_api::serve(args.listen, config).await?;
+            println!("{}", fake.api_url());
+            tokio::signal::ctrl_c().await?;
+            Ok(exit::OK)
+        }
+        Command::Activate(args) => {
+            let settings = cli::settings(&cli.global, None)?;
+            cli::activate(&settings, &args).await
+        }
+    }
+}

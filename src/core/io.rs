@@ -75,6 +75,8 @@ pub enum Event {
     PidProbed { stem: String, pid: u32, alive: bool },
     /// The active device handled (or its child acknowledged) this update id.
     UpdateHandled { update_id: i64 },
+    /// Update ids above the last handled one that were handled too (replaces the list).
+    HandledAbove { ids: Vec<i64> },
     /// Answer to [`Effect::StopActing`]: polling has stopped and what was handled is
     /// confirmed; the handoff may now be published.
     ActingStopped { last_update_id: Option<i64> },

@@ -1012,6 +1012,11 @@ impl Core {
                 ctx.own.last_update_id = ctx.own.last_update_id.max(Some(update_id));
                 None
             }
+            Event::HandledAbove { mut ids } => {
+                ids.truncate(crate::core::record::HANDLED_ABOVE_MAX);
+                ctx.own.handled_above = ids;
+                None
+            }
             Event::ActingStopped { last_update_id } => {
                 ctx.own.last_update_id = ctx.own.last_update_id.max(last_update_id);
                 Some(Stimulus::ActingStopped)

@@ -122,7 +122,9 @@ impl RecordArgs {
             Some(seconds) => return Err(ReplayError::BadDuration(seconds)),
         };
         Ok(RecordPlan {
-            devices_dir: self.sync_dir.join(&self.group).join("devices"),
+            sync_dir: self.sync_dir.clone(),
+            group: self.group.clone(),
+            devices_dir: crate::adapters::store::devices_dir(&self.sync_dir, &self.group),
             out: self.out.clone(),
             duration,
             observer: self.observer.clone(),

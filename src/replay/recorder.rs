@@ -3,16 +3,14 @@
 //!
 //! Owns: one recursive notify watch on `<sync-dir>/<group>/devices` (created once, then
 //! one scan right after watching, as FACTS.md advises), a bounded event channel whose
-//! overflow becomes a full rescan, and a minimal bounded reader of the folder.
-//! Must never: write into the watched folder, follow a symlink, read more than
-//! [`RECORD_BYTES_MAX`] bytes of a file, or block on an evicted (dataless) file.
+//! overflow becomes a full rescan.
+//! Must never: write into the watched folder, follow a symlink, read more than 64 KiB of
+//! a file, or block on an evicted (dataless) file.
 //!
-//! The reader here is deliberately small: the store adapter (`adapters/store.rs`) is the
-//! runtime's reader; when it lands, this module should use it instead.
+//! Files are read by the store adapter (`adapters/store.rs`), exactly as the runtime
+//! reads them: bounded, never following a symlink, dataless files not read.
 
-use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
-use crate::core::record::RECORD_BYTES_MAX;
-use crate::core::{Event, FileObservation, FileState, Identity, Input, Moment};
+use crate::adapters::store::{self, Store};
+use crate::core::{Event, FileObservation, Identity, Input, Moment};
 
 use super::ReplayError;
 use super::fixture::{Auto, FIXTURE_LINES_MAX, Fixture, Header, Step, TimingSpec};
@@ -38,6 +36,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// What to record and as whom.
 #[derive(Clone, Debug)]
 pub struct RecordPlan {
+    pub sync_dir: PathBuf,
+    pub group: String,
     /// `<sync-dir>/<group>/devices`.
     pub devices_dir: PathBuf,
     pub out: PathBuf,
@@ -76,97 +76,11 @@ fn wall_now_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-/// Reads one file of the devices folder: bounded, never following a symlink.
-pub fn read_observation(dir: &Path, name: &str) -> FileObservation {
-    FileObservation {
-        name: name.to_string(),
-        state: read_state(&dir.join(name)),
-    }
-}
-
-fn read_state(path: &Path) -> FileState {
-    let metadata = match fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return FileState::Gone,
-        Err(error) => {
-            return FileState::Unreadable {
-                reason: error.to_string(),
-            };
-        }
-    };
-    if metadata.file_type().is_symlink() {
-        return FileState::Symlink;
-    }
-    if !metadata.is_file() {
-        return FileState::Unreadable {
-            reason: "not a regular file".into(),
-        };
-    }
-    if metadata.len() > RECORD_BYTES_MAX as u64 {
-        return FileState::TooLarge {
-            bytes: metadata.len(),
-        };
-    }
-    if is_dataless(&metadata) {
-        return FileState::Dataless;
-    }
-    let mut bytes = Vec::new();
-    let read = open_no_follow(path).and_then(|file| {
-        file.take(RECORD_BYTES_MAX as u64 + 1)
-            .read_to_end(&mut bytes)
-    });
-    match read {
-        Ok(_) if bytes.len() > RECORD_BYTES_MAX => FileState::TooLarge {
-            bytes: bytes.len() as u64,
-        },
-        Ok(_) => FileState::Contents {
-            text: String::from_utf8_lossy(&bytes).into_owned(),
-        },
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => FileState::Gone,
-        Err(error) => FileState::Unreadable {
-            reason: error.to_string(),
-        },
-    }
-}
-
-#[cfg(unix)]
-fn open_no_follow(path: &Path) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn open_no_follow(path: &Path) -> std::io::Result<fs::File> {
-    fs::File::open(path)
-}
-
-/// An iCloud file evicted in place: a size but no allocated blocks (macOS only; on
-/// Linux a sparse file looks the same and is read normally).
-#[cfg(target_os = "macos")]
-fn is_dataless(metadata: &fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    metadata.len() > 0 && metadata.blocks() == 0
-}
-
-#[cfg(not(target_os = "macos"))]
-fn is_dataless(_metadata: &fs::Metadata) -> bool {
-    false
-}
-
-/// Lists and reads the whole folder, sorted by name.
-pub fn list_folder(dir: &Path) -> std::io::Result<Vec<FileObservation>> {
-    let mut names = BTreeSet::new();
-    for entry in fs::read_dir(dir)? {
-        names.insert(entry?.file_name().to_string_lossy().into_owned());
-    }
-    Ok(names
-        .iter()
-        .map(|name| read_observation(dir, name))
-        .filter(|file| file.state != FileState::Gone)
-        .collect())
+/// Lists and reads the whole folder the way the runtime does (the store adapter).
+fn list_folder(plan: &RecordPlan) -> Result<Vec<FileObservation>, String> {
+    Store::new(&plan.sync_dir, &plan.group, &plan.observer)
+        .scan()
+        .map_err(|error| error.to_string())
 }
 
 /// What the watcher thread hands over.
@@ -175,13 +89,14 @@ enum Notice {
     Rescan,
 }
 
-struct Recording {
+struct Recording<'plan> {
+    plan: &'plan RecordPlan,
     started: Instant,
     devices_dir: PathBuf,
     steps: Vec<Step>,
 }
 
-impl Recording {
+impl Recording<'_> {
     fn at(&self) -> (Moment, u64) {
         (
             Moment(self.started.elapsed().as_millis() as u64),
@@ -195,11 +110,9 @@ impl Recording {
     }
 
     fn scan(&mut self) {
-        match list_folder(&self.devices_dir) {
+        match list_folder(self.plan) {
             Ok(files) => self.push(Event::Scanned { files }),
-            Err(error) => self.push(Event::ScanFailed {
-                reason: error.to_string(),
-            }),
+            Err(reason) => self.push(Event::ScanFailed { reason }),
         }
     }
 
@@ -214,7 +127,7 @@ impl Recording {
         let Some(name) = path.file_name() else {
             return;
         };
-        let file = read_observation(&self.devices_dir, &name.to_string_lossy());
+        let file = store::observe_path(path, name.to_string_lossy().into_owned());
         self.push(Event::FileChanged { file });
     }
 }
@@ -246,6 +159,7 @@ pub fn record(plan: &RecordPlan, stop: &AtomicBool) -> Result<RecordSummary, Rep
         source,
     })?;
     let mut recording = Recording {
+        plan,
         started: Instant::now(),
         devices_dir: devices_dir.clone(),
         steps: Vec::new(),
@@ -257,7 +171,7 @@ pub fn record(plan: &RecordPlan, stop: &AtomicBool) -> Result<RecordSummary, Rep
             source,
         })?;
     // The folder as it was when the imaginary device started; then its start.
-    if let Ok(files) = list_folder(&devices_dir) {
+    if let Ok(files) = list_folder(plan) {
         for file in files {
             recording.steps.push(Step::Folder {
                 at: Moment(0),

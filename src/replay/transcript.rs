@@ -111,6 +111,7 @@ fn event_lines(event: &Event) -> Vec<String> {
             format!("pid {pid} of {stem} is {state}")
         }
         Event::UpdateHandled { update_id } => format!("update {update_id} handled"),
+        Event::HandledAbove { ids } => format!("also handled above the last: {ids:?}"),
         Event::ActingStopped { last_update_id } => {
             format!("acting stopped last_update={}", optional(*last_update_id))
         }
