@@ -37,14 +37,12 @@ fn records_a_live_folder_and_replays_it() {
     std::fs::write(devices.join(&name), peer_record(1).to_json()).unwrap();
     let out = sync_dir.path().join("recorded.jsonl");
     let args = RecordArgs {
-        sync_dir: sync_dir.path().to_path_buf(),
-        group: "team".into(),
         out: out.clone(),
         duration: Some(2.0),
         observer: "newcomer".into(),
         seed: 5,
     };
-    let plan = args.plan().unwrap();
+    let plan = args.plan(sync_dir.path(), "team").unwrap();
     let writer_dir = devices.clone();
     let writer_name = name.clone();
     let writer = std::thread::spawn(move || {
@@ -116,16 +114,17 @@ fn records_a_live_folder_and_replays_it() {
 fn a_missing_folder_is_a_clear_error() {
     let sync_dir = tempfile::tempdir().unwrap();
     let args = RecordArgs {
-        sync_dir: sync_dir.path().to_path_buf(),
-        group: "nope".into(),
         out: sync_dir.path().join("x.jsonl"),
         duration: Some(0.1),
         observer: "o".into(),
         seed: 1,
     };
-    let error = mirror_baton::replay::record(&args.plan().unwrap(), &AtomicBool::new(false))
-        .unwrap_err()
-        .to_string();
+    let error = mirror_baton::replay::record(
+        &args.plan(sync_dir.path(), "nope").unwrap(),
+        &AtomicBool::new(false),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         error.contains("nope/devices") && error.contains("not a folder"),
         "{error}"
@@ -134,7 +133,8 @@ fn a_missing_folder_is_a_clear_error() {
         duration: Some(-1.0),
         ..args
     };
-    assert!(bad.plan().unwrap_err().to_string().contains("positive"));
+    let error = bad.plan(sync_dir.path(), "nope").unwrap_err().to_string();
+    assert!(error.contains("positive"));
 }
 
 #[test]

@@ -16,7 +16,7 @@ pub mod recorder;
 pub mod transcript;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -63,15 +63,10 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
-/// `baton record --sync-dir DIR --group G --out FILE [--duration S] [--as NAME]`.
+/// `baton record --out FILE [--duration S] [--as NAME]`; the folder comes from the global
+/// `--sync-dir` and `--group` (resolved by the CLI and passed to [`run_record`]).
 #[derive(clap::Args, Clone, Debug)]
 pub struct RecordArgs {
-    /// The synced folder holding the groups (the one `baton run` uses).
-    #[arg(long, value_name = "DIR")]
-    pub sync_dir: PathBuf,
-    /// The group to record: its `devices` folder is watched.
-    #[arg(long, value_name = "G", default_value = "default")]
-    pub group: String,
     /// Where to write the fixture (JSON Lines).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -112,8 +107,8 @@ extern "C" fn on_interrupt(_signal: libc::c_int) {
 }
 
 impl RecordArgs {
-    /// The validated plan.
-    pub fn plan(&self) -> Result<RecordPlan, ReplayError> {
+    /// The validated plan for recording `<sync_dir>/<group>/devices`.
+    pub fn plan(&self, sync_dir: &Path, group: &str) -> Result<RecordPlan, ReplayError> {
         let duration = match self.duration {
             None => None,
             Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
@@ -122,9 +117,9 @@ impl RecordArgs {
             Some(seconds) => return Err(ReplayError::BadDuration(seconds)),
         };
         Ok(RecordPlan {
-            sync_dir: self.sync_dir.clone(),
-            group: self.group.clone(),
-            devices_dir: crate::adapters::store::devices_dir(&self.sync_dir, &self.group),
+            sync_dir: sync_dir.to_path_buf(),
+            group: group.to_string(),
+            devices_dir: crate::adapters::store::devices_dir(sync_dir, group),
             out: self.out.clone(),
             duration,
             observer: self.observer.clone(),
@@ -133,10 +128,11 @@ impl RecordArgs {
     }
 }
 
-/// Records until Ctrl-C or `--duration`, then writes the fixture and reports on stderr.
-/// Blocks the calling thread; call it outside any async runtime's worker.
-pub fn run_record(args: &RecordArgs) -> Result<i32, ReplayError> {
-    let plan = args.plan()?;
+/// Records `<sync_dir>/<group>/devices` until Ctrl-C or `--duration`, then writes the
+/// fixture and reports on stderr. Blocks the calling thread (use `spawn_blocking` or call
+/// it before starting a runtime). Installs a SIGINT handler that only sets a flag.
+pub fn run_record(args: &RecordArgs, sync_dir: &Path, group: &str) -> Result<i32, ReplayError> {
+    let plan = args.plan(sync_dir, group)?;
     STOP_RECORDING.store(false, Ordering::SeqCst);
     #[cfg(unix)]
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
