@@ -8,6 +8,7 @@ pub mod cli;
 pub mod core;
 pub mod fake_bot_api;
 pub mod mirror_stub;
+pub mod replay;
 pub mod runtime;
 pub mod serving;
 pub mod telegram_text;

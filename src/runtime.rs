@@ -270,12 +270,12 @@ impl Runtime {
 
     async fn execute(&mut self, effect: Effect) {
         match effect {
-            Effect::Transition { from, to } => {
+            Effect::Transition { from, to, cause } => {
                 self.role = to;
                 // A fresh span per role: recording into the old one would append, not replace.
                 let device = self.core.own_record().device_id.clone();
                 self.span = tracing::info_span!("baton", %device, role = to.as_str());
-                tracing::info!(parent: &self.span, %from, %to, term = self.core.term(), "role changed");
+                tracing::info!(parent: &self.span, %from, %to, %cause, term = self.core.term(), "role changed");
             }
             Effect::WriteRecord { record } => {
                 let store = self.store.clone();

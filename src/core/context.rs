@@ -73,6 +73,8 @@ pub struct Ctx {
     pub hold_off_until: Moment,
     /// Another live process writes our device id: never write or act again.
     pub refused: bool,
+    /// The name of the stimulus being handled, for [`Effect::Transition`]'s `cause`.
+    pub cause: String,
 }
 
 impl Ctx {
@@ -102,6 +104,7 @@ impl Ctx {
             contend_started: Moment(0),
             hold_off_until: Moment(0),
             refused: false,
+            cause: String::new(),
         }
     }
 
@@ -375,16 +378,18 @@ impl Ctx {
                 OwnFileNews::Prior
             }
             Some(prior) if self.last_write.is_none() => {
-                if !ours
-                    && (found.seq != prior.record.seq || found.instance != prior.record.instance)
-                {
+                // Watched while registering (another install's record, or one of ours not
+                // stopped cleanly): any change means another process is writing it.
+                if found.seq != prior.record.seq || found.instance != prior.record.instance {
                     OwnFileNews::Duplicate(Box::new(found))
                 } else {
                     OwnFileNews::Nothing
                 }
             }
-            _ if ours => {
-                // Our previous incarnation's copy resurfaced: ours is newer, re-assert it.
+            _ if ours && found.seq <= self.own.seq => {
+                // Our previous incarnation's copy resurfaced (we continued its seq, so it is
+                // older): re-assert ours. A HIGHER seq from another instance of this install
+                // means a second live process serves this directory: a duplicate.
                 self.write_record();
                 OwnFileNews::Nothing
             }

@@ -45,11 +45,43 @@ pub enum Stimulus {
 }
 
 impl Stimulus {
-    fn looks_at_world(&self) -> bool {
+    /// A stable name for transcripts and the statechart's labels.
+    pub fn name(&self) -> String {
+        match self {
+            Stimulus::Start => "start".into(),
+            Stimulus::Observed { complete: true, .. } => "scanned".into(),
+            Stimulus::Observed {
+                complete: false, ..
+            } => "file_changed".into(),
+            Stimulus::Timer(timer) => format!("{}_timer", timer.as_str()),
+            Stimulus::Activate { .. } => "activate_asked".into(),
+            Stimulus::Shutdown => "shutdown_asked".into(),
+            Stimulus::Woke { .. } => "woke".into(),
+            Stimulus::Conflict => "conflict".into(),
+            Stimulus::PidGone => "pid_gone".into(),
+            Stimulus::ActingStopped => "acting_stopped".into(),
+            Stimulus::Reevaluate => "reevaluate".into(),
+        }
+    }
+
+    /// Whether another live process writes our record: handled by the `device`
+    /// superstate alone (refuse), so every state's world-looking arm must let it pass.
+    fn is_duplicate(&self) -> bool {
         matches!(
             self,
-            Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+            Stimulus::Observed {
+                own_news: OwnFileNews::Duplicate(_),
+                ..
+            }
         )
+    }
+
+    fn looks_at_world(&self) -> bool {
+        !self.is_duplicate()
+            && matches!(
+                self,
+                Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+            )
     }
 }
 
@@ -70,15 +102,27 @@ impl Protocol {
         match event {
             Stimulus::Start => {
                 context.emit(Effect::Rescan);
+                // Handled here, so the `device` superstate never sees Start: arm the
+                // backstop here too (it was never armed at all before).
+                context.arm(TimerId::Backstop, context.timing.backstop_scan);
                 Handled
             }
             Stimulus::Observed { complete: true, .. }
-                if !context.timers.is_armed(TimerId::Registration) && !context.refused =>
+                if !event.is_duplicate()
+                    && !context.timers.is_armed(TimerId::Registration)
+                    && !context.refused =>
             {
                 match &context.prior_own {
-                    Some(prior) if !prior.ours => {
+                    // Another install's record (a clone?), or ours not stopped cleanly (a
+                    // crash, or a second process for this directory): watch it first.
+                    Some(prior) if !prior.ours || prior.record.status != Status::Stopped => {
+                        let whose = if prior.ours {
+                            "this install, not stopped cleanly"
+                        } else {
+                            "another install"
+                        };
                         let message = format!(
-                            "a record for {} from another install exists (pid {} on {}); \
+                            "a record for {} from {whose} exists (pid {} on {}); \
                              watching it for {:?} before taking it over",
                             context.me(),
                             prior.record.pid,
@@ -241,7 +285,9 @@ impl Protocol {
     )]
     fn active(term: &mut u64, context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
-            Stimulus::Observed { complete, .. } => active_evaluate(context, *term, *complete),
+            Stimulus::Observed { complete, .. } if !event.is_duplicate() => {
+                active_evaluate(context, *term, *complete)
+            }
             Stimulus::Reevaluate | Stimulus::PidGone => active_evaluate(context, *term, false),
             Stimulus::Timer(TimerId::Heartbeat) => {
                 context.write_record();
@@ -360,10 +406,6 @@ impl Protocol {
     #[superstate]
     fn device(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
-            Stimulus::Start => {
-                context.arm(TimerId::Backstop, context.timing.backstop_scan);
-                Handled
-            }
             Stimulus::Timer(TimerId::Backstop) => {
                 context.emit(Effect::Rescan);
                 context.arm(TimerId::Backstop, context.timing.backstop_scan);
@@ -410,6 +452,7 @@ impl Protocol {
         context.emit(Effect::Transition {
             from: source.role(),
             to: target.role(),
+            cause: context.cause.clone(),
         });
     }
 }
@@ -613,6 +656,8 @@ fn active_woke(context: &mut Ctx, slept: Duration) -> Outcome<State> {
         let message =
             format!("slept {slept:?}, past the lease: stepping down before anything else");
         context.notify(Level::Warn, message);
+        // Re-read every peer: the watcher may have missed (or died during) the sleep.
+        context.emit(Effect::Rescan);
         return Transition(State::standby());
     }
     context.revalidating = true;
@@ -721,6 +766,17 @@ impl Ctx {
 
     fn refuse(&mut self, found: &DeviceRecord) {
         self.refused = true;
+        if found.install_id == self.identity.install_id {
+            let message = format!(
+                "another baton process serves this directory: {} (pid {} on host {:?}) \
+                 writes this device's record. Only one may run per directory; stop the \
+                 other one. Not taking part.",
+                found.device_id, found.pid, found.hostname
+            );
+            self.notify(Level::Error, message.clone());
+            self.exit(exit_code::DUPLICATE_DEVICE, &message);
+            return;
+        }
         let message = format!(
             "another live process writes this device's record: {} (pid {} on host {:?}, \
              install {}). This Mac looks cloned or restored from a backup. Give one of them \
@@ -884,6 +940,8 @@ impl Ctx {
 pub struct Core {
     machine: statig::blocking::StateMachine<Protocol>,
     ctx: Ctx,
+    /// The timers that fired during the last [`Core::handle`], in order.
+    fired: Vec<TimerId>,
 }
 
 /// A bound on the reevaluations after one input: a livelock is a bug, not a hang.
@@ -898,6 +956,7 @@ impl Core {
         Core {
             machine: machine.into(),
             ctx,
+            fired: Vec::new(),
         }
     }
 
@@ -911,7 +970,9 @@ impl Core {
             self.ctx.presume_peers_alive_after_sleep(slept);
             self.dispatch(Stimulus::Woke { slept });
         }
+        self.fired.clear();
         while let Some(timer) = self.ctx.timers.pop_due(self.ctx.now) {
+            self.fired.push(timer);
             self.dispatch(Stimulus::Timer(timer));
         }
         if let Some(stimulus) = self.ingest(input.event) {
@@ -970,6 +1031,9 @@ impl Core {
     fn dispatch(&mut self, stimulus: Stimulus) {
         let mut stimulus = stimulus;
         for _ in 0..REEVALUATIONS_MAX {
+            // Transitions name the stimulus the state handled (`reevaluate` after a
+            // transition: the new state looked at the world on entry).
+            self.ctx.cause = stimulus.name();
             let before = self.machine.state().clone();
             self.machine.handle_with_context(&stimulus, &mut self.ctx);
             if *self.machine.state() == before {
@@ -994,6 +1058,12 @@ impl Core {
     /// The earliest pending timer: call [`Core::handle`] with [`Event::Tick`] then.
     pub fn next_timeout(&self) -> Option<Moment> {
         self.ctx.timers.next().map(|(at, _)| at)
+    }
+
+    /// The timers that fired during the last [`Core::handle`], in the order they fired
+    /// (a timer cancelled by an earlier reaction is not among them).
+    pub fn fired_timers(&self) -> &[TimerId] {
+        &self.fired
     }
 
     pub fn timers(&self) -> impl Iterator<Item = (TimerId, Moment)> + '_ {
