@@ -92,6 +92,13 @@ pub enum Command {
     Status(StatusArgs),
     /// Ask for a device (default: this directory's) to become active.
     Activate(ActivateArgs),
+    /// Replay a recorded fixture through the real core and print the transcript.
+    Replay(crate::replay::ReplayArgs),
+    /// Record a live folder's file events into a fixture (to contribute a real iCloud sequence).
+    Record(crate::replay::RecordArgs),
+    /// Install, remove, list or print the background agent (launchd on macOS, systemd on Linux).
+    #[command(subcommand)]
+    Agent(crate::cli_ops::AgentCommand),
     /// A stand-in for the mirror: reads updates from baton's gateway into a file (tests, demo).
     #[command(hide = true)]
     MirrorStub(crate::mirror_stub::MirrorStubArgs),

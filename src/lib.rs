@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod agent;
 pub mod cli;
+pub mod cli_ops;
 pub mod core;
 pub mod fake_bot_api;
 pub mod mirror_stub;

@@ -147,6 +147,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             tokio::signal::ctrl_c().await?;
             Ok(exit::OK)
         }
+        Command::Replay(args) => Ok(mirror_baton::replay::run_replay(&args, &mut std::io::stdout())?),
+        Command::Record(args) => {
+            let settings = cli::settings(&cli.global, None)?;
+            let code = tokio::task::spawn_blocking(move || {
+                mirror_baton::replay::run_record(&args, &settings.sync_dir, &settings.group)
+            })
+            .await??;
+            Ok(code)
+        }
+        Command::Agent(command) => Ok(mirror_baton::cli_ops::agent(&cli.global, &command)?),
         Command::Activate(args) => {
             let settings = cli::settings(&cli.global, None)?;
             cli::activate(&settings, &args).await
