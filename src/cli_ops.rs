@@ -91,10 +91,17 @@ pub fn agent(global: &GlobalArgs, command: &AgentCommand) -> Result<i32, agent::
             let report = agent::install(&env, &spec, args.no_load, &mut SystemRunner)?;
             println!("wrote {}", report.unit_path.display());
             if !report.dropped_env.is_empty() {
-                println!("left out secret-looking variables: {}", report.dropped_env.join(", "));
+                println!(
+                    "left out secret-looking variables: {}",
+                    report.dropped_env.join(", ")
+                );
             }
             if report.loaded {
-                println!("loaded {}; logs in {}", report.label, spec.log_dir.display());
+                println!(
+                    "loaded {}; logs in {}",
+                    report.label,
+                    spec.log_dir.display()
+                );
             } else {
                 println!("not loaded (--no-load)");
             }
@@ -116,7 +123,10 @@ pub fn agent(global: &GlobalArgs, command: &AgentCommand) -> Result<i32, agent::
                 println!("no baton agents installed");
             }
             for found in agents {
-                let dir = found.working_dir.map(|d| d.display().to_string()).unwrap_or_else(|| "?".into());
+                let dir = found
+                    .working_dir
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|| "?".into());
                 match found.parse_error {
                     None => println!("{}  {dir}", found.label),
                     Some(error) => println!("{}  (unreadable: {error})", found.label),

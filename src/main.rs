@@ -147,7 +147,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             tokio::signal::ctrl_c().await?;
             Ok(exit::OK)
         }
-        Command::Replay(args) => Ok(mirror_baton::replay::run_replay(&args, &mut std::io::stdout())?),
+        Command::Replay(args) => Ok(mirror_baton::replay::run_replay(
+            &args,
+            &mut std::io::stdout(),
+        )?),
         Command::Record(args) => {
             let settings = cli::settings(&cli.global, None)?;
             let code = tokio::task::spawn_blocking(move || {

@@ -42,11 +42,19 @@ fn the_core_reads_no_clock_file_or_os_randomness() {
             let code = line.split("//").next().unwrap_or_default();
             for (needle, what) in FORBIDDEN {
                 if code.contains(needle) {
-                    offences.push(format!("{}:{}: uses {what} ({needle})", path.display(), number + 1));
+                    offences.push(format!(
+                        "{}:{}: uses {what} ({needle})",
+                        path.display(),
+                        number + 1
+                    ));
                 }
             }
         }
     }
     assert!(files >= 6, "found the core's files");
-    assert!(offences.is_empty(), "the core must stay sans-IO:\n{}", offences.join("\n"));
+    assert!(
+        offences.is_empty(),
+        "the core must stay sans-IO:\n{}",
+        offences.join("\n")
+    );
 }

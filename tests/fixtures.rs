@@ -271,6 +271,10 @@ fn checks() -> Vec<(&'static str, Check)> {
         ("icloud_stub_then_real", |r| {
             assert!(r.effects().any(|(_, e)| matches!(e, Effect::RequestDownload { name } if name.ends_with(".json.icloud"))));
             assert!(never_entered(r, Role::Active));
+            assert!(
+                never_entered(r, Role::Contending),
+                "an unreadable record blocks a claim"
+            );
             assert_eq!(r.final_role, Role::Standby);
         }),
         ("lost_notifications_backstop", |r| {

@@ -422,9 +422,9 @@ fn icloud_stub_then_real() -> Scenario {
     let mut s = Scenario::new(
         "icloud_stub_then_real",
         "An `.icloud` stub, then the real file: at start-up the leader's record is evicted \
-         (`.<name>.json.icloud`, pre-Sonoma). The observer asks for a download and, seeing \
-         no live record, claims term 1; the real file arrives 5 s later, inside the settle \
-         window, and the observer backs off to standby behind imac (term 4).",
+         (`.<name>.json.icloud`, pre-Sonoma). The observer asks for a download and, since an \
+         unreadable record may be a live leader it cannot see yet, does not claim; the real \
+         file arrives 5 s later and the observer stays standby behind imac (term 4).",
         10,
         90_000,
     );

@@ -73,6 +73,12 @@ pub struct Ctx {
     pub hold_off_until: Moment,
     /// Another live process writes our device id: never write or act again.
     pub refused: bool,
+    /// Record files present but not readable yet (an `.icloud` stub, a dataless or corrupt
+    /// file) of peers we have no record of, with the moment first seen: such a file may
+    /// be a live leader we cannot see yet, so nobody is preempted because of it.
+    pub unreadable_peers: BTreeMap<String, Moment>,
+    /// Why we refused, until the exit is asked for.
+    pub(crate) refusal: Option<String>,
     /// The name of the stimulus being handled, for [`Effect::Transition`]'s `cause`.
     pub cause: String,
 }
@@ -104,6 +110,8 @@ impl Ctx {
             contend_started: Moment(0),
             hold_off_until: Moment(0),
             refused: false,
+            refusal: None,
+            unreadable_peers: BTreeMap::new(),
             cause: String::new(),
         }
     }
@@ -255,6 +263,7 @@ impl Ctx {
                     self.emit(Effect::RequestDownload {
                         name: file.name.clone(),
                     });
+                    self.note_unreadable(&stem);
                 }
                 OwnFileNews::Nothing
             }
@@ -332,8 +341,10 @@ impl Ctx {
             return;
         }
         let Some(parsed) = self.read_record(file) else {
+            self.note_unreadable(stem);
             return;
         };
+        self.unreadable_peers.remove(stem);
         let (now, wall_ms, timing) = (self.now, self.wall_ms, self.timing);
         match self.peers.get_mut(stem) {
             Some(peer) => {
@@ -355,6 +366,23 @@ impl Ctx {
                 self.peers.insert(stem.to_string(), peer);
             }
         }
+    }
+
+    /// Notes a record file of an unknown peer that cannot be read yet.
+    fn note_unreadable(&mut self, stem: &str) {
+        if stem != self.own_stem && !self.peers.contains_key(stem) {
+            let now = self.now;
+            self.unreadable_peers.entry(stem.to_string()).or_insert(now);
+        }
+    }
+
+    /// Until when an unreadable record file must be presumed to be a live leader.
+    pub fn unreadable_until(&self) -> Option<Moment> {
+        self.unreadable_peers
+            .values()
+            .map(|first_seen| first_seen.plus(self.timing.liveness_active))
+            .filter(|until| *until > self.now)
+            .max()
     }
 
     fn ingest_own(&mut self, file: &FileObservation) -> OwnFileNews {

@@ -96,8 +96,15 @@ pub struct Protocol;
     after_transition = "Self::after_transition"
 )]
 impl Protocol {
+    #[action]
+    fn enter_registering(context: &mut Ctx) {
+        if let Some(message) = context.refusal.take() {
+            context.exit(exit_code::DUPLICATE_DEVICE, &message);
+        }
+    }
+
     /// Watching the folder before taking part; writes nothing.
-    #[state(superstate = "device")]
+    #[state(superstate = "device", entry_action = "enter_registering")]
     fn registering(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
             Stimulus::Start => {
@@ -496,6 +503,10 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
         context.arm_at(TimerId::LeaderDeadline, at, 0);
         return Handled;
     }
+    if let Some(until) = context.unreadable_until() {
+        context.arm_at(TimerId::LeaderDeadline, until, 0);
+        return Handled;
+    }
     context.cancel(TimerId::LeaderDeadline);
     context.cancel(TimerId::PidProbe);
     if jitter_elapsed || context.no_live_peer() || context.asked_to_lead() {
@@ -764,6 +775,8 @@ impl Ctx {
         self.exit(exit_code::OK, reason);
     }
 
+    /// Stops taking part: no more writes; the exit is asked for on entering Registering,
+    /// after any `StopActing` of the state being left.
     fn refuse(&mut self, found: &DeviceRecord) {
         self.refused = true;
         if found.install_id == self.identity.install_id {
@@ -774,7 +787,7 @@ impl Ctx {
                 found.device_id, found.pid, found.hostname
             );
             self.notify(Level::Error, message.clone());
-            self.exit(exit_code::DUPLICATE_DEVICE, &message);
+            self.refusal = Some(message);
             return;
         }
         let message = format!(
@@ -784,7 +797,7 @@ impl Ctx {
             found.device_id, found.pid, found.hostname, found.install_id
         );
         self.notify(Level::Error, message.clone());
-        self.exit(exit_code::DUPLICATE_DEVICE, &message);
+        self.refusal = Some(message);
     }
 
     pub(crate) fn answer(&mut self, ticket: u64, result: ActivationOutcome) {
