@@ -281,7 +281,6 @@ impl Ctx {
                             found: parsed.device_id,
                         })
                     } else {
-                        self.clear_report(&file.name);
                         if parsed.is_newer_schema() {
                             let message = format!(
                                 "{} was written by a newer baton (schema {}); treating it as \
@@ -289,6 +288,8 @@ impl Ctx {
                                 file.name, parsed.schema
                             );
                             self.report_once(&file.name, "newer_schema", Level::Warn, message);
+                        } else {
+                            self.clear_report(&file.name);
                         }
                         return Some(parsed);
                     }
