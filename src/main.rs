@@ -89,8 +89,27 @@ async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32
         watch_mode: cli::watch_mode(args.poll)?,
         telegram,
         child,
+        reload: Some(reloader(project, args.telegram.clone())),
     };
     Ok(runtime::run(config).await?)
+}
+
+/// SIGHUP: re-read the Telegram configuration; compare fingerprints that carry no token.
+fn reloader(project: std::path::PathBuf, args: cli::TelegramArgs) -> runtime::Reload {
+    Box::new(move || {
+        let config = cli::telegram_config(&project, &args).map_err(|error| error.to_string())?;
+        Ok(match config {
+            None => "no telegram".to_string(),
+            // Compared in memory only, never logged.
+            Some(config) => format!(
+                "token {:x} chat {} thread {:?} api {:?}",
+                mirror_baton::core::record::stable_hash(config.bot_token.expose().as_bytes()),
+                config.chat_id,
+                config.thread_id,
+                config.api_url.as_ref().map(|url| url.to_string())
+            ),
+        })
+    })
 }
 
 fn init_logging(format: LogFormat) {

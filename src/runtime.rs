@@ -41,7 +41,13 @@ pub struct RunConfig {
     pub telegram: Option<TelegramPlan>,
     /// The child command (the mirror), when given.
     pub child: Option<ChildPlan>,
+    /// Re-reads the configuration on SIGHUP; returns a fingerprint (never the token
+    /// itself) to compare with the one in force, or why it could not be read.
+    pub reload: Option<Reload>,
 }
+
+/// Re-reads the configuration and fingerprints it.
+pub type Reload = Box<dyn Fn() -> Result<String, String> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -128,6 +134,8 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let handoff_timeout = config.timing.handoff_timeout;
+    let reload = config.reload;
+    let loaded = reload.as_ref().and_then(|read| read().ok());
     let mut runtime = Runtime {
         core: Core::new(CoreConfig {
             identity: config.identity,
@@ -165,8 +173,19 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
             _ = terminate.recv() => runtime.on_stop_signal(&mut shutdown_deadline, handoff_timeout).await,
             _ = interrupt.recv() => runtime.on_stop_signal(&mut shutdown_deadline, handoff_timeout).await,
             _ = hangup.recv() => {
-                tracing::info!(parent: &runtime.span, "SIGHUP: re-reading the folder");
-                runtime.pending.push_back(Event::Tick);
+                tracing::info!(parent: &runtime.span, "SIGHUP: re-reading the configuration and the folder");
+                match reload.as_ref().map(|read| read()) {
+                    Some(Ok(now)) if Some(&now) == loaded.as_ref() => {
+                        tracing::info!(parent: &runtime.span, "configuration unchanged");
+                    }
+                    Some(Ok(_)) => tracing::warn!(
+                        parent: &runtime.span,
+                        "the Telegram configuration changed; it takes effect when baton restarts \
+                         (launchctl kickstart -k gui/$UID/<label>, or systemctl --user restart <label>)"
+                    ),
+                    Some(Err(error)) => tracing::warn!(parent: &runtime.span, %error, "the configuration no longer reads; keeping the one in force"),
+                    None => {}
+                }
                 runtime.rescan().await;
             }
             _ = sleep_until_opt(shutdown_deadline) => {
