@@ -369,6 +369,10 @@ impl Protocol {
             Stimulus::ActingStopped if context.awaiting_stop => {
                 context.awaiting_stop = false;
                 context.write_record();
+                // The target's time to answer runs from the handoff's publication: stopping
+                // may have taken a while (the child's last acknowledgements).
+                let at = context.now.plus(context.timing.handoff_timeout);
+                context.arm_at(TimerId::HandoffTimeout, at, 0);
                 Handled
             }
             stimulus if stimulus.looks_at_world() => {
