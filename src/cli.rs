@@ -117,6 +117,9 @@ pub struct RunArgs {
     /// Rank among standbys when the active device hands over on stop (higher first).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
+    /// The active device removes records not seen for this many hours.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760), value_name = "HOURS")]
+    pub retention_hours: u64,
     /// Seed for every random delay (default: from the OS); printed at start so a run can be replayed.
     #[arg(long)]
     pub seed: Option<u64>,

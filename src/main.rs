@@ -6,6 +6,7 @@ use mirror_baton::adapters::child::ChildSpec;
 use mirror_baton::adapters::local::LocalError;
 use mirror_baton::adapters::telegram::PollerConfig;
 use mirror_baton::cli::{self, Cli, Command, LogFormat, UsageError, exit};
+use mirror_baton::core::Timing;
 use mirror_baton::runtime::{self, RunConfig, RunError};
 use mirror_baton::serving::{ChildPlan, TelegramPlan};
 
@@ -84,7 +85,10 @@ async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32
         sync_dir: settings.sync_dir,
         group: settings.group,
         state_dir: settings.state_dir,
-        timing: settings.timing,
+        timing: Timing {
+            record_retention: std::time::Duration::from_secs(args.retention_hours * 3600),
+            ..settings.timing
+        },
         seed,
         watch_mode: cli::watch_mode(args.poll)?,
         telegram,

@@ -444,13 +444,26 @@ impl Runtime {
 
     async fn answer(&mut self, ticket: u64, result: ActivationOutcome) {
         let device_id = self.core.own_record().device_id.clone();
+        let in_progress = matches!(
+            result,
+            ActivationOutcome::HandingOver { .. }
+                | ActivationOutcome::Requested { .. }
+                | ActivationOutcome::Contending
+        );
         match self.tickets.remove(&ticket) {
             Some(Asker::Local(reply)) => {
                 let _ = reply.send(Reply::Activation { device_id, result });
             }
             Some(Asker::Telegram { chat_id, thread_id }) => {
-                let text = crate::telegram_text::activation(&result);
-                self.serving.say(Some(chat_id), thread_id, text);
+                // The new device announces itself; "done" needs no second message.
+                if !matches!(result, ActivationOutcome::Done { .. }) {
+                    let text = crate::telegram_text::activation(&result);
+                    self.serving.say(Some(chat_id), thread_id, text);
+                }
+                if in_progress {
+                    self.tickets
+                        .insert(ticket, Asker::Telegram { chat_id, thread_id });
+                }
             }
             None => {
                 tracing::debug!(parent: &self.span, ticket, ?result, "an activation answer nobody waits for")

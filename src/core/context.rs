@@ -77,6 +77,8 @@ pub struct Ctx {
     /// file) of peers we have no record of, with the moment first seen: such a file may
     /// be a live leader we cannot see yet, so nobody is preempted because of it.
     pub unreadable_peers: BTreeMap<String, Moment>,
+    /// Who asked for the handoff in progress, to be told how it ended.
+    pub(crate) handoff_ticket: Option<u64>,
     /// Why we refused, until the exit is asked for.
     pub(crate) refusal: Option<String>,
     /// The name of the stimulus being handled, for [`Effect::Transition`]'s `cause`.
@@ -111,6 +113,7 @@ impl Ctx {
             hold_off_until: Moment(0),
             refused: false,
             refusal: None,
+            handoff_ticket: None,
             unreadable_peers: BTreeMap::new(),
             cause: String::new(),
         }

@@ -347,6 +347,7 @@ impl Protocol {
 
     #[action]
     fn exit_yielding(context: &mut Ctx) {
+        context.handoff_ticket = None;
         context.cancel(TimerId::HandoffTimeout);
         context.own.handoff = None;
         context.awaiting_stop = false;
@@ -395,7 +396,10 @@ impl Protocol {
                     "handoff to {to} timed out after {:?}; taking the role back",
                     context.timing.handoff_timeout
                 );
-                context.notify(Level::Warn, message);
+                context.notify(Level::Warn, message.clone());
+                if let Some(ticket) = context.handoff_ticket.take() {
+                    context.answer(ticket, failed(&message));
+                }
                 Transition(State::active(*term + 1))
             }
             Stimulus::Shutdown => {
@@ -658,6 +662,7 @@ fn active_activate(context: &mut Ctx, term: u64, typed: &str, ticket: u64) -> Ou
         ticket,
         ActivationOutcome::HandingOver { to: target.clone() },
     );
+    context.handoff_ticket = Some(ticket);
     Transition(State::yielding(target, term + 1, false))
 }
 
@@ -737,6 +742,12 @@ fn yielding_evaluate(
             Level::Info,
             format!("{to} took over (term {})", claim.record.term),
         );
+        if let Some(ticket) = context.handoff_ticket.take() {
+            let result = ActivationOutcome::Done {
+                device: successor.clone(),
+            };
+            context.answer(ticket, result);
+        }
     } else {
         context.notify(
             Level::Warn,
