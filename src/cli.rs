@@ -92,6 +92,13 @@ pub enum Command {
     Status(StatusArgs),
     /// Ask for a device (default: this directory's) to become active.
     Activate(ActivateArgs),
+    /// Replay a recorded fixture through the real core and print the transcript.
+    Replay(crate::replay::ReplayArgs),
+    /// Record a live folder's file events into a fixture (to contribute a real iCloud sequence).
+    Record(crate::replay::RecordArgs),
+    /// Install, remove, list or print the background agent (launchd on macOS, systemd on Linux).
+    #[command(subcommand)]
+    Agent(crate::cli_ops::AgentCommand),
     /// Play the whole system on this machine: three devices, a simulated sync delay, a fake Telegram.
     Demo(crate::demo::DemoArgs),
     /// A stand-in for the mirror: reads updates from baton's gateway into a file (tests, demo).
@@ -112,6 +119,9 @@ pub struct RunArgs {
     /// Rank among standbys when the active device hands over on stop (higher first).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
+    /// The active device removes records not seen for this many hours.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760), value_name = "HOURS")]
+    pub retention_hours: u64,
     /// Seed for every random delay (default: from the OS); printed at start so a run can be replayed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -535,7 +545,9 @@ pub fn telegram_config(
     };
     match load_telegram_config(&sources) {
         Ok(config) => Ok(Some(config)),
-        Err(ConfigError::Missing { key: "botToken", .. }) => Ok(None),
+        Err(ConfigError::Missing {
+            key: "botToken", ..
+        }) => Ok(None),
         Err(error) => Err(UsageError(format!("Telegram configuration: {error}"))),
     }
 }

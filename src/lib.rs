@@ -5,10 +5,12 @@
 pub mod adapters;
 pub mod agent;
 pub mod cli;
+pub mod cli_ops;
 pub mod core;
 pub mod demo;
 pub mod fake_bot_api;
 pub mod mirror_stub;
+pub mod replay;
 pub mod runtime;
 pub mod serving;
 pub mod telegram_text;

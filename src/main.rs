@@ -6,6 +6,7 @@ use mirror_baton::adapters::child::ChildSpec;
 use mirror_baton::adapters::local::LocalError;
 use mirror_baton::adapters::telegram::PollerConfig;
 use mirror_baton::cli::{self, Cli, Command, LogFormat, UsageError, exit};
+use mirror_baton::core::Timing;
 use mirror_baton::runtime::{self, RunConfig, RunError};
 use mirror_baton::serving::{ChildPlan, TelegramPlan};
 
@@ -84,13 +85,35 @@ async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32
         sync_dir: settings.sync_dir,
         group: settings.group,
         state_dir: settings.state_dir,
-        timing: settings.timing,
+        timing: Timing {
+            record_retention: std::time::Duration::from_secs(args.retention_hours * 3600),
+            ..settings.timing
+        },
         seed,
         watch_mode: cli::watch_mode(args.poll)?,
         telegram,
         child,
+        reload: Some(reloader(project, args.telegram.clone())),
     };
     Ok(runtime::run(config).await?)
+}
+
+/// SIGHUP: re-read the Telegram configuration; compare fingerprints that carry no token.
+fn reloader(project: std::path::PathBuf, args: cli::TelegramArgs) -> runtime::Reload {
+    Box::new(move || {
+        let config = cli::telegram_config(&project, &args).map_err(|error| error.to_string())?;
+        Ok(match config {
+            None => "no telegram".to_string(),
+            // Compared in memory only, never logged.
+            Some(config) => format!(
+                "token {:x} chat {} thread {:?} api {:?}",
+                mirror_baton::core::record::stable_hash(config.bot_token.expose().as_bytes()),
+                config.chat_id,
+                config.thread_id,
+                config.api_url.as_ref().map(|url| url.to_string())
+            ),
+        })
+    })
 }
 
 fn init_logging(format: LogFormat) {
@@ -148,6 +171,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             tokio::signal::ctrl_c().await?;
             Ok(exit::OK)
         }
+        Command::Replay(args) => Ok(mirror_baton::replay::run_replay(
+            &args,
+            &mut std::io::stdout(),
+        )?),
+        Command::Record(args) => {
+            let settings = cli::settings(&cli.global, None)?;
+            let code = tokio::task::spawn_blocking(move || {
+                mirror_baton::replay::run_record(&args, &settings.sync_dir, &settings.group)
+            })
+            .await??;
+            Ok(code)
+        }
+        Command::Agent(command) => Ok(mirror_baton::cli_ops::agent(&cli.global, &command)?),
         Command::Activate(args) => {
             let settings = cli::settings(&cli.global, None)?;
             cli::activate(&settings, &args).await

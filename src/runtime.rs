@@ -43,7 +43,13 @@ pub struct RunConfig {
     pub telegram: Option<TelegramPlan>,
     /// The child command (the mirror), when given.
     pub child: Option<ChildPlan>,
+    /// Re-reads the configuration on SIGHUP; returns a fingerprint (never the token
+    /// itself) to compare with the one in force, or why it could not be read.
+    pub reload: Option<Reload>,
 }
+
+/// Re-reads the configuration and fingerprints it.
+pub type Reload = Box<dyn Fn() -> Result<String, String> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -134,6 +140,8 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let handoff_timeout = config.timing.handoff_timeout;
+    let reload = config.reload;
+    let loaded = reload.as_ref().and_then(|read| read().ok());
     let mut runtime = Runtime {
         core: Core::new(CoreConfig {
             identity: config.identity,
@@ -173,8 +181,19 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
             _ = terminate.recv() => runtime.on_stop_signal(&mut shutdown_deadline, handoff_timeout).await,
             _ = interrupt.recv() => runtime.on_stop_signal(&mut shutdown_deadline, handoff_timeout).await,
             _ = hangup.recv() => {
-                tracing::info!(parent: &runtime.span, "SIGHUP: re-reading the folder");
-                runtime.pending.push_back(Event::Tick);
+                tracing::info!(parent: &runtime.span, "SIGHUP: re-reading the configuration and the folder");
+                match reload.as_ref().map(|read| read()) {
+                    Some(Ok(now)) if Some(&now) == loaded.as_ref() => {
+                        tracing::info!(parent: &runtime.span, "configuration unchanged");
+                    }
+                    Some(Ok(_)) => tracing::warn!(
+                        parent: &runtime.span,
+                        "the Telegram configuration changed; it takes effect when baton restarts \
+                         (launchctl kickstart -k gui/$UID/<label>, or systemctl --user restart <label>)"
+                    ),
+                    Some(Err(error)) => tracing::warn!(parent: &runtime.span, %error, "the configuration no longer reads; keeping the one in force"),
+                    None => {}
+                }
                 runtime.rescan().await;
             }
             _ = sleep_until_opt(shutdown_deadline) => {
@@ -327,12 +346,12 @@ impl Runtime {
 
     async fn execute(&mut self, effect: Effect) {
         match effect {
-            Effect::Transition { from, to } => {
+            Effect::Transition { from, to, cause } => {
                 self.role = to;
                 // A fresh span per role: recording into the old one would append, not replace.
                 let device = self.core.own_record().device_id.clone();
                 self.span = tracing::info_span!("baton", %device, role = to.as_str());
-                tracing::info!(parent: &self.span, %from, %to, term = self.core.term(), "role changed");
+                tracing::info!(parent: &self.span, %from, %to, %cause, term = self.core.term(), "role changed");
             }
             Effect::WriteRecord { record } => {
                 let store = self.store.clone();
@@ -482,13 +501,26 @@ impl Runtime {
 
     async fn answer(&mut self, ticket: u64, result: ActivationOutcome) {
         let device_id = self.core.own_record().device_id.clone();
+        let in_progress = matches!(
+            result,
+            ActivationOutcome::HandingOver { .. }
+                | ActivationOutcome::Requested { .. }
+                | ActivationOutcome::Contending
+        );
         match self.tickets.remove(&ticket) {
             Some(Asker::Local(reply)) => {
                 let _ = reply.send(Reply::Activation { device_id, result });
             }
             Some(Asker::Telegram { chat_id, thread_id }) => {
-                let text = crate::telegram_text::activation(&result);
-                self.serving.say(Some(chat_id), thread_id, text);
+                // The new device announces itself; "done" needs no second message.
+                if !matches!(result, ActivationOutcome::Done { .. }) {
+                    let text = crate::telegram_text::activation(&result);
+                    self.serving.say(Some(chat_id), thread_id, text);
+                }
+                if in_progress {
+                    self.tickets
+                        .insert(ticket, Asker::Telegram { chat_id, thread_id });
+                }
             }
             None => {
                 tracing::debug!(parent: &self.span, ticket, ?result, "an activation answer nobody waits for")

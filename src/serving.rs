@@ -23,8 +23,10 @@ use crate::core::Event;
 
 /// Updates buffered for the child at most (see `adapters::gateway` for the overflow policy).
 pub const GATEWAY_CAPACITY: usize = 10_000;
-/// On leaving Active, how long to wait for the child to acknowledge what it was served.
-const ACK_WAIT_MAX: Duration = Duration::from_millis(1500);
+/// On leaving Active, how long to wait for the child to acknowledge what it was served
+/// (the mirror fetches about once a second). Past it, the unacknowledged updates are
+/// left for the next active device: delivered twice rather than lost.
+const ACK_WAIT_MAX: Duration = Duration::from_secs(5);
 /// The child's grace between SIGTERM and SIGKILL.
 pub const CHILD_GRACE: Duration = Duration::from_secs(10);
 

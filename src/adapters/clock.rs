@@ -32,9 +32,14 @@ fn read_ms(clock: libc::clockid_t) -> u64 {
     spec.tv_sec as u64 * 1000 + spec.tv_nsec as u64 / 1_000_000
 }
 
+/// Added to every [`Moment`] (about 11.6 days): the core marks a peer dead by moving its
+/// change moment back by a timeout, which saturates at zero; right after boot the raw
+/// clock is too small for that, so the origin is moved back instead.
+const ORIGIN_OFFSET_MS: u64 = 1_000_000_000;
+
 /// The sleep-counting clock, as the core's [`Moment`].
 pub fn now() -> Moment {
-    Moment(read_ms(SLEEP_COUNTING))
+    Moment(read_ms(SLEEP_COUNTING) + ORIGIN_OFFSET_MS)
 }
 
 /// Wall clock, ms since the Unix epoch (0 if the clock is before 1970).

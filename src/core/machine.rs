@@ -45,11 +45,43 @@ pub enum Stimulus {
 }
 
 impl Stimulus {
-    fn looks_at_world(&self) -> bool {
+    /// A stable name for transcripts and the statechart's labels.
+    pub fn name(&self) -> String {
+        match self {
+            Stimulus::Start => "start".into(),
+            Stimulus::Observed { complete: true, .. } => "scanned".into(),
+            Stimulus::Observed {
+                complete: false, ..
+            } => "file_changed".into(),
+            Stimulus::Timer(timer) => format!("{}_timer", timer.as_str()),
+            Stimulus::Activate { .. } => "activate_asked".into(),
+            Stimulus::Shutdown => "shutdown_asked".into(),
+            Stimulus::Woke { .. } => "woke".into(),
+            Stimulus::Conflict => "conflict".into(),
+            Stimulus::PidGone => "pid_gone".into(),
+            Stimulus::ActingStopped => "acting_stopped".into(),
+            Stimulus::Reevaluate => "reevaluate".into(),
+        }
+    }
+
+    /// Whether another live process writes our record: handled by the `device`
+    /// superstate alone (refuse), so every state's world-looking arm must let it pass.
+    fn is_duplicate(&self) -> bool {
         matches!(
             self,
-            Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+            Stimulus::Observed {
+                own_news: OwnFileNews::Duplicate(_),
+                ..
+            }
         )
+    }
+
+    fn looks_at_world(&self) -> bool {
+        !self.is_duplicate()
+            && matches!(
+                self,
+                Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+            )
     }
 }
 
@@ -64,21 +96,40 @@ pub struct Protocol;
     after_transition = "Self::after_transition"
 )]
 impl Protocol {
+    #[action]
+    fn enter_registering(context: &mut Ctx) {
+        if let Some(message) = context.refusal.take() {
+            context.exit(exit_code::DUPLICATE_DEVICE, &message);
+        }
+    }
+
     /// Watching the folder before taking part; writes nothing.
-    #[state(superstate = "device")]
+    #[state(superstate = "device", entry_action = "enter_registering")]
     fn registering(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
             Stimulus::Start => {
                 context.emit(Effect::Rescan);
+                // Handled here, so the `device` superstate never sees Start: arm the
+                // backstop here too (it was never armed at all before).
+                context.arm(TimerId::Backstop, context.timing.backstop_scan);
                 Handled
             }
             Stimulus::Observed { complete: true, .. }
-                if !context.timers.is_armed(TimerId::Registration) && !context.refused =>
+                if !event.is_duplicate()
+                    && !context.timers.is_armed(TimerId::Registration)
+                    && !context.refused =>
             {
                 match &context.prior_own {
-                    Some(prior) if !prior.ours => {
+                    // Another install's record (a clone?), or ours not stopped cleanly (a
+                    // crash, or a second process for this directory): watch it first.
+                    Some(prior) if !prior.ours || prior.record.status != Status::Stopped => {
+                        let whose = if prior.ours {
+                            "this install, not stopped cleanly"
+                        } else {
+                            "another install"
+                        };
                         let message = format!(
-                            "a record for {} from another install exists (pid {} on {}); \
+                            "a record for {} from {whose} exists (pid {} on {}); \
                              watching it for {:?} before taking it over",
                             context.me(),
                             prior.record.pid,
@@ -241,7 +292,9 @@ impl Protocol {
     )]
     fn active(term: &mut u64, context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
-            Stimulus::Observed { complete, .. } => active_evaluate(context, *term, *complete),
+            Stimulus::Observed { complete, .. } if !event.is_duplicate() => {
+                active_evaluate(context, *term, *complete)
+            }
             Stimulus::Reevaluate | Stimulus::PidGone => active_evaluate(context, *term, false),
             Stimulus::Timer(TimerId::Heartbeat) => {
                 context.write_record();
@@ -294,6 +347,7 @@ impl Protocol {
 
     #[action]
     fn exit_yielding(context: &mut Ctx) {
+        context.handoff_ticket = None;
         context.cancel(TimerId::HandoffTimeout);
         context.own.handoff = None;
         context.awaiting_stop = false;
@@ -316,6 +370,10 @@ impl Protocol {
             Stimulus::ActingStopped if context.awaiting_stop => {
                 context.awaiting_stop = false;
                 context.write_record();
+                // The target's time to answer runs from the handoff's publication: stopping
+                // may have taken a while (the child's last acknowledgements).
+                let at = context.now.plus(context.timing.handoff_timeout);
+                context.arm_at(TimerId::HandoffTimeout, at, 0);
                 Handled
             }
             stimulus if stimulus.looks_at_world() => {
@@ -338,7 +396,10 @@ impl Protocol {
                     "handoff to {to} timed out after {:?}; taking the role back",
                     context.timing.handoff_timeout
                 );
-                context.notify(Level::Warn, message);
+                context.notify(Level::Warn, message.clone());
+                if let Some(ticket) = context.handoff_ticket.take() {
+                    context.answer(ticket, failed(&message));
+                }
                 Transition(State::active(*term + 1))
             }
             Stimulus::Shutdown => {
@@ -360,10 +421,6 @@ impl Protocol {
     #[superstate]
     fn device(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
-            Stimulus::Start => {
-                context.arm(TimerId::Backstop, context.timing.backstop_scan);
-                Handled
-            }
             Stimulus::Timer(TimerId::Backstop) => {
                 context.emit(Effect::Rescan);
                 context.arm(TimerId::Backstop, context.timing.backstop_scan);
@@ -410,6 +467,7 @@ impl Protocol {
         context.emit(Effect::Transition {
             from: source.role(),
             to: target.role(),
+            cause: context.cause.clone(),
         });
     }
 }
@@ -451,6 +509,10 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
     if now < context.hold_off_until {
         let at = context.hold_off_until;
         context.arm_at(TimerId::LeaderDeadline, at, 0);
+        return Handled;
+    }
+    if let Some(until) = context.unreadable_until() {
+        context.arm_at(TimerId::LeaderDeadline, until, 0);
         return Handled;
     }
     context.cancel(TimerId::LeaderDeadline);
@@ -600,6 +662,7 @@ fn active_activate(context: &mut Ctx, term: u64, typed: &str, ticket: u64) -> Ou
         ticket,
         ActivationOutcome::HandingOver { to: target.clone() },
     );
+    context.handoff_ticket = Some(ticket);
     Transition(State::yielding(target, term + 1, false))
 }
 
@@ -613,6 +676,8 @@ fn active_woke(context: &mut Ctx, slept: Duration) -> Outcome<State> {
         let message =
             format!("slept {slept:?}, past the lease: stepping down before anything else");
         context.notify(Level::Warn, message);
+        // Re-read every peer: the watcher may have missed (or died during) the sleep.
+        context.emit(Effect::Rescan);
         return Transition(State::standby());
     }
     context.revalidating = true;
@@ -677,6 +742,12 @@ fn yielding_evaluate(
             Level::Info,
             format!("{to} took over (term {})", claim.record.term),
         );
+        if let Some(ticket) = context.handoff_ticket.take() {
+            let result = ActivationOutcome::Done {
+                device: successor.clone(),
+            };
+            context.answer(ticket, result);
+        }
     } else {
         context.notify(
             Level::Warn,
@@ -719,8 +790,21 @@ impl Ctx {
         self.exit(exit_code::OK, reason);
     }
 
+    /// Stops taking part: no more writes; the exit is asked for on entering Registering,
+    /// after any `StopActing` of the state being left.
     fn refuse(&mut self, found: &DeviceRecord) {
         self.refused = true;
+        if found.install_id == self.identity.install_id {
+            let message = format!(
+                "another baton process serves this directory: {} (pid {} on host {:?}) \
+                 writes this device's record. Only one may run per directory; stop the \
+                 other one. Not taking part.",
+                found.device_id, found.pid, found.hostname
+            );
+            self.notify(Level::Error, message.clone());
+            self.refusal = Some(message);
+            return;
+        }
         let message = format!(
             "another live process writes this device's record: {} (pid {} on host {:?}, \
              install {}). This Mac looks cloned or restored from a backup. Give one of them \
@@ -728,7 +812,7 @@ impl Ctx {
             found.device_id, found.pid, found.hostname, found.install_id
         );
         self.notify(Level::Error, message.clone());
-        self.exit(exit_code::DUPLICATE_DEVICE, &message);
+        self.refusal = Some(message);
     }
 
     pub(crate) fn answer(&mut self, ticket: u64, result: ActivationOutcome) {
@@ -884,6 +968,8 @@ impl Ctx {
 pub struct Core {
     machine: statig::blocking::StateMachine<Protocol>,
     ctx: Ctx,
+    /// The timers that fired during the last [`Core::handle`], in order.
+    fired: Vec<TimerId>,
 }
 
 /// A bound on the reevaluations after one input: a livelock is a bug, not a hang.
@@ -898,6 +984,7 @@ impl Core {
         Core {
             machine: machine.into(),
             ctx,
+            fired: Vec::new(),
         }
     }
 
@@ -911,7 +998,9 @@ impl Core {
             self.ctx.presume_peers_alive_after_sleep(slept);
             self.dispatch(Stimulus::Woke { slept });
         }
+        self.fired.clear();
         while let Some(timer) = self.ctx.timers.pop_due(self.ctx.now) {
+            self.fired.push(timer);
             self.dispatch(Stimulus::Timer(timer));
         }
         if let Some(stimulus) = self.ingest(input.event) {
@@ -970,6 +1059,9 @@ impl Core {
     fn dispatch(&mut self, stimulus: Stimulus) {
         let mut stimulus = stimulus;
         for _ in 0..REEVALUATIONS_MAX {
+            // Transitions name the stimulus the state handled (`reevaluate` after a
+            // transition: the new state looked at the world on entry).
+            self.ctx.cause = stimulus.name();
             let before = self.machine.state().clone();
             self.machine.handle_with_context(&stimulus, &mut self.ctx);
             if *self.machine.state() == before {
@@ -994,6 +1086,12 @@ impl Core {
     /// The earliest pending timer: call [`Core::handle`] with [`Event::Tick`] then.
     pub fn next_timeout(&self) -> Option<Moment> {
         self.ctx.timers.next().map(|(at, _)| at)
+    }
+
+    /// The timers that fired during the last [`Core::handle`], in the order they fired
+    /// (a timer cancelled by an earlier reaction is not among them).
+    pub fn fired_timers(&self) -> &[TimerId] {
+        &self.fired
     }
 
     pub fn timers(&self) -> impl Iterator<Item = (TimerId, Moment)> + '_ {

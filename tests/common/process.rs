@@ -42,6 +42,11 @@ impl Folder {
             .env("BATON_SYNC_DIR", self.sync_dir())
             .env("BATON_STATE_DIR", self.state_dir())
             .env("BATON_TIME_SCALE", self.time_scale.to_string())
+            .env("BATON_GROUP", "default")
+            .env("HOME", self.root.path().join("home"))
+            .env_remove("TELEGRAM_CHAT_ID")
+            .env_remove("TELEGRAM_THREAD_ID")
+            .env_remove("TELEGRAM_API_URL")
             .env_remove("DEVICE_NAME")
             .env_remove("TELEGRAM_BOT_TOKEN")
             .env("RUST_LOG", "info,mirror_baton::runtime=debug")
@@ -50,11 +55,14 @@ impl Folder {
     }
     /// Starts `baton run` for project `name`, logging to `<root>/<name>.log`.
     pub fn start(&self, name: &str, extra: &[&str]) -> Device {
+        self.start_with(name, extra, self.baton())
+    }
+    /// Starts `baton run` for project `name` from a prepared command (extra env).
+    pub fn start_with(&self, name: &str, extra: &[&str], mut command: Command) -> Device {
         let project = self.project(name);
         let log_path = self.root.path().join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = self
-            .baton()
+        let child = command
             .arg("run")
             .arg(&project)
             .args(extra)
