@@ -73,8 +73,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// The watcher is re-created this often (watchers have gone silently dead after days).
 const WATCHER_REFRESH: Duration = Duration::from_secs(30 * 60);
-/// A jump this large between the two clocks counts as a sleep.
-const SLEEP_THRESHOLD: Duration = Duration::from_secs(2);
 /// After a second SIGINT/SIGTERM, or this long after the first, exit regardless.
 const SHUTDOWN_GRACE_EXTRA: Duration = Duration::from_secs(5);
 
@@ -153,7 +151,7 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
         watch: Some(watch),
         watch_tx,
         serving,
-        sleep: SleepDetector::new(SLEEP_THRESHOLD),
+        sleep: SleepDetector::new(clock::SLEEP_THRESHOLD),
         pending: VecDeque::from([Event::Start]),
         tickets: BTreeMap::new(),
         started: tokio::time::Instant::now(),

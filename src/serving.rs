@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::adapters::child::{ChildSpec, ChildSupervisor};
+use crate::adapters::clock::{SLEEP_THRESHOLD, SleepDetector};
 use crate::adapters::gateway::{Gateway, GatewayConfig, PushOutcome};
 use crate::adapters::telegram::{
     BotSettings, OutgoingMessage, PollProgress, PollerConfig, PollerEvent, PollerHandle, Replier,
@@ -303,9 +304,11 @@ impl TelegramSide {
         if self.poller.is_some() {
             return;
         }
+        let mut config = self.poller_config.clone();
+        config.sleep_guard = Some(SleepDetector::new(SLEEP_THRESHOLD));
         self.poller = Some(spawn_poller(
             self.bot.clone(),
-            self.poller_config.clone(),
+            config,
             self.start.clone(),
             self.acknowledged.clone(),
             self.poller_tx.clone(),
@@ -364,6 +367,14 @@ impl TelegramSide {
                 );
                 self.send(self.config.chat_id, self.config.thread_id, text);
                 Some(ServingEvent::Core(Event::ForeignChat { chat_id }))
+            }
+            PollerEvent::Slept { slept } => {
+                tracing::warn!(
+                    ?slept,
+                    "the poller noticed a sleep and stopped; re-validating"
+                );
+                // The run loop's own detector turns this wake-up into the core's Woke.
+                Some(ServingEvent::Core(Event::Tick))
             }
             PollerEvent::Fatal { error } => {
                 tracing::error!(%error, "polling stopped for good; check the bot token and chat");

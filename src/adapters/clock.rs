@@ -49,8 +49,12 @@ pub fn wall_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-/// Notices sleeps: the sleep-counting clock ran ahead of the awake-only one.
-#[derive(Debug)]
+/// A jump this large between the two clocks counts as a sleep.
+pub const SLEEP_THRESHOLD: Duration = Duration::from_secs(2);
+
+/// Notices sleeps: the sleep-counting clock ran ahead of the awake-only one. Each clone
+/// keeps its own baseline, so the poller and the run loop can each watch for sleeps.
+#[derive(Debug, Clone)]
 pub struct SleepDetector {
     last_gap_ms: i64,
     threshold: Duration,

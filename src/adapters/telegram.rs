@@ -311,6 +311,8 @@ pub enum PollerEvent {
     Conflict { description: String },
     /// An update from a chat that is not the configured one (reported once per chat).
     ForeignChat { chat_id: i64 },
+    /// The machine slept; polling has stopped until the runtime restarts it.
+    Slept { slept: Duration },
     /// The poller stopped for good (e.g. the token was refused).
     Fatal { error: TelegramError },
 }
@@ -438,6 +440,10 @@ pub struct PollerConfig {
     pub resend_pause: Duration,
     /// Seeds the back-off jitter (derive it from the run's seed).
     pub jitter_seed: u64,
+    /// When set, the loop checks before every getUpdates whether the machine slept; if
+    /// it did, it stops polling and reports [`PollerEvent::Slept`], so a device that
+    /// woke past its lease never polls before the core has re-validated its claim.
+    pub sleep_guard: Option<crate::adapters::clock::SleepDetector>,
 }
 
 impl PollerConfig {
@@ -449,6 +455,7 @@ impl PollerConfig {
             error_backoff_max: Duration::from_secs(30),
             resend_pause: Duration::from_secs(1),
             jitter_seed,
+            sleep_guard: None,
         }
     }
 }
@@ -550,6 +557,11 @@ impl PollLoop {
             self.ledger
                 .acknowledged(*self.acknowledged.borrow_and_update());
             self.progress_tx.send_replace(self.ledger.progress());
+            if let Some(slept) = self.config.sleep_guard.as_mut().and_then(|g| g.check()) {
+                self.emit(PollerEvent::Slept { slept }).await?;
+                self.cancel.cancelled().await;
+                return Err(PollerExit::Cancelled);
+            }
             let request = self.bot.get_updates_raw(self.ledger.offset());
             let result = tokio::select! {
                 biased;
