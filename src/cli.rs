@@ -430,6 +430,43 @@ pub fn render_table(rows: &[DeviceRow], source: TableSource) -> String {
     out
 }
 
+/// How often `baton status --watch` redraws.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One `baton status --watch` frame: on a terminal, the screen is cleared and redrawn
+/// in one write (no flicker) under a header saying when it was drawn; piped, frames
+/// simply follow each other.
+pub fn render_watch_frame(group: &str, rows: &[DeviceRow], source: TableSource) -> String {
+    let clear = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        "\x1b[H\x1b[2J"
+    } else {
+        "\n"
+    };
+    format!(
+        "{clear}baton status · group {group} · {} · every {} s, Ctrl-C to stop\n\n{}",
+        local_time_of_day(),
+        WATCH_INTERVAL.as_secs(),
+        render_table(rows, source)
+    )
+}
+
+/// `HH:MM:SS` in local time (empty if the C library cannot tell).
+fn local_time_of_day() -> String {
+    let now = crate::adapters::clock::wall_ms() / 1000;
+    let Ok(now) = libc::time_t::try_from(now) else {
+        return String::new();
+    };
+    // SAFETY: an all-zero `tm` is a valid value for localtime_r to overwrite.
+    let mut local: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the duration of the call; localtime_r is the
+    // thread-safe variant and writes only into `local`.
+    let converted = unsafe { libc::localtime_r(&now, &mut local) };
+    if converted.is_null() {
+        return String::new();
+    }
+    format!("{:02}:{:02}:{:02}", local.tm_hour, local.tm_min, local.tm_sec)
+}
+
 /// `baton activate`: ask a local daemon, then watch the folder until the target is active.
 pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, anyhow::Error> {
     let own_id = {

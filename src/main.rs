@@ -147,16 +147,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                         "devices": rows,
                     });
                     println!("{}", serde_json::to_string_pretty(&value)?);
+                } else if args.watch {
+                    print!("{}", cli::render_watch_frame(&settings.group, &rows, source));
                 } else {
-                    if args.watch {
-                        print!("\x1b[2J\x1b[H");
-                    }
                     print!("{}", cli::render_table(&rows, source));
                 }
                 if !args.watch {
                     return Ok(exit::OK);
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(cli::WATCH_INTERVAL) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(exit::OK),
+                }
             }
         }
         Command::Demo(args) => mirror_baton::demo::run_demo(args).await,
