@@ -43,14 +43,15 @@ use timeline::{PollWatch, Tail, Timeline};
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Slow the story down F times (multiplies the devices' time scale and every pause).
-    /// At 1 it takes well under a minute.
+    /// At 1 it takes well under a minute. The global --time-scale does not apply here.
     #[arg(long, default_value_t = 1.0, value_name = "F")]
     pub speed: f64,
     /// Run in DIR (new or empty) and keep it afterwards: the replicas, every device's JSON
     /// log and every mirror stub's output. Default: a temporary folder, removed at the end.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
-    /// Seed for the sync delays and the devices' jitter (default: random; printed).
+    /// Seed for the sync delays and the devices' jitter (default: random; printed). The
+    /// processes still race, so a seed replays the delays, not every interleaving.
     #[arg(long)]
     pub seed: Option<u64>,
 }
@@ -96,7 +97,7 @@ enum StoryError {
 pub async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
     if !(args.speed.is_finite() && (0.5..=20.0).contains(&args.speed)) {
         return Err(UsageError(format!(
-            "--speed {} is out of range: use 1 (under a minute) up to 20 (slower); 0.5 at least",
+            "--speed {} is out of range: use 0.5 to 20 (1, the default, takes under a minute; higher is slower)",
             args.speed
         ))
         .into());
@@ -226,43 +227,7 @@ impl Demo {
             },
         )
         .await?;
-        let mut specs = Vec::new();
-        for (index, name) in DEVICE_NAMES.iter().enumerate() {
-            let dir = |kind: &str| root.join(kind).join(name);
-            for folder in ["projects", "replicas", "state", "home"] {
-                std::fs::create_dir_all(dir(folder))?;
-            }
-            std::fs::create_dir_all(root.join("logs"))?;
-            std::fs::create_dir_all(root.join("mirror"))?;
-            let project = crate::cli::project_dir(&dir("projects"))?;
-            let hostname = format!("mac-{name}");
-            let device_id = record::device_id(Some(name), &hostname, &project.to_string_lossy());
-            let state_dir = dir("state");
-            let socket = crate::adapters::local::control_socket(
-                &state_dir,
-                GROUP,
-                &record::file_stem(&device_id),
-            );
-            if socket.as_os_str().len() > SOCKET_PATH_BYTES_MAX {
-                return Err(UsageError(format!(
-                    "the folder {} is too deep for a Unix socket path; pass a shorter --keep DIR",
-                    root.display()
-                ))
-                .into());
-            }
-            specs.push(DeviceSpec {
-                name: name.to_string(),
-                hostname,
-                device_id,
-                project,
-                sync_dir: dir("replicas"),
-                state_dir,
-                home_dir: dir("home"),
-                log_path: root.join("logs").join(format!("{name}.log")),
-                mirror_out: root.join("mirror").join(format!("{name}.jsonl")),
-                seed: seed.wrapping_add(index as u64 + 1),
-            });
-        }
+        let specs = device_specs(root, seed)?;
         let replicas: Vec<Replica> = specs
             .iter()
             .map(|spec| Replica {
@@ -823,6 +788,49 @@ impl Demo {
             story_error,
         }
     }
+}
+
+/// Lays out each device's folders under `root` (project, replica, state, home) and
+/// says how to start it. Each device plays a Mac of its own (`mac-<name>`).
+fn device_specs(root: &Path, seed: u64) -> anyhow::Result<Vec<DeviceSpec>> {
+    let mut specs = Vec::new();
+    for (index, name) in DEVICE_NAMES.iter().enumerate() {
+        let dir = |kind: &str| root.join(kind).join(name);
+        for folder in ["projects", "replicas", "state", "home"] {
+            std::fs::create_dir_all(dir(folder))?;
+        }
+        std::fs::create_dir_all(root.join("logs"))?;
+        std::fs::create_dir_all(root.join("mirror"))?;
+        let project = crate::cli::project_dir(&dir("projects"))?;
+        let hostname = format!("mac-{name}");
+        let device_id = record::device_id(Some(name), &hostname, &project.to_string_lossy());
+        let state_dir = dir("state");
+        let socket = crate::adapters::local::control_socket(
+            &state_dir,
+            GROUP,
+            &record::file_stem(&device_id),
+        );
+        if socket.as_os_str().len() > SOCKET_PATH_BYTES_MAX {
+            return Err(UsageError(format!(
+                "the folder {} is too deep for a Unix socket path; pass a shorter --keep DIR",
+                root.display()
+            ))
+            .into());
+        }
+        specs.push(DeviceSpec {
+            name: name.to_string(),
+            hostname,
+            device_id,
+            project,
+            sync_dir: dir("replicas"),
+            state_dir,
+            home_dir: dir("home"),
+            log_path: root.join("logs").join(format!("{name}.log")),
+            mirror_out: root.join("mirror").join(format!("{name}.jsonl")),
+            seed: seed.wrapping_add(index as u64 + 1),
+        });
+    }
+    Ok(specs)
 }
 
 /// The number `/devices` gives `device_id` (its answer's lines read `2 ⚪ <id> — …`).

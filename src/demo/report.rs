@@ -146,7 +146,7 @@ impl Deliveries {
     }
 }
 
-/// A measured figure: (what, how long), or why it is missing.
+/// A measured duration; `None` when the step it measures did not happen.
 pub type Figure = Option<Duration>;
 
 /// Everything the summary shows.
@@ -195,7 +195,7 @@ impl Summary {
         let c = &self.counts;
         let mut out = String::from("\n══ summary ══════════════════════════════════════════════\n");
         out.push_str(&format!(
-            "  election (start → first active)          {}\n",
+            "  election (start → first active)           {}\n",
             figure(self.election)
         ));
         out.push_str(&format!(
@@ -219,7 +219,7 @@ impl Summary {
             c.duplicated
         ));
         out.push_str(&format!(
-            "  delivery latency: median {}, max {} (the max spans the crash)\n",
+            "  delivery latency (injected → in a mirror): median {}, max {} (the max spans the crash)\n",
             ms(c.latency_median),
             ms(c.latency_max)
         ));
@@ -235,7 +235,7 @@ impl Summary {
             ms(self.settle_bound)
         ));
         out.push_str(&format!(
-            "  time scale {}, seed {} (replay: baton demo --seed {}), took {:.1} s\n",
+            "  time scale {}, seed {} (same delays and jitter: baton demo --seed {}), took {:.1} s\n",
             self.time_scale,
             self.seed,
             self.seed,
