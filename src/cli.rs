@@ -464,7 +464,10 @@ fn local_time_of_day() -> String {
     if converted.is_null() {
         return String::new();
     }
-    format!("{:02}:{:02}:{:02}", local.tm_hour, local.tm_min, local.tm_sec)
+    format!(
+        "{:02}:{:02}:{:02}",
+        local.tm_hour, local.tm_min, local.tm_sec
+    )
 }
 
 /// `baton activate`: ask a local daemon, then watch the folder until the target is active.

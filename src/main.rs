@@ -148,7 +148,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     });
                     println!("{}", serde_json::to_string_pretty(&value)?);
                 } else if args.watch {
-                    print!("{}", cli::render_watch_frame(&settings.group, &rows, source));
+                    print!(
+                        "{}",
+                        cli::render_watch_frame(&settings.group, &rows, source)
+                    );
                 } else {
                     print!("{}", cli::render_table(&rows, source));
                 }
