@@ -95,7 +95,10 @@ async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32
         child,
         reload: Some(reloader(project, args.telegram.clone())),
     };
-    Ok(runtime::run(config).await?)
+    // Every line logged by this run — the poller's, the child's, the gateway's — names
+    // the device; the run loop's own lines add the role.
+    let span = tracing::info_span!("device", id = %config.identity.device_id);
+    Ok(tracing::Instrument::instrument(runtime::run(config), span).await?)
 }
 
 /// SIGHUP: re-read the Telegram configuration; compare fingerprints that carry no token.

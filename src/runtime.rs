@@ -116,8 +116,8 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
         config.child,
     )
     .await?;
-    let span =
-        tracing::info_span!("baton", device = %config.identity.device_id, role = "Registering");
+    // Inside the caller's `device{id}` span (see main.rs): lines add the role.
+    let span = tracing::info_span!("baton", role = "Registering");
     let (watch_tx, mut watch_rx) = mpsc::channel(watcher::SIGNALS_MAX);
     let watch = watcher::watch(store.devices_dir(), config.watch_mode, watch_tx.clone()).map_err(
         |source| RunError::Watch {
@@ -290,8 +290,7 @@ impl Runtime {
             Effect::Transition { from, to, cause } => {
                 self.role = to;
                 // A fresh span per role: recording into the old one would append, not replace.
-                let device = self.core.own_record().device_id.clone();
-                self.span = tracing::info_span!("baton", %device, role = to.as_str());
+                self.span = tracing::info_span!("baton", role = to.as_str());
                 tracing::info!(parent: &self.span, %from, %to, %cause, term = self.core.term(), "role changed");
             }
             Effect::WriteRecord { record } => {
