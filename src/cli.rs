@@ -139,8 +139,9 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// Telegram settings on top of the mirror's own sources (env TELEGRAM_BOT_TOKEN, TELEGRAM_CHAT_ID,
-/// TELEGRAM_THREAD_ID, then ~/.config/opencode/telegram.json, then DIR/.opencode/telegram.json).
+/// Telegram settings on top of the mirror's own sources, later winning:
+/// ~/.config/opencode/telegram.json, DIR/.opencode/telegram.json, then the environment
+/// (TELEGRAM_BOT_TOKEN, TELEGRAM_CHAT_ID, TELEGRAM_THREAD_ID, TELEGRAM_API_URL), then these flags.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TelegramArgs {
     /// The chat served (overrides every other source).
@@ -193,6 +194,28 @@ pub struct ActivateArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// What the small commands can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Local(#[from] local::LocalError),
+    #[error("the running baton answered oddly: {0} (are two versions installed?)")]
+    Daemon(String),
+}
+
+impl CliError {
+    /// The documented exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Local(local::LocalError::AlreadyRunning { .. }) => exit::ALREADY_RUNNING,
+            CliError::Local(_) | CliError::Daemon(_) => exit::FAILURE,
+        }
+    }
 }
 
 /// A bad flag, folder or configuration: exit code 2 with this message.
@@ -296,7 +319,7 @@ pub fn identity(
     state_dir: &Path,
     priority: i32,
     thread_id: Option<i64>,
-) -> Result<Identity, anyhow::Error> {
+) -> Result<Identity, CliError> {
     let project = project_dir(dir)?;
     let project = project.to_string_lossy().into_owned();
     let hostname = hostname();
@@ -342,9 +365,7 @@ pub enum TableSource {
 }
 
 /// The device table: from a local daemon if one runs, else straight from the folder.
-pub async fn load_table(
-    settings: &Settings,
-) -> Result<(Vec<DeviceRow>, TableSource), anyhow::Error> {
+pub async fn load_table(settings: &Settings) -> Result<(Vec<DeviceRow>, TableSource), CliError> {
     for socket in local::group_sockets(&settings.state_dir, &settings.group) {
         if let Ok(Reply::Table { rows, .. }) =
             control::ask(&socket, &Request::Table, Duration::from_secs(2)).await
@@ -423,7 +444,7 @@ pub fn render_table(rows: &[DeviceRow], source: TableSource) -> String {
 }
 
 /// `baton activate`: ask a local daemon, then watch the folder until the target is active.
-pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, anyhow::Error> {
+pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, CliError> {
     let own_id = {
         let project = project_dir(&args.dir)?;
         let name = args
@@ -464,7 +485,11 @@ pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, a
             eprintln!("baton refused: {message}");
             return Ok(exit::ACTIVATION_FAILED);
         }
-        Reply::Table { .. } => anyhow::bail!("BUG: a table came back for an activation"),
+        Reply::Table { .. } => {
+            return Err(CliError::Daemon(
+                "a table came back for an activation request".into(),
+            ));
+        }
     };
     let wanted = match result {
         ActivationOutcome::AlreadyActive { device } => {
@@ -496,7 +521,7 @@ pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, a
     wait_until_active(settings, &wanted).await
 }
 
-async fn wait_until_active(settings: &Settings, wanted: &str) -> Result<i32, anyhow::Error> {
+async fn wait_until_active(settings: &Settings, wanted: &str) -> Result<i32, CliError> {
     let limit = settings.timing.request_timeout + settings.timing.handoff_timeout;
     let started = tokio::time::Instant::now();
     while started.elapsed() < limit {

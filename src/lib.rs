@@ -80,30 +80,30 @@
 //!
 //! # Modules
 //!
-//! - [`core`]: the sans-IO coordination core.
-//!   - [`core::record`]: the device record and file names.
-//!   - [`core::election`]: pure election rules.
-//!   - [`core::timers`]: time, constants, timers.
-//!   - [`core::io`]: inputs and effects.
-//!   - [`core::machine`]: the statig machine and the [`Core`](crate::core::Core) facade.
-//! - [`adapters`]: IO on one side, core inputs and effects on the other.
-//!   - [`adapters::store`]: the devices folder.
-//!   - [`adapters::watcher`]: notify.
-//!   - [`adapters::clock`]: clocks and sleep detection.
-//!   - [`adapters::local`]: the local state directory, lock and pid probe.
-//!   - [`adapters::control`]: the local control socket.
-//!   - [`adapters::telegram`]: the poller, offset ledger and replier.
-//!   - [`adapters::gateway`]: the loopback gateway the child reads.
-//!   - [`adapters::child`]: the child supervisor.
-//!   - [`adapters::telegram_config`]: configuration and the token `Secret`.
-//! - [`runtime`]: the tokio run loop of `baton run`.
-//! - [`serving`]: what acting as the active device means (poller, gateway, child).
-//! - [`replay`]: fixtures, the replayer, transcripts and `baton record`.
-//! - [`cli`], [`cli_ops`]: the command line.
-//! - [`agent`]: launchd and systemd services.
-//! - [`fake_bot_api`], [`mirror_stub`]: a fake Bot API and a stand-in mirror, for tests
+//! - [`core`] — the sans-IO coordination core.
+//!   - [`core::record`] — the device record and file names.
+//!   - [`core::election`] — pure election rules.
+//!   - [`core::timers`] — time, constants, timers.
+//!   - [`core::io`] — inputs and effects.
+//!   - [`core::machine`] — the statig machine and the [`Core`](crate::core::Core) facade.
+//! - [`adapters`] — IO on one side, core inputs and effects on the other.
+//!   - [`adapters::store`] — the devices folder.
+//!   - [`adapters::watcher`] — notify.
+//!   - [`adapters::clock`] — clocks and sleep detection.
+//!   - [`adapters::local`] — the local state directory, lock and pid probe.
+//!   - [`adapters::control`] — the local control socket.
+//!   - [`adapters::telegram`] — the poller, offset ledger and replier.
+//!   - [`adapters::gateway`] — the loopback gateway the child reads.
+//!   - [`adapters::child`] — the child supervisor.
+//!   - [`adapters::telegram_config`] — configuration and the token `Secret`.
+//! - [`runtime`] — the tokio run loop of `baton run`.
+//! - [`serving`] — what acting as the active device means (poller, gateway, child).
+//! - [`replay`] — fixtures, the replayer, transcripts and `baton record`.
+//! - [`cli`], [`cli_ops`] — the command line.
+//! - [`agent`] — launchd and systemd services.
+//! - [`fake_bot_api`], [`mirror_stub`] — a fake Bot API and a stand-in mirror, for tests
 //!   and the demo.
-//! - [`telegram_text`]: the words baton says in the chat.
+//! - [`telegram_text`] — the words baton says in the chat.
 //!
 //! The simulator (`src/sim`) and the demo (`src/demo.rs`) are being added. The
 //! simulator runs many devices of the real core over a modelled sync folder. The demo

@@ -38,15 +38,11 @@ fn exit_code_for(error: &anyhow::Error) -> i32 {
     if error.downcast_ref::<UsageError>().is_some() {
         return exit::USAGE;
     }
+    if let Some(error) = error.downcast_ref::<cli::CliError>() {
+        return error.exit_code();
+    }
     match error.downcast_ref::<RunError>() {
         Some(RunError::Local(LocalError::AlreadyRunning { .. })) => exit::ALREADY_RUNNING,
-        _ if matches!(
-            error.downcast_ref::<LocalError>(),
-            Some(LocalError::AlreadyRunning { .. })
-        ) =>
-        {
-            exit::ALREADY_RUNNING
-        }
         _ => exit::FAILURE,
     }
 }
@@ -188,7 +184,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Agent(command) => Ok(mirror_baton::cli_ops::agent(&cli.global, &command)?),
         Command::Activate(args) => {
             let settings = cli::settings(&cli.global, None)?;
-            cli::activate(&settings, &args).await
+            Ok(cli::activate(&settings, &args).await?)
         }
     }
 }

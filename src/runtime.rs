@@ -1,5 +1,5 @@
-//! The tokio run loop: the only place that reads clocks, spawns tasks and carries out the
-//! core's effects.
+//! The tokio run loop: the only place that reads the protocol's clocks and carries out the
+//! core's effects (adapters spawn their own tasks and keep their own IO timers).
 //!
 //! Owns: the order of things. Each turn: take one input (a due timer, a watcher signal, a
 //! signal, a control request, a Telegram event, or an answer the runtime owes the core),
@@ -99,6 +99,8 @@ struct Runtime {
     started: tokio::time::Instant,
     next_ticket: u64,
     exit_code: Option<i32>,
+    /// A full listing is owed (the watcher was re-created).
+    rescan_pending: bool,
     role: Role,
     span: tracing::Span,
 }
@@ -151,6 +153,7 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
         started: tokio::time::Instant::now(),
         next_ticket: 1,
         exit_code: None,
+        rescan_pending: false,
         role: Role::Registering,
         span,
     };
@@ -160,6 +163,10 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     while runtime.exit_code.is_none() {
         if let Some(event) = runtime.pending.pop_front() {
             runtime.feed(event).await;
+            continue;
+        }
+        if std::mem::take(&mut runtime.rescan_pending) {
+            runtime.rescan().await;
             continue;
         }
         let sleep_for = runtime.until_next_timer();
@@ -232,6 +239,8 @@ impl Runtime {
         self.execute_effects().await;
         if let Some(progress) = self.serving.progress_changed() {
             self.record_progress(&progress);
+            // A timer may have fallen due in between: nothing the core asked waits.
+            self.execute_effects().await;
         }
     }
 
@@ -378,7 +387,8 @@ impl Runtime {
             Ok(watch) => {
                 tracing::debug!(parent: &self.span, why, "watcher re-created");
                 self.watch = Some(watch);
-                self.pending.push_back(Event::Tick);
+                // Changes made while no watch was registered are only seen by a scan.
+                self.rescan_pending = true;
             }
             Err(error) => {
                 tracing::warn!(parent: &self.span, %error, why, "cannot re-create the watcher; the backstop rescan still runs")
