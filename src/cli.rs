@@ -141,8 +141,9 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// Telegram settings on top of the mirror's own sources (env TELEGRAM_BOT_TOKEN, TELEGRAM_CHAT_ID,
-/// TELEGRAM_THREAD_ID, then ~/.config/opencode/telegram.json, then DIR/.opencode/telegram.json).
+/// Telegram settings on top of the mirror's own sources, later winning:
+/// ~/.config/opencode/telegram.json, DIR/.opencode/telegram.json, then the environment
+/// (TELEGRAM_BOT_TOKEN, TELEGRAM_CHAT_ID, TELEGRAM_THREAD_ID, TELEGRAM_API_URL), then these flags.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TelegramArgs {
     /// The chat served (overrides every other source).
@@ -195,6 +196,28 @@ pub struct ActivateArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// What the small commands can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Local(#[from] local::LocalError),
+    #[error("the running baton answered oddly: {0} (are two versions installed?)")]
+    Daemon(String),
+}
+
+impl CliError {
+    /// The documented exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Local(local::LocalError::AlreadyRunning { .. }) => exit::ALREADY_RUNNING,
+            CliError::Local(_) | CliError::Daemon(_) => exit::FAILURE,
+        }
+    }
 }
 
 /// A bad flag, folder or configuration: exit code 2 with this message.
@@ -304,7 +327,7 @@ pub fn identity(
     state_dir: &Path,
     priority: i32,
     thread_id: Option<i64>,
-) -> Result<Identity, anyhow::Error> {
+) -> Result<Identity, CliError> {
     let project = project_dir(dir)?;
     let project = project.to_string_lossy().into_owned();
     let hostname = hostname();
@@ -350,9 +373,7 @@ pub enum TableSource {
 }
 
 /// The device table: from a local daemon if one runs, else straight from the folder.
-pub async fn load_table(
-    settings: &Settings,
-) -> Result<(Vec<DeviceRow>, TableSource), anyhow::Error> {
+pub async fn load_table(settings: &Settings) -> Result<(Vec<DeviceRow>, TableSource), CliError> {
     for socket in local::group_sockets(&settings.state_dir, &settings.group) {
         if let Ok(Reply::Table { rows, .. }) =
             control::ask(&socket, &Request::Table, Duration::from_secs(2)).await
@@ -471,7 +492,7 @@ fn local_time_of_day() -> String {
 }
 
 /// `baton activate`: ask a local daemon, then watch the folder until the target is active.
-pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, anyhow::Error> {
+pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, CliError> {
     let own_id = {
         let project = project_dir(&args.dir)?;
         let name = args
@@ -512,7 +533,11 @@ pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, a
             eprintln!("baton refused: {message}");
             return Ok(exit::ACTIVATION_FAILED);
         }
-        Reply::Table { .. } => anyhow::bail!("BUG: a table came back for an activation"),
+        Reply::Table { .. } => {
+            return Err(CliError::Daemon(
+                "a table came back for an activation request".into(),
+            ));
+        }
     };
     let wanted = match result {
         ActivationOutcome::AlreadyActive { device } => {
@@ -544,7 +569,7 @@ pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, a
     wait_until_active(settings, &wanted).await
 }
 
-async fn wait_until_active(settings: &Settings, wanted: &str) -> Result<i32, anyhow::Error> {
+async fn wait_until_active(settings: &Settings, wanted: &str) -> Result<i32, CliError> {
     let limit = settings.timing.request_timeout + settings.timing.handoff_timeout;
     let started = tokio::time::Instant::now();
     while started.elapsed() < limit {

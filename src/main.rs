@@ -38,15 +38,11 @@ fn exit_code_for(error: &anyhow::Error) -> i32 {
     if error.downcast_ref::<UsageError>().is_some() {
         return exit::USAGE;
     }
+    if let Some(error) = error.downcast_ref::<cli::CliError>() {
+        return error.exit_code();
+    }
     match error.downcast_ref::<RunError>() {
         Some(RunError::Local(LocalError::AlreadyRunning { .. })) => exit::ALREADY_RUNNING,
-        _ if matches!(
-            error.downcast_ref::<LocalError>(),
-            Some(LocalError::AlreadyRunning { .. })
-        ) =>
-        {
-            exit::ALREADY_RUNNING
-        }
         _ => exit::FAILURE,
     }
 }
@@ -95,7 +91,10 @@ async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32
         child,
         reload: Some(reloader(project, args.telegram.clone())),
     };
-    Ok(runtime::run(config).await?)
+    // Every line logged by this run — the poller's, the child's, the gateway's — names
+    // the device; the run loop's own lines add the role.
+    let span = tracing::info_span!("device", id = %config.identity.device_id);
+    Ok(tracing::Instrument::instrument(runtime::run(config), span).await?)
 }
 
 /// SIGHUP: re-read the Telegram configuration; compare fingerprints that carry no token.
@@ -191,7 +190,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Agent(command) => Ok(mirror_baton::cli_ops::agent(&cli.global, &command)?),
         Command::Activate(args) => {
             let settings = cli::settings(&cli.global, None)?;
-            cli::activate(&settings, &args).await
+            Ok(cli::activate(&settings, &args).await?)
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The tokio run loop: the only place that reads clocks, spawns tasks and carries out the
-//! core's effects.
+//! The tokio run loop: the only place that reads the protocol's clocks and carries out the
+//! core's effects (adapters spawn their own tasks and keep their own IO timers).
 //!
 //! Owns: the order of things. Each turn: take one input (a due timer, a watcher signal, a
 //! signal, a control request, a Telegram event, or an answer the runtime owes the core),
@@ -101,6 +101,8 @@ struct Runtime {
     started: tokio::time::Instant,
     next_ticket: u64,
     exit_code: Option<i32>,
+    /// A full listing is owed (the watcher was re-created).
+    rescan_pending: bool,
     role: Role,
     span: tracing::Span,
     /// Lease progress: when to look at a silent leader again, and the last report
@@ -122,8 +124,8 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
         config.child,
     )
     .await?;
-    let span =
-        tracing::info_span!("baton", device = %config.identity.device_id, role = "Registering");
+    // Inside the caller's `device{id}` span (see main.rs): lines add the role.
+    let span = tracing::info_span!("baton", role = "Registering");
     let (watch_tx, mut watch_rx) = mpsc::channel(watcher::SIGNALS_MAX);
     let watch = watcher::watch(store.devices_dir(), config.watch_mode, watch_tx.clone()).map_err(
         |source| RunError::Watch {
@@ -157,6 +159,7 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
         started: tokio::time::Instant::now(),
         next_ticket: 1,
         exit_code: None,
+        rescan_pending: false,
         role: Role::Registering,
         span,
         lease_check_at: None,
@@ -168,6 +171,10 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     while runtime.exit_code.is_none() {
         if let Some(event) = runtime.pending.pop_front() {
             runtime.feed(event).await;
+            continue;
+        }
+        if std::mem::take(&mut runtime.rescan_pending) {
+            runtime.rescan().await;
             continue;
         }
         let sleep_for = runtime.until_next_timer();
@@ -288,6 +295,8 @@ impl Runtime {
         self.execute_effects().await;
         if let Some(progress) = self.serving.progress_changed() {
             self.record_progress(&progress);
+            // A timer may have fallen due in between: nothing the core asked waits.
+            self.execute_effects().await;
         }
         self.lease_check_at = self.report_silent_leader();
     }
@@ -347,8 +356,7 @@ impl Runtime {
             Effect::Transition { from, to, cause } => {
                 self.role = to;
                 // A fresh span per role: recording into the old one would append, not replace.
-                let device = self.core.own_record().device_id.clone();
-                self.span = tracing::info_span!("baton", %device, role = to.as_str());
+                self.span = tracing::info_span!("baton", role = to.as_str());
                 tracing::info!(parent: &self.span, %from, %to, %cause, term = self.core.term(), "role changed");
             }
             Effect::WriteRecord { record } => {
@@ -436,7 +444,8 @@ impl Runtime {
             Ok(watch) => {
                 tracing::debug!(parent: &self.span, why, "watcher re-created");
                 self.watch = Some(watch);
-                self.pending.push_back(Event::Tick);
+                // Changes made while no watch was registered are only seen by a scan.
+                self.rescan_pending = true;
             }
             Err(error) => {
                 tracing::warn!(parent: &self.span, %error, why, "cannot re-create the watcher; the backstop rescan still runs")

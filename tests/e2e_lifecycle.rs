@@ -102,7 +102,12 @@ fn a_second_signal_forces_exit() {
     .expect("ghost standby");
     ghost.signal(libc::SIGSTOP);
     lone.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(100));
+    // Signals sent while the first is still pending coalesce into one (as the OS and
+    // tokio deliver them): send the second once the first was seen, as a person would.
+    wait_for(Duration::from_secs(10), || {
+        lone.log().contains("stop signal: resigning").then_some(())
+    })
+    .expect("the first signal starts the resignation");
     lone.signal(libc::SIGTERM);
     let code = lone.wait_exit(Duration::from_secs(10));
     ghost.signal(libc::SIGCONT);

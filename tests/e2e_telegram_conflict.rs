@@ -8,40 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::process::{BATON, Device, Folder};
+use common::process::Folder;
 use mirror_baton::core::Status;
 use mirror_baton::core::record::{self, NameKind};
 use mirror_baton::fake_bot_api::FakeBotApi;
 
 const SCALE: f64 = 0.05;
 const CHAT: i64 = -1_009;
-
-fn start(folder: &Folder, fake: &FakeBotApi, name: &str) -> Device {
-    let out = folder
-        .root
-        .path()
-        .join(format!("{name}.updates"))
-        .to_string_lossy()
-        .into_owned();
-    let mut command = folder.baton();
-    command
-        .env("TELEGRAM_BOT_TOKEN", fake.token())
-        .env("TELEGRAM_CHAT_ID", CHAT.to_string())
-        .env("TELEGRAM_API_URL", fake.api_url());
-    folder.start_with(
-        name,
-        &[
-            "--",
-            BATON,
-            "mirror-stub",
-            "--out",
-            &out,
-            "--interval-ms",
-            "50",
-        ],
-        command,
-    )
-}
 
 /// A two-way "sync tool": copies each record file from the folder of its owner to the
 /// other folder (temp file + rename, as sync tools do), while `running`.
@@ -89,8 +62,8 @@ fn status_of(folder: &Folder, id: &str) -> Option<Status> {
 async fn two_forced_actives_settle_to_one_without_ping_pong() {
     let fake = FakeBotApi::start().await.expect("fake Bot API");
     let (left, right) = (Folder::new(SCALE), Folder::new(SCALE));
-    let a = start(&left, &fake, "left");
-    let b = start(&right, &fake, "right");
+    let a = left.start_telegram("left", &fake.api_url(), fake.token(), CHAT);
+    let b = right.start_telegram("right", &fake.api_url(), fake.token(), CHAT);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(status_of(&left, &a.device_id) == Some(Status::Active)
         && status_of(&right, &b.device_id) == Some(Status::Active))

@@ -123,7 +123,9 @@ impl ChildSupervisor {
             events,
             quick_failures: 0,
         };
-        let task = tokio::spawn(supervisor.run(receiver));
+        let task = tokio::spawn(tracing::Instrument::in_current_span(
+            supervisor.run(receiver),
+        ));
         ChildSupervisor { control, task }
     }
 

@@ -154,14 +154,15 @@ impl Gateway {
             .with_state(shared.clone());
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        let serve = async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
             if let Err(error) = served {
                 tracing::error!(%error, "updates gateway stopped");
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(serve));
         let updates_url = Secret::new(format!("http://{user}:{password}@{local_addr}/updates"));
         Ok(Gateway {
             shared,

@@ -96,7 +96,8 @@ impl Store {
         let own_stem = self.own_name.trim_end_matches(".json");
         let allowed = match record::classify_name(name) {
             NameKind::ConflictCopy { stem } => stem == own_stem,
-            NameKind::Record { .. } => true,
+            // Records past retention are swept by the active device; never our own.
+            NameKind::Record { stem } => stem != own_stem,
             _ => false,
         };
         if !allowed || name.contains('/') {

@@ -517,7 +517,7 @@ pub fn spawn_poller(
         foreign_reported: HashSet::new(),
         bot_username: String::new(),
     };
-    let task = tokio::spawn(poll_loop.run());
+    let task = tokio::spawn(tracing::Instrument::in_current_span(poll_loop.run()));
     PollerHandle {
         cancel,
         progress,
@@ -788,7 +788,9 @@ impl Replier {
     /// Starts the sending task; it ends when every `Replier` clone is dropped.
     pub fn spawn(bot: TelegramBot, settings: ReplierSettings) -> (Replier, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(settings.queue_capacity.max(1));
-        let task = tokio::spawn(send_replies(bot, settings, receiver));
+        let task = tokio::spawn(tracing::Instrument::in_current_span(send_replies(
+            bot, settings, receiver,
+        )));
         (Replier { queue }, task)
     }
 

@@ -77,6 +77,12 @@ pub struct Ctx {
     /// file) of peers we have no record of, with the moment first seen: such a file may
     /// be a live leader we cannot see yet, so nobody is preempted because of it.
     pub unreadable_peers: BTreeMap<String, Moment>,
+    /// Whether a `StartActing` is in force (no `StopActing` since).
+    pub acting: bool,
+    /// Active, stopping with no standby: resign once the runtime says polling stopped.
+    pub(crate) resign_when_stopped: bool,
+    /// The last update id our last written record carried.
+    written_update_id: Option<i64>,
     /// Who asked for the handoff in progress, to be told how it ended.
     pub(crate) handoff_ticket: Option<u64>,
     /// Why we refused, until the exit is asked for.
@@ -114,6 +120,9 @@ impl Ctx {
             refused: false,
             refusal: None,
             handoff_ticket: None,
+            acting: false,
+            resign_when_stopped: false,
+            written_update_id: None,
             unreadable_peers: BTreeMap::new(),
             cause: String::new(),
         }
@@ -141,10 +150,17 @@ impl Ctx {
         }
         self.own.seq += 1;
         self.own.written_at_ms = self.wall_ms;
+        self.written_update_id = self.own.last_update_id;
         self.last_write = Some(self.now);
         self.emit(Effect::WriteRecord {
             record: Box::new(self.own.clone()),
         });
+    }
+
+    /// Whether our record on disk lags the update progress we know of (after a stop, the
+    /// runtime's last acknowledgements arrive with `ActingStopped`).
+    pub fn progress_unwritten(&self) -> bool {
+        self.last_write.is_some() && self.written_update_id != self.own.last_update_id
     }
 
     /// Arms `timer` at `now + interval` (jitter drawn from the seeded rng).

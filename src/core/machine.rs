@@ -261,11 +261,7 @@ impl Protocol {
             context.cancel(TimerId::RequestTimeout);
         }
         context.write_record();
-        let skip_through = context.highest_update_id();
-        context.emit(Effect::StartActing {
-            term: *term,
-            skip_through,
-        });
+        context.start_acting(*term);
         context.notify(
             Level::Info,
             format!("{} is now ACTIVE (term {term})", context.me()),
@@ -277,9 +273,7 @@ impl Protocol {
 
     #[action]
     fn exit_active(context: &mut Ctx) {
-        context.emit(Effect::StopActing {
-            reason: "leaving Active".into(),
-        });
+        context.stop_acting("leaving Active");
         context.cancel(TimerId::RetentionSweep);
         context.revalidating = false;
     }
@@ -316,13 +310,16 @@ impl Protocol {
                 match best {
                     Some(to) => Transition(State::yielding(to, *term + 1, true)),
                     None => {
-                        context.emit(Effect::StopActing {
-                            reason: "stopping; no standby to hand over to".into(),
-                        });
-                        context.resign("stopped cleanly with no standby to hand over to");
+                        // The final record waits for the runtime's last progress.
+                        context.stop_acting("stopping; no standby to hand over to");
+                        context.resign_when_stopped = true;
                         Handled
                     }
                 }
+            }
+            Stimulus::ActingStopped if context.resign_when_stopped => {
+                context.resign("stopped cleanly with no standby to hand over to");
+                Handled
             }
             Stimulus::Woke { slept } => active_woke(context, *slept),
             Stimulus::Conflict => active_conflict(context, *term),
@@ -439,6 +436,11 @@ impl Protocol {
             }
             Stimulus::Woke { .. } => {
                 context.emit(Effect::Rescan);
+                Handled
+            }
+            Stimulus::ActingStopped if context.progress_unwritten() => {
+                // Stepped down: the next active device must see what we handled.
+                context.write_record();
                 Handled
             }
             Stimulus::Activate { ticket, .. } => {
@@ -616,8 +618,7 @@ fn active_evaluate(context: &mut Ctx, term: u64, complete: bool) -> Outcome<Stat
         context.revalidating = false;
         context.notify(Level::Info, "claim re-validated after sleep; acting again");
         context.write_record();
-        let skip_through = context.highest_update_id();
-        context.emit(Effect::StartActing { term, skip_through });
+        context.start_acting(term);
     }
     let requests: Vec<(String, ActivationRequest)> =
         election::activation_requests(&context.peers, now, &timing)
@@ -676,14 +677,13 @@ fn active_woke(context: &mut Ctx, slept: Duration) -> Outcome<State> {
         let message =
             format!("slept {slept:?}, past the lease: stepping down before anything else");
         context.notify(Level::Warn, message);
+        context.stop_acting("slept past the lease");
         // Re-read every peer: the watcher may have missed (or died during) the sleep.
         context.emit(Effect::Rescan);
         return Transition(State::standby());
     }
     context.revalidating = true;
-    context.emit(Effect::StopActing {
-        reason: format!("slept {slept:?}: re-validating the claim"),
-    });
+    context.stop_acting(&format!("slept {slept:?}: re-validating the claim"));
     context.emit(Effect::Rescan);
     Handled
 }
@@ -772,6 +772,22 @@ impl Ctx {
             self.own.seq = self.own.seq.max(prior.record.seq);
             self.own.term = self.own.term.max(prior.record.term);
             self.own.last_update_id = self.own.last_update_id.max(prior.record.last_update_id);
+        }
+    }
+
+    /// Starts serving for `term`, past every update any record says was handled.
+    fn start_acting(&mut self, term: u64) {
+        self.acting = true;
+        let skip_through = self.highest_update_id();
+        self.emit(Effect::StartActing { term, skip_through });
+    }
+
+    /// Stops serving, once: the runtime answers each `StopActing` with `ActingStopped`.
+    fn stop_acting(&mut self, reason: &str) {
+        if std::mem::take(&mut self.acting) {
+            self.emit(Effect::StopActing {
+                reason: reason.to_string(),
+            });
         }
     }
 

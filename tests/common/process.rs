@@ -103,6 +103,46 @@ impl Folder {
     }
 }
 
+impl Folder {
+    /// Starts `baton run` for `name` against a fake Bot API (chat `chat`), with a
+    /// stand-in mirror recording what it gets to `<root>/<name>.updates`; JSON logs.
+    pub fn start_telegram(&self, name: &str, api_url: &str, token: &str, chat: i64) -> Device {
+        let out = self.root.path().join(format!("{name}.updates"));
+        let out = out.to_string_lossy().into_owned();
+        let mut command = self.baton();
+        command
+            .env("TELEGRAM_BOT_TOKEN", token)
+            .env("TELEGRAM_CHAT_ID", chat.to_string())
+            .env("TELEGRAM_API_URL", api_url)
+            .args(["--log-format", "json"]);
+        let stub = [
+            "--",
+            BATON,
+            "mirror-stub",
+            "--out",
+            &out,
+            "--interval-ms",
+            "50",
+        ];
+        self.start_with(name, &stub, command)
+    }
+}
+
+/// Polls `check` every 20 ms until it returns Some or `limit` passes, without blocking
+/// an async runtime.
+pub async fn wait_until<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub struct Device {
     pub child: Option<Child>,
     pub device_id: String,
