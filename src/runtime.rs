@@ -381,7 +381,15 @@ impl Runtime {
             Effect::StartActing { term, skip_through } => {
                 tracing::info!(parent: &self.span, term, ?skip_through, "serving the bot");
                 let start = self.start_position(skip_through);
-                self.serving.start(term, start).await;
+                let known_foreign: Vec<i64> = self
+                    .core
+                    .peers()
+                    .values()
+                    .map(|peer| &peer.record)
+                    .chain(std::iter::once(self.core.own_record()))
+                    .flat_map(|record| record.foreign_chats.iter().copied())
+                    .collect();
+                self.serving.start(term, start, known_foreign).await;
             }
             Effect::StopActing { reason } => {
                 let progress = self.serving.stop(&reason).await;

@@ -178,7 +178,8 @@ impl Serving {
         })
     }
 
-    pub async fn start(&mut self, term: u64, start: StartPosition) {
+    /// Starts serving for `term` from `start`; `known_foreign_chats` were reported before.
+    pub async fn start(&mut self, term: u64, start: StartPosition, known_foreign_chats: Vec<i64>) {
         self.acting = true;
         tracing::info!(
             term,
@@ -192,6 +193,7 @@ impl Serving {
         if let Some(side) = self.telegram.as_mut() {
             side.start = start;
             side.paused_until = None;
+            side.poller_config.known_foreign_chats = known_foreign_chats;
             if polls {
                 if let Err(error) = side.bot.prepare_polling().await {
                     tracing::warn!(%error, "cannot remove the webhook or set the command menu; polling anyway");

@@ -444,6 +444,8 @@ pub struct PollerConfig {
     /// it did, it stops polling and reports [`PollerEvent::Slept`], so a device that
     /// woke past its lease never polls before the core has re-validated its claim.
     pub sleep_guard: Option<crate::adapters::clock::SleepDetector>,
+    /// Foreign chats already reported (by any device, from the records): not again.
+    pub known_foreign_chats: Vec<i64>,
 }
 
 impl PollerConfig {
@@ -456,6 +458,7 @@ impl PollerConfig {
             resend_pause: Duration::from_secs(1),
             jitter_seed,
             sleep_guard: None,
+            known_foreign_chats: Vec::new(),
         }
     }
 }
@@ -504,6 +507,7 @@ pub fn spawn_poller(
 ) -> PollerHandle {
     let cancel = CancellationToken::new();
     let ledger = OffsetLedger::new(&start);
+    let foreign_reported = config.known_foreign_chats.iter().copied().collect();
     let (progress_tx, progress) = watch::channel(ledger.progress());
     let poll_loop = PollLoop {
         rng: ChaCha8Rng::seed_from_u64(config.jitter_seed),
@@ -514,7 +518,7 @@ pub fn spawn_poller(
         cancel: cancel.clone(),
         progress_tx,
         ledger,
-        foreign_reported: HashSet::new(),
+        foreign_reported,
         bot_username: String::new(),
     };
     let task = tokio::spawn(tracing::Instrument::in_current_span(poll_loop.run()));
