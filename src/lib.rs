@@ -1,7 +1,124 @@
-//! mirror-baton: passes one Telegram bot between several devices over a synced folder.
+//! mirror-baton: one Telegram bot, passed between several devices over a synced folder.
 //!
-//! (The full manual lands with the runtime; see ARCHITECTURE.md meanwhile.)
+//! A *device* is one `baton run` for one project directory on one machine. Telegram
+//! allows one `getUpdates` consumer per bot, so exactly one device, the **active
+//! device**, polls it at a time. It answers baton's own chat commands and hands every
+//! other update to a child program (the opencode-telegram-mirror) through a loopback
+//! gateway. The devices share nothing but a folder that iCloud Drive (or Dropbox,
+//! Syncthing, or a local disk) keeps in sync. Each device writes only its own record in
+//! `<sync-root>/<group>/devices/` and decides who is active from everyone's records.
+//!
+//! This is the programmer's manual. `ARCHITECTURE.md` (at the repository root) is the
+//! codemap: the protocol, its safety argument and its limits, the module map and the
+//! invariants with the tests that check them. `README.md` is the user's manual.
+//!
+//! # The run loop
+//!
+//! The protocol lives in a sans-IO core, [`core::Core`], driven the way str0m and
+//! quinn-proto are driven. The core never reads a clock, a file or OS randomness. Time
+//! arrives as an argument; decisions leave as effects.
+//!
+//! 1. Build it with [`Core::new`](crate::core::Core::new) from a
+//!    [`CoreConfig`](crate::core::CoreConfig): identity, [`Timing`](crate::core::Timing)
+//!    and a seed. Every jitter is drawn from an rng seeded with it.
+//! 2. Feed [`Event::Start`](crate::core::Event::Start) first, then every input as it
+//!    happens, with [`Core::handle`](crate::core::Core::handle) and an
+//!    [`Input`](crate::core::Input) `{ at, wall_ms, event }`. Timers due at or before
+//!    `at` fire before the event is handled. A [`Woke`](crate::core::Event::Woke) input
+//!    is acted on even before those timers.
+//! 3. After each `handle`, drain [`Core::poll_effect`](crate::core::Core::poll_effect)
+//!    until it returns `None`, and carry the [`Effect`](crate::core::Effect)s out in
+//!    order. Three of them owe the core an answer, to be fed as a later input:
+//!    - [`Effect::Rescan`](crate::core::Effect::Rescan) →
+//!      [`Event::Scanned`](crate::core::Event::Scanned) (or `ScanFailed`);
+//!    - [`Effect::StopActing`](crate::core::Effect::StopActing) →
+//!      [`Event::ActingStopped`](crate::core::Event::ActingStopped), once polling has
+//!      really stopped (a handoff is published only then);
+//!    - [`Effect::ProbePid`](crate::core::Effect::ProbePid) →
+//!      [`Event::PidProbed`](crate::core::Event::PidProbed).
+//! 4. Sleep until [`Core::next_timeout`](crate::core::Core::next_timeout), or until
+//!    something happens. On waking for a deadline, feed
+//!    [`Event::Tick`](crate::core::Event::Tick), which only advances time.
+//!
+//! [`runtime`] is the tokio implementation of this loop for `baton run`.
+//! [`replay`] drives the same core from recorded fixtures, with no IO at all. Because the
+//! core is deterministic, one fixture (inputs plus seed) always gives the same
+//! transcript.
+//!
+//! # Kinds of time
+//!
+//! - [`Moment`](crate::core::Moment): milliseconds on a monotonic clock that **counts
+//!   sleep**. That is `CLOCK_BOOTTIME` on Linux and `CLOCK_MONOTONIC_RAW`
+//!   (`mach_continuous_time`) on macOS. Leases, liveness, timers and settle windows are
+//!   all measured in Moments, so a closed lid does not freeze a lease.
+//!   [`adapters::clock`] is the only reader of this clock. It adds a fixed origin
+//!   offset, so that peers can always be marked long dead without underflow.
+//! - The awake-only clock (`CLOCK_MONOTONIC` on Linux, `CLOCK_UPTIME_RAW` on macOS,
+//!   which is what `Instant` and tokio's timers use there). Its only protocol use is to
+//!   notice a sleep: the two clocks drifting apart becomes
+//!   [`Event::Woke`](crate::core::Event::Woke).
+//! - The wall clock ([`Input::wall_ms`](crate::core::Input::wall_ms)), stamped into
+//!   records as `written_at_ms`. It is never compared across machines except as a
+//!   start-up hint and in the retention sweep, both with a 2 h skew allowance.
+//!   Liveness is always judged by the LOCAL moment at which a peer's `seq` was *seen to
+//!   change*.
+//!
+//! `--time-scale F` multiplies every protocol constant in
+//! [`Timing`](crate::core::Timing) (tests and demos use 0.01–0.1). It does not scale
+//! the skew allowance or the record retention.
+//!
+//! # Panic policy
+//!
+//! Bad input and IO trouble never panic. A corrupt record, an evicted iCloud file, a
+//! vanished folder, a malformed Telegram update or a refused write is logged (once per
+//! file and problem) and survived. A panic means a broken invariant, and its message
+//! starts with `"BUG: "`. The core's re-evaluation bound (at most 8 transitions per
+//! input) reports a `BUG:` notice instead of panicking or hanging. Errors are
+//! `thiserror` enums per module; `anyhow` is used only at the top (`main.rs`, and some
+//! of [`cli`]'s verbs). The bot token never reaches a log, a record, an error or a
+//! panic.
+//!
+//! # Modules
+//!
+//! - [`core`] — the sans-IO coordination core.
+//!   - [`core::record`] — the device record and file names.
+//!   - [`core::election`] — pure election rules.
+//!   - [`core::timers`] — time, constants, timers.
+//!   - [`core::io`] — inputs and effects.
+//!   - [`core::machine`] — the statig machine and the [`Core`](crate::core::Core) facade.
+//! - [`adapters`] — IO on one side, core inputs and effects on the other.
+//!   - [`adapters::store`] — the devices folder.
+//!   - [`adapters::watcher`] — notify.
+//!   - [`adapters::clock`] — clocks and sleep detection.
+//!   - [`adapters::local`] — the local state directory, lock and pid probe.
+//!   - [`adapters::control`] — the local control socket.
+//!   - [`adapters::telegram`] — the poller, offset ledger and replier.
+//!   - [`adapters::gateway`] — the loopback gateway the child reads.
+//!   - [`adapters::child`] — the child supervisor.
+//!   - [`adapters::telegram_config`] — configuration and the token `Secret`.
+//! - [`runtime`] — the tokio run loop of `baton run`.
+//! - [`serving`] — what acting as the active device means (poller, gateway, child).
+//! - [`replay`] — fixtures, the replayer, transcripts and `baton record`.
+//! - [`cli`], [`cli_ops`] — the command line.
+//! - [`agent`] — launchd and systemd services.
+//! - [`fake_bot_api`], [`mirror_stub`] — a fake Bot API and a stand-in mirror, for tests
+//!   and the demo.
+//! - [`telegram_text`] — the words baton says in the chat.
+//!
+//! The simulator (`src/sim`) and the demo (`src/demo.rs`) are being added. The
+//! simulator runs many devices of the real core over a modelled sync folder. The demo
+//! plays a failover and handoff story on one machine.
 
+pub mod adapters;
 pub mod agent;
+pub mod cli;
+pub mod cli_ops;
 pub mod core;
+pub mod demo;
+pub mod fake_bot_api;
+pub mod mirror_stub;
+pub mod replay;
+pub mod runtime;
+pub mod serving;
 pub mod sim;
+pub mod telegram_text;

@@ -1,1 +1,196 @@
-fn main() {}
+//! `baton`: parse the command line, set up logging, run the command, map errors to the
+//! documented exit codes. The only place `anyhow` errors end.
+
+use clap::Parser;
+use mirror_baton::adapters::child::ChildSpec;
+use mirror_baton::adapters::local::LocalError;
+use mirror_baton::adapters::telegram::PollerConfig;
+use mirror_baton::cli::{self, Cli, Command, LogFormat, UsageError, exit};
+use mirror_baton::core::Timing;
+use mirror_baton::runtime::{self, RunConfig, RunError};
+use mirror_baton::serving::{ChildPlan, TelegramPlan};
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("baton: cannot start the async runtime: {error}");
+            std::process::exit(exit::FAILURE);
+        }
+    };
+    let code = match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("baton: {error:#}");
+            exit_code_for(&error)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn exit_code_for(error: &anyhow::Error) -> i32 {
+    if error.downcast_ref::<UsageError>().is_some() {
+        return exit::USAGE;
+    }
+    if let Some(error) = error.downcast_ref::<cli::CliError>() {
+        return error.exit_code();
+    }
+    match error.downcast_ref::<RunError>() {
+        Some(RunError::Local(LocalError::AlreadyRunning { .. })) => exit::ALREADY_RUNNING,
+        _ => exit::FAILURE,
+    }
+}
+
+async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32> {
+    let project = cli::project_dir(&args.dir)?;
+    let telegram = cli::telegram_config(&project, &args.telegram)?;
+    let settings = cli::settings(global, telegram.as_ref().and_then(cli::bot_id))?;
+    let thread_id = telegram.as_ref().and_then(|t| t.thread_id);
+    let identity = cli::identity(
+        &project,
+        &args.device,
+        &settings.state_dir,
+        args.priority,
+        thread_id,
+    )?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    if args.child_when_active && args.command.is_empty() {
+        return Err(UsageError("--child-when-active needs a command after `--`".into()).into());
+    }
+    let child = args.command.split_first().map(|(program, rest)| ChildPlan {
+        spec: ChildSpec::new(program, rest.iter().map(Into::into).collect(), &project),
+        only_when_active: args.child_when_active,
+    });
+    let telegram = telegram.map(|config| TelegramPlan {
+        poller: PollerConfig::new(config.chat_id, config.thread_id, seed),
+        config,
+        poll_timeout: std::time::Duration::from_secs(args.telegram.poll_timeout),
+        device_tag: Some(identity.device_id.clone()),
+    });
+    if telegram.is_none() {
+        tracing::info!("no Telegram bot token configured: coordinating only");
+    }
+    let config = RunConfig {
+        identity,
+        sync_dir: settings.sync_dir,
+        group: settings.group,
+        state_dir: settings.state_dir,
+        timing: Timing {
+            record_retention: std::time::Duration::from_secs(args.retention_hours * 3600),
+            ..settings.timing
+        },
+        seed,
+        watch_mode: cli::watch_mode(args.poll)?,
+        telegram,
+        child,
+        reload: Some(reloader(project, args.telegram.clone())),
+    };
+    // Every line logged by this run — the poller's, the child's, the gateway's — names
+    // the device; the run loop's own lines add the role.
+    let span = tracing::info_span!("device", id = %config.identity.device_id);
+    Ok(tracing::Instrument::instrument(runtime::run(config), span).await?)
+}
+
+/// SIGHUP: re-read the Telegram configuration; compare fingerprints that carry no token.
+fn reloader(project: std::path::PathBuf, args: cli::TelegramArgs) -> runtime::Reload {
+    Box::new(move || {
+        let config = cli::telegram_config(&project, &args).map_err(|error| error.to_string())?;
+        Ok(match config {
+            None => "no telegram".to_string(),
+            // Compared in memory only, never logged.
+            Some(config) => format!(
+                "token {:x} chat {} thread {:?} api {:?}",
+                mirror_baton::core::record::stable_hash(config.bot_token.expose().as_bytes()),
+                config.chat_id,
+                config.thread_id,
+                config.api_url.as_ref().map(|url| url.to_string())
+            ),
+        })
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => run(&cli.global, args).await,
+        Command::Status(args) => {
+            let settings = cli::settings(&cli.global, None)?;
+            loop {
+                let (rows, source) = cli::load_table(&settings).await?;
+                if args.json {
+                    let value = serde_json::json!({
+                        "group": settings.group,
+                        "source": source,
+                        "devices": rows,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else if args.watch {
+                    print!(
+                        "{}",
+                        cli::render_watch_frame(&settings.group, &rows, source)
+                    );
+                } else {
+                    print!("{}", cli::render_table(&rows, source));
+                }
+                if !args.watch {
+                    return Ok(exit::OK);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(cli::WATCH_INTERVAL) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(exit::OK),
+                }
+            }
+        }
+        Command::Demo(args) => mirror_baton::demo::run_demo(args).await,
+        Command::MirrorStub(args) => Ok(mirror_baton::mirror_stub::run(args).await?),
+        Command::FakeTelegram(args) => {
+            let config = mirror_baton::fake_bot_api::FakeBotConfig {
+                token: args.token,
+                ..Default::default()
+            };
+            let fake = mirror_baton::fake_bot_api::serve(args.listen, config).await?;
+            println!("{}", fake.api_url());
+            tokio::signal::ctrl_c().await?;
+            Ok(exit::OK)
+        }
+        Command::Replay(args) => Ok(mirror_baton::replay::run_replay(
+            &args,
+            &mut std::io::stdout(),
+        )?),
+        Command::Record(args) => {
+            let settings = cli::settings(&cli.global, None)?;
+            let code = tokio::task::spawn_blocking(move || {
+                mirror_baton::replay::run_record(&args, &settings.sync_dir, &settings.group)
+            })
+            .await??;
+            Ok(code)
+        }
+        Command::Agent(command) => Ok(mirror_baton::cli_ops::agent(&cli.global, &command)?),
+        Command::Activate(args) => {
+            let settings = cli::settings(&cli.global, None)?;
+            Ok(cli::activate(&settings, &args).await?)
+        }
+    }
+}

@@ -73,6 +73,22 @@ pub struct Ctx {
     pub hold_off_until: Moment,
     /// Another live process writes our device id: never write or act again.
     pub refused: bool,
+    /// Record files present but not readable yet (an `.icloud` stub, a dataless or corrupt
+    /// file) of peers we have no record of, with the moment first seen: such a file may
+    /// be a live leader we cannot see yet, so nobody is preempted because of it.
+    pub unreadable_peers: BTreeMap<String, Moment>,
+    /// Whether a `StartActing` is in force (no `StopActing` since).
+    pub acting: bool,
+    /// Active, stopping with no standby: resign once the runtime says polling stopped.
+    pub(crate) resign_when_stopped: bool,
+    /// The last update id our last written record carried.
+    written_update_id: Option<i64>,
+    /// Who asked for the handoff in progress, to be told how it ended.
+    pub(crate) handoff_ticket: Option<u64>,
+    /// Why we refused, until the exit is asked for.
+    pub(crate) refusal: Option<String>,
+    /// The name of the stimulus being handled, for [`Effect::Transition`]'s `cause`.
+    pub cause: String,
 }
 
 impl Ctx {
@@ -102,6 +118,13 @@ impl Ctx {
             contend_started: Moment(0),
             hold_off_until: Moment(0),
             refused: false,
+            refusal: None,
+            handoff_ticket: None,
+            acting: false,
+            resign_when_stopped: false,
+            written_update_id: None,
+            unreadable_peers: BTreeMap::new(),
+            cause: String::new(),
         }
     }
 
@@ -127,10 +150,17 @@ impl Ctx {
         }
         self.own.seq += 1;
         self.own.written_at_ms = self.wall_ms;
+        self.written_update_id = self.own.last_update_id;
         self.last_write = Some(self.now);
         self.emit(Effect::WriteRecord {
             record: Box::new(self.own.clone()),
         });
+    }
+
+    /// Whether our record on disk lags the update progress we know of (after a stop, the
+    /// runtime's last acknowledgements arrive with `ActingStopped`).
+    pub fn progress_unwritten(&self) -> bool {
+        self.last_write.is_some() && self.written_update_id != self.own.last_update_id
     }
 
     /// Arms `timer` at `now + interval` (jitter drawn from the seeded rng).
@@ -252,6 +282,7 @@ impl Ctx {
                     self.emit(Effect::RequestDownload {
                         name: file.name.clone(),
                     });
+                    self.note_unreadable(&stem);
                 }
                 OwnFileNews::Nothing
             }
@@ -269,7 +300,6 @@ impl Ctx {
                             found: parsed.device_id,
                         })
                     } else {
-                        self.clear_report(&file.name);
                         if parsed.is_newer_schema() {
                             let message = format!(
                                 "{} was written by a newer baton (schema {}); treating it as \
@@ -277,6 +307,8 @@ impl Ctx {
                                 file.name, parsed.schema
                             );
                             self.report_once(&file.name, "newer_schema", Level::Warn, message);
+                        } else {
+                            self.clear_report(&file.name);
                         }
                         return Some(parsed);
                     }
@@ -329,8 +361,10 @@ impl Ctx {
             return;
         }
         let Some(parsed) = self.read_record(file) else {
+            self.note_unreadable(stem);
             return;
         };
+        self.unreadable_peers.remove(stem);
         let (now, wall_ms, timing) = (self.now, self.wall_ms, self.timing);
         match self.peers.get_mut(stem) {
             Some(peer) => {
@@ -354,6 +388,23 @@ impl Ctx {
         }
     }
 
+    /// Notes a record file of an unknown peer that cannot be read yet.
+    fn note_unreadable(&mut self, stem: &str) {
+        if stem != self.own_stem && !self.peers.contains_key(stem) {
+            let now = self.now;
+            self.unreadable_peers.entry(stem.to_string()).or_insert(now);
+        }
+    }
+
+    /// Until when an unreadable record file must be presumed to be a live leader.
+    pub fn unreadable_until(&self) -> Option<Moment> {
+        self.unreadable_peers
+            .values()
+            .map(|first_seen| first_seen.plus(self.timing.liveness_active))
+            .filter(|until| *until > self.now)
+            .max()
+    }
+
     fn ingest_own(&mut self, file: &FileObservation) -> OwnFileNews {
         let Some(found) = self.read_record(file) else {
             return OwnFileNews::Nothing;
@@ -375,16 +426,18 @@ impl Ctx {
                 OwnFileNews::Prior
             }
             Some(prior) if self.last_write.is_none() => {
-                if !ours
-                    && (found.seq != prior.record.seq || found.instance != prior.record.instance)
-                {
+                // Watched while registering (another install's record, or one of ours not
+                // stopped cleanly): any change means another process is writing it.
+                if found.seq != prior.record.seq || found.instance != prior.record.instance {
                     OwnFileNews::Duplicate(Box::new(found))
                 } else {
                     OwnFileNews::Nothing
                 }
             }
-            _ if ours => {
-                // Our previous incarnation's copy resurfaced: ours is newer, re-assert it.
+            _ if ours && found.seq <= self.own.seq => {
+                // Our previous incarnation's copy resurfaced (we continued its seq, so it is
+                // older): re-assert ours. A HIGHER seq from another instance of this install
+                // means a second live process serves this directory: a duplicate.
                 self.write_record();
                 OwnFileNews::Nothing
             }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::record::{ActivationRequest, DeviceRecord, Handoff, Status};
 use super::timers::{Moment, Timing};
@@ -184,7 +184,7 @@ pub fn find_by_id<'a>(peers: &'a Peers, device_id: &str) -> Option<&'a PeerView>
 }
 
 /// Health of a row in the device table.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
     /// Seen to change within its liveness timeout.
@@ -198,7 +198,7 @@ pub enum Health {
 }
 
 /// One row of `baton status` and Telegram's `/devices`.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct DeviceRow {
     pub number: usize,
     pub device_id: String,

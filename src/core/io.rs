@@ -75,6 +75,8 @@ pub enum Event {
     PidProbed { stem: String, pid: u32, alive: bool },
     /// The active device handled (or its child acknowledged) this update id.
     UpdateHandled { update_id: i64 },
+    /// Update ids above the last handled one that were handled too (replaces the list).
+    HandledAbove { ids: Vec<i64> },
     /// Answer to [`Effect::StopActing`]: polling has stopped and what was handled is
     /// confirmed; the handoff may now be published.
     ActingStopped { last_update_id: Option<i64> },
@@ -151,8 +153,16 @@ pub enum ActivationOutcome {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
-    /// The machine moved between states.
-    Transition { from: Role, to: Role },
+    /// The machine moved between states. `cause` names the stimulus the old state
+    /// handled (see [`crate::core::machine::Stimulus::name`]): `scanned`, `file_changed`,
+    /// `settle_timer`, `shutdown_asked`, …, or `reevaluate` when the state had just been
+    /// entered and looked at the world — the statechart's labels.
+    Transition {
+        from: Role,
+        to: Role,
+        #[serde(default)]
+        cause: String,
+    },
     /// Write this record to our own file (atomically).
     WriteRecord { record: Box<DeviceRecord> },
     /// Delete a file in the devices folder (only our own conflict copies, and records

@@ -45,11 +45,43 @@ pub enum Stimulus {
 }
 
 impl Stimulus {
-    fn looks_at_world(&self) -> bool {
+    /// A stable name for transcripts and the statechart's labels.
+    pub fn name(&self) -> String {
+        match self {
+            Stimulus::Start => "start".into(),
+            Stimulus::Observed { complete: true, .. } => "scanned".into(),
+            Stimulus::Observed {
+                complete: false, ..
+            } => "file_changed".into(),
+            Stimulus::Timer(timer) => format!("{}_timer", timer.as_str()),
+            Stimulus::Activate { .. } => "activate_asked".into(),
+            Stimulus::Shutdown => "shutdown_asked".into(),
+            Stimulus::Woke { .. } => "woke".into(),
+            Stimulus::Conflict => "conflict".into(),
+            Stimulus::PidGone => "pid_gone".into(),
+            Stimulus::ActingStopped => "acting_stopped".into(),
+            Stimulus::Reevaluate => "reevaluate".into(),
+        }
+    }
+
+    /// Whether another live process writes our record: handled by the `device`
+    /// superstate alone (refuse), so every state's world-looking arm must let it pass.
+    fn is_duplicate(&self) -> bool {
         matches!(
             self,
-            Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+            Stimulus::Observed {
+                own_news: OwnFileNews::Duplicate(_),
+                ..
+            }
         )
+    }
+
+    fn looks_at_world(&self) -> bool {
+        !self.is_duplicate()
+            && matches!(
+                self,
+                Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+            )
     }
 }
 
@@ -64,22 +96,40 @@ pub struct Protocol;
     after_transition = "Self::after_transition"
 )]
 impl Protocol {
+    #[action]
+    fn enter_registering(context: &mut Ctx) {
+        if let Some(message) = context.refusal.take() {
+            context.exit(exit_code::DUPLICATE_DEVICE, &message);
+        }
+    }
+
     /// Watching the folder before taking part; writes nothing.
-    #[state(superstate = "device")]
+    #[state(superstate = "device", entry_action = "enter_registering")]
     fn registering(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
             Stimulus::Start => {
                 context.emit(Effect::Rescan);
-                // The `device` superstate arms the backstop rescan on Start.
-                Super
+                // Handled here, so the `device` superstate never sees Start: arm the
+                // backstop here too (it was never armed at all before).
+                context.arm(TimerId::Backstop, context.timing.backstop_scan);
+                Handled
             }
             Stimulus::Observed { complete: true, .. }
-                if !context.timers.is_armed(TimerId::Registration) && !context.refused =>
+                if !event.is_duplicate()
+                    && !context.timers.is_armed(TimerId::Registration)
+                    && !context.refused =>
             {
                 match &context.prior_own {
-                    Some(prior) if !prior.ours => {
+                    // Another install's record (a clone?), or ours not stopped cleanly (a
+                    // crash, or a second process for this directory): watch it first.
+                    Some(prior) if !prior.ours || prior.record.status != Status::Stopped => {
+                        let whose = if prior.ours {
+                            "this install, not stopped cleanly"
+                        } else {
+                            "another install"
+                        };
                         let message = format!(
-                            "a record for {} from another install exists (pid {} on {}); \
+                            "a record for {} from {whose} exists (pid {} on {}); \
                              watching it for {:?} before taking it over",
                             context.me(),
                             prior.record.pid,
@@ -217,11 +267,7 @@ impl Protocol {
             context.cancel(TimerId::RequestTimeout);
         }
         context.write_record();
-        let skip_through = context.highest_update_id();
-        context.emit(Effect::StartActing {
-            term: *term,
-            skip_through,
-        });
+        context.start_acting(*term);
         context.notify(
             Level::Info,
             format!("{} is now ACTIVE (term {term})", context.me()),
@@ -233,9 +279,7 @@ impl Protocol {
 
     #[action]
     fn exit_active(context: &mut Ctx) {
-        context.emit(Effect::StopActing {
-            reason: "leaving Active".into(),
-        });
+        context.stop_acting("leaving Active");
         context.cancel(TimerId::RetentionSweep);
         context.revalidating = false;
     }
@@ -248,7 +292,9 @@ impl Protocol {
     )]
     fn active(term: &mut u64, context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
-            Stimulus::Observed { complete, .. } => active_evaluate(context, *term, *complete),
+            Stimulus::Observed { complete, .. } if !event.is_duplicate() => {
+                active_evaluate(context, *term, *complete)
+            }
             Stimulus::Reevaluate | Stimulus::PidGone => active_evaluate(context, *term, false),
             Stimulus::Timer(TimerId::Heartbeat) => {
                 context.write_record();
@@ -270,13 +316,16 @@ impl Protocol {
                 match best {
                     Some(to) => Transition(State::yielding(to, *term + 1, true)),
                     None => {
-                        context.emit(Effect::StopActing {
-                            reason: "stopping; no standby to hand over to".into(),
-                        });
-                        context.resign("stopped cleanly with no standby to hand over to");
+                        // The final record waits for the runtime's last progress.
+                        context.stop_acting("stopping; no standby to hand over to");
+                        context.resign_when_stopped = true;
                         Handled
                     }
                 }
+            }
+            Stimulus::ActingStopped if context.resign_when_stopped => {
+                context.resign("stopped cleanly with no standby to hand over to");
+                Handled
             }
             Stimulus::Woke { slept } => active_woke(context, *slept),
             Stimulus::Conflict => active_conflict(context, *term),
@@ -301,6 +350,7 @@ impl Protocol {
 
     #[action]
     fn exit_yielding(context: &mut Ctx) {
+        context.handoff_ticket = None;
         context.cancel(TimerId::HandoffTimeout);
         context.own.handoff = None;
         context.awaiting_stop = false;
@@ -323,6 +373,10 @@ impl Protocol {
             Stimulus::ActingStopped if context.awaiting_stop => {
                 context.awaiting_stop = false;
                 context.write_record();
+                // The target's time to answer runs from the handoff's publication: stopping
+                // may have taken a while (the child's last acknowledgements).
+                let at = context.now.plus(context.timing.handoff_timeout);
+                context.arm_at(TimerId::HandoffTimeout, at, 0);
                 Handled
             }
             stimulus if stimulus.looks_at_world() => {
@@ -345,7 +399,10 @@ impl Protocol {
                     "handoff to {to} timed out after {:?}; taking the role back",
                     context.timing.handoff_timeout
                 );
-                context.notify(Level::Warn, message);
+                context.notify(Level::Warn, message.clone());
+                if let Some(ticket) = context.handoff_ticket.take() {
+                    context.answer(ticket, failed(&message));
+                }
                 Transition(State::active(*term + 1))
             }
             Stimulus::Shutdown => {
@@ -381,10 +438,6 @@ impl Protocol {
     #[superstate]
     fn device(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
-            Stimulus::Start => {
-                context.arm(TimerId::Backstop, context.timing.backstop_scan);
-                Handled
-            }
             Stimulus::Timer(TimerId::Backstop) => {
                 context.emit(Effect::Rescan);
                 context.arm(TimerId::Backstop, context.timing.backstop_scan);
@@ -403,6 +456,11 @@ impl Protocol {
             }
             Stimulus::Woke { .. } => {
                 context.emit(Effect::Rescan);
+                Handled
+            }
+            Stimulus::ActingStopped if context.progress_unwritten() => {
+                // Stepped down: the next active device must see what we handled.
+                context.write_record();
                 Handled
             }
             Stimulus::Activate { ticket, .. } => {
@@ -431,6 +489,7 @@ impl Protocol {
         context.emit(Effect::Transition {
             from: source.role(),
             to: target.role(),
+            cause: context.cause.clone(),
         });
     }
 }
@@ -472,6 +531,10 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
     if now < context.hold_off_until {
         let at = context.hold_off_until;
         context.arm_at(TimerId::LeaderDeadline, at, 0);
+        return Handled;
+    }
+    if let Some(until) = context.unreadable_until() {
+        context.arm_at(TimerId::LeaderDeadline, until, 0);
         return Handled;
     }
     context.cancel(TimerId::LeaderDeadline);
@@ -575,8 +638,7 @@ fn active_evaluate(context: &mut Ctx, term: u64, complete: bool) -> Outcome<Stat
         context.revalidating = false;
         context.notify(Level::Info, "claim re-validated after sleep; acting again");
         context.write_record();
-        let skip_through = context.highest_update_id();
-        context.emit(Effect::StartActing { term, skip_through });
+        context.start_acting(term);
     }
     let requests: Vec<(String, ActivationRequest)> =
         election::activation_requests(&context.peers, now, &timing)
@@ -621,6 +683,7 @@ fn active_activate(context: &mut Ctx, term: u64, typed: &str, ticket: u64) -> Ou
         ticket,
         ActivationOutcome::HandingOver { to: target.clone() },
     );
+    context.handoff_ticket = Some(ticket);
     Transition(State::yielding(target, term + 1, false))
 }
 
@@ -634,13 +697,13 @@ fn active_woke(context: &mut Ctx, slept: Duration) -> Outcome<State> {
         let message =
             format!("slept {slept:?}, past the lease: stepping down before anything else");
         context.notify(Level::Warn, message);
+        context.stop_acting("slept past the lease");
+        // Re-read every peer: the watcher may have missed (or died during) the sleep.
         context.emit(Effect::Rescan);
         return Transition(State::standby());
     }
     context.revalidating = true;
-    context.emit(Effect::StopActing {
-        reason: format!("slept {slept:?}: re-validating the claim"),
-    });
+    context.stop_acting(&format!("slept {slept:?}: re-validating the claim"));
     context.emit(Effect::Rescan);
     Handled
 }
@@ -699,6 +762,12 @@ fn yielding_evaluate(
             Level::Info,
             format!("{to} took over (term {})", claim.record.term),
         );
+        if let Some(ticket) = context.handoff_ticket.take() {
+            let result = ActivationOutcome::Done {
+                device: successor.clone(),
+            };
+            context.answer(ticket, result);
+        }
     } else {
         context.notify(
             Level::Warn,
@@ -726,6 +795,22 @@ impl Ctx {
         }
     }
 
+    /// Starts serving for `term`, past every update any record says was handled.
+    fn start_acting(&mut self, term: u64) {
+        self.acting = true;
+        let skip_through = self.highest_update_id();
+        self.emit(Effect::StartActing { term, skip_through });
+    }
+
+    /// Stops serving, once: the runtime answers each `StopActing` with `ActingStopped`.
+    fn stop_acting(&mut self, reason: &str) {
+        if std::mem::take(&mut self.acting) {
+            self.emit(Effect::StopActing {
+                reason: reason.to_string(),
+            });
+        }
+    }
+
     pub(crate) fn exit(&mut self, code: i32, reason: &str) {
         self.emit(Effect::Exit {
             code,
@@ -741,8 +826,21 @@ impl Ctx {
         self.exit(exit_code::OK, reason);
     }
 
+    /// Stops taking part: no more writes; the exit is asked for on entering Registering,
+    /// after any `StopActing` of the state being left.
     fn refuse(&mut self, found: &DeviceRecord) {
         self.refused = true;
+        if found.install_id == self.identity.install_id {
+            let message = format!(
+                "another baton process serves this directory: {} (pid {} on host {:?}) \
+                 writes this device's record. Only one may run per directory; stop the \
+                 other one. Not taking part.",
+                found.device_id, found.pid, found.hostname
+            );
+            self.notify(Level::Error, message.clone());
+            self.refusal = Some(message);
+            return;
+        }
         let message = format!(
             "another live process writes this device's record: {} (pid {} on host {:?}, \
              install {}). This Mac looks cloned or restored from a backup. Give one of them \
@@ -750,7 +848,7 @@ impl Ctx {
             found.device_id, found.pid, found.hostname, found.install_id
         );
         self.notify(Level::Error, message.clone());
-        self.exit(exit_code::DUPLICATE_DEVICE, &message);
+        self.refusal = Some(message);
     }
 
     pub(crate) fn answer(&mut self, ticket: u64, result: ActivationOutcome) {
@@ -906,6 +1004,8 @@ impl Ctx {
 pub struct Core {
     machine: statig::blocking::StateMachine<Protocol>,
     ctx: Ctx,
+    /// The timers that fired during the last [`Core::handle`], in order.
+    fired: Vec<TimerId>,
 }
 
 /// A bound on the reevaluations after one input: a livelock is a bug, not a hang.
@@ -920,6 +1020,7 @@ impl Core {
         Core {
             machine: machine.into(),
             ctx,
+            fired: Vec::new(),
         }
     }
 
@@ -933,7 +1034,9 @@ impl Core {
             self.ctx.presume_peers_alive_after_sleep(slept);
             self.dispatch(Stimulus::Woke { slept });
         }
+        self.fired.clear();
         while let Some(timer) = self.ctx.timers.pop_due(self.ctx.now) {
+            self.fired.push(timer);
             self.dispatch(Stimulus::Timer(timer));
         }
         if let Some(stimulus) = self.ingest(input.event) {
@@ -973,6 +1076,11 @@ impl Core {
                 ctx.own.last_update_id = ctx.own.last_update_id.max(Some(update_id));
                 None
             }
+            Event::HandledAbove { mut ids } => {
+                ids.truncate(crate::core::record::HANDLED_ABOVE_MAX);
+                ctx.own.handled_above = ids;
+                None
+            }
             Event::ActingStopped { last_update_id } => {
                 ctx.own.last_update_id = ctx.own.last_update_id.max(last_update_id);
                 Some(Stimulus::ActingStopped)
@@ -987,6 +1095,9 @@ impl Core {
     fn dispatch(&mut self, stimulus: Stimulus) {
         let mut stimulus = stimulus;
         for _ in 0..REEVALUATIONS_MAX {
+            // Transitions name the stimulus the state handled (`reevaluate` after a
+            // transition: the new state looked at the world on entry).
+            self.ctx.cause = stimulus.name();
             let before = self.machine.state().clone();
             self.machine.handle_with_context(&stimulus, &mut self.ctx);
             if *self.machine.state() == before {
@@ -1011,6 +1122,12 @@ impl Core {
     /// The earliest pending timer: call [`Core::handle`] with [`Event::Tick`] then.
     pub fn next_timeout(&self) -> Option<Moment> {
         self.ctx.timers.next().map(|(at, _)| at)
+    }
+
+    /// The timers that fired during the last [`Core::handle`], in the order they fired
+    /// (a timer cancelled by an earlier reaction is not among them).
+    pub fn fired_timers(&self) -> &[TimerId] {
+        &self.fired
     }
 
     pub fn timers(&self) -> impl Iterator<Item = (TimerId, Moment)> + '_ {

@@ -19,6 +19,9 @@ pub const RECORD_BYTES_MAX: usize = 64 * 1024;
 /// Longest file name we derive, in bytes (APFS/ext4 allow 255; NTFS 255 UTF-16 units).
 pub const FILE_NAME_BYTES_MAX: usize = 120;
 
+/// Handled-above ids kept in a record, at most.
+pub const HANDLED_ABOVE_MAX: usize = 100;
+
 /// Foreign chat ids kept in a record, at most.
 pub const FOREIGN_CHATS_MAX: usize = 100;
 
@@ -108,6 +111,10 @@ pub struct DeviceRecord {
     /// The last Telegram update id this device handled while active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update_id: Option<i64>,
+    /// Update ids above `last_update_id` that were handled too (commands answered while
+    /// an earlier update still waited for the child). At most [`HANDLED_ABOVE_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handled_above: Vec<i64>,
     #[serde(default)]
     pub priority: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -221,6 +228,7 @@ impl DeviceRecord {
             handoff: None,
             activation_request: None,
             last_update_id: None,
+            handled_above: Vec::new(),
             priority: 0,
             thread_id: None,
             version: String::new(),

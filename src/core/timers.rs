@@ -193,6 +193,24 @@ pub enum TimerId {
     RetentionSweep,
 }
 
+impl TimerId {
+    /// The snake_case name used in JSON, transcripts and the statechart.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerId::Registration => "registration",
+            TimerId::Heartbeat => "heartbeat",
+            TimerId::Backstop => "backstop",
+            TimerId::LeaderDeadline => "leader_deadline",
+            TimerId::FailoverJitter => "failover_jitter",
+            TimerId::Settle => "settle",
+            TimerId::HandoffTimeout => "handoff_timeout",
+            TimerId::RequestTimeout => "request_timeout",
+            TimerId::PidProbe => "pid_probe",
+            TimerId::RetentionSweep => "retention_sweep",
+        }
+    }
+}
+
 /// The pending timers: at most one per [`TimerId`]. The next wake-up is the earliest.
 #[derive(Clone, Debug, Default)]
 pub struct TimerTable {
@@ -259,6 +277,25 @@ mod tests {
         assert_eq!(table.pop_due(Moment(60)), Some(TimerId::Backstop));
         assert_eq!(table.pop_due(Moment(60)), Some(TimerId::Heartbeat));
         assert_eq!(table.pop_due(Moment(60)), None);
+    }
+
+    #[test]
+    fn timer_names_match_their_json() {
+        for timer in [
+            TimerId::Registration,
+            TimerId::Heartbeat,
+            TimerId::Backstop,
+            TimerId::LeaderDeadline,
+            TimerId::FailoverJitter,
+            TimerId::Settle,
+            TimerId::HandoffTimeout,
+            TimerId::RequestTimeout,
+            TimerId::PidProbe,
+            TimerId::RetentionSweep,
+        ] {
+            let json = serde_json::to_string(&timer).unwrap();
+            assert_eq!(json, format!("\"{}\"", timer.as_str()));
+        }
     }
 
     #[test]

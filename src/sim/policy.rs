@@ -187,7 +187,7 @@ fn translate(effect: Effect) -> Option<Action> {
             level: Level::Error,
             message,
         } if message.starts_with("BUG") => Action::Bug { message },
-        Effect::Transition { from, to } => Action::Trace {
+        Effect::Transition { from, to, .. } => Action::Trace {
             line: format!("{from} -> {to}"),
         },
         Effect::Notify { message, .. } => Action::Trace { line: message },

@@ -1,0 +1,358 @@
+//! The child-process supervisor for the workload (`baton run DIR -- CMD ARGS…`).
+//!
+//! Owns: running CMD in DIR in its own process group, with baton's environment plus extra
+//! variables (`TELEGRAM_UPDATES_URL`, `BATON_DEVICE_ID`); restarting it with bounded
+//! exponential back-off whenever it exits (the back-off resets after a stable run); logging
+//! every exit; and stopping it gracefully — SIGTERM to the whole group, SIGKILL to the
+//! group after the grace period. It is driven by [`ChildControl`] messages, so the runtime
+//! can also start it only while Active (`--child-when-active`).
+//!
+//! Events ([`ChildEvent`]) go to an optional bounded channel; when it is full, events are
+//! dropped (they are also logged), so a slow reader never stalls supervision.
+//!
+//! Must never: leave a process of the group running after [`ChildSupervisor::shutdown`]
+//! returns, log the values of the extra variables (the updates URL holds credentials), or
+//! restart faster than the back-off allows.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// What to run and how to restart it.
+#[derive(Clone)]
+pub struct ChildSpec {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub dir: PathBuf,
+    /// Added to the inherited environment. Values are never logged.
+    pub extra_env: Vec<(String, String)>,
+    /// First restart delay; doubles per quick failure up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// A run at least this long resets the back-off.
+    pub stable_after: Duration,
+}
+
+impl ChildSpec {
+    /// A spec with the default back-off (0.5 s doubling to 30 s, reset after 10 s of run).
+    pub fn new(program: impl Into<OsString>, args: Vec<OsString>, dir: impl Into<PathBuf>) -> Self {
+        ChildSpec {
+            program: program.into(),
+            args,
+            dir: dir.into(),
+            extra_env: Vec::new(),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env_names: Vec<&str> = self.extra_env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ChildSpec")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("dir", &self.dir)
+            .field("extra_env", &env_names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Commands to the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildControl {
+    /// Run the child (and keep restarting it). No-op when already wanted.
+    Start,
+    /// Stop it: SIGTERM to the group, SIGKILL after `grace`. No restarts until `Start`.
+    Stop { grace: Duration },
+}
+
+/// What happened, for the runtime and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildEvent {
+    Started {
+        pid: u32,
+    },
+    /// The child exited (by itself, or because it was stopped).
+    Exited {
+        pid: u32,
+        status: String,
+        ran_for: Duration,
+    },
+    SpawnFailed {
+        error: String,
+    },
+    RestartScheduled {
+        delay: Duration,
+    },
+    Stopped,
+}
+
+enum Phase {
+    Idle,
+    Running {
+        child: Child,
+        pid: u32,
+        started: Instant,
+    },
+    BackingOff {
+        until: Instant,
+    },
+}
+
+/// A handle to the supervisor task.
+pub struct ChildSupervisor {
+    control: mpsc::Sender<(ChildControl, oneshot::Sender<()>)>,
+    task: JoinHandle<()>,
+}
+
+impl ChildSupervisor {
+    /// Starts the supervisor (the child itself starts on [`ChildSupervisor::start`]).
+    pub fn spawn(spec: ChildSpec, events: Option<mpsc::Sender<ChildEvent>>) -> ChildSupervisor {
+        let (control, receiver) = mpsc::channel(8);
+        let supervisor = Supervision {
+            spec,
+            events,
+            quick_failures: 0,
+        };
+        let task = tokio::spawn(tracing::Instrument::in_current_span(
+            supervisor.run(receiver),
+        ));
+        ChildSupervisor { control, task }
+    }
+
+    /// Asks for the child to run; returns once the request was taken.
+    pub async fn start(&self) {
+        self.command(ChildControl::Start).await;
+    }
+
+    /// Stops the child; returns once it (and its group) is gone.
+    pub async fn stop(&self, grace: Duration) {
+        self.command(ChildControl::Stop { grace }).await;
+    }
+
+    /// Stops the child and ends the supervisor.
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop(grace).await;
+        drop(self.control);
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "the child supervisor task failed");
+        }
+    }
+
+    async fn command(&self, command: ChildControl) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.control.send((command, done_tx)).await.is_ok() {
+            // An error only means the supervisor ended, which is what a stop wants anyway.
+            let _ = done_rx.await;
+        }
+    }
+}
+
+struct Supervision {
+    spec: ChildSpec,
+    events: Option<mpsc::Sender<ChildEvent>>,
+    quick_failures: u32,
+}
+
+/// When `control` closes without a stop, the child still gets this much grace.
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+impl Supervision {
+    async fn run(mut self, mut control: mpsc::Receiver<(ChildControl, oneshot::Sender<()>)>) {
+        let mut phase = Phase::Idle;
+        loop {
+            let received = match &mut phase {
+                Phase::Idle => control.recv().await,
+                Phase::Running {
+                    child,
+                    pid,
+                    started,
+                } => tokio::select! {
+                    status = child.wait() => {
+                        let (pid, started) = (*pid, *started);
+                        phase = self.after_exit(pid, started, status);
+                        continue;
+                    }
+                    received = control.recv() => received,
+                },
+                Phase::BackingOff { until } => tokio::select! {
+                    () = tokio::time::sleep_until(*until) => {
+                        phase = self.launch();
+                        continue;
+                    }
+                    received = control.recv() => received,
+                },
+            };
+            let Some((command, done)) = received else {
+                self.stop(phase, DEFAULT_GRACE).await;
+                return;
+            };
+            phase = match command {
+                ChildControl::Start => match phase {
+                    Phase::Idle => {
+                        self.quick_failures = 0;
+                        self.launch()
+                    }
+                    wanted => wanted,
+                },
+                ChildControl::Stop { grace } => self.stop(phase, grace).await,
+            };
+            // The requester may have given up waiting; nothing to do then.
+            let _ = done.send(());
+        }
+    }
+
+    fn emit(&self, event: ChildEvent) {
+        if let Some(events) = &self.events {
+            // Bounded channel, drop when full (module doc): supervision must not stall.
+            let _ = events.try_send(event);
+        }
+    }
+
+    fn launch(&mut self) -> Phase {
+        let mut command = Command::new(&self.spec.program);
+        command
+            .args(&self.spec.args)
+            .current_dir(&self.spec.dir)
+            .envs(self.spec.extra_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        match command.spawn() {
+            Ok(child) => {
+                let pid = child.id().unwrap_or(0);
+                tracing::info!(pid, program = ?self.spec.program, "child started");
+                self.emit(ChildEvent::Started { pid });
+                Phase::Running {
+                    child,
+                    pid,
+                    started: Instant::now(),
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, program = ?self.spec.program, "cannot start the child");
+                self.emit(ChildEvent::SpawnFailed {
+                    error: error.to_string(),
+                });
+                self.quick_failures = self.quick_failures.saturating_add(1);
+                self.schedule_restart()
+            }
+        }
+    }
+
+    fn after_exit(
+        &mut self,
+        pid: u32,
+        started: Instant,
+        status: std::io::Result<ExitStatus>,
+    ) -> Phase {
+        let ran_for = started.elapsed();
+        let status = describe(status);
+        tracing::warn!(pid, %status, ?ran_for, "child exited; restarting after back-off");
+        self.emit(ChildEvent::Exited {
+            pid,
+            status,
+            ran_for,
+        });
+        // Members of its group may outlive the leader; they would hold the port or files.
+        signal_group(pid, libc::SIGKILL);
+        if ran_for >= self.spec.stable_after {
+            self.quick_failures = 0;
+        }
+        self.quick_failures = self.quick_failures.saturating_add(1);
+        self.schedule_restart()
+    }
+
+    fn schedule_restart(&mut self) -> Phase {
+        let exponent = self.quick_failures.saturating_sub(1).min(20);
+        let delay = self
+            .spec
+            .backoff_initial
+            .saturating_mul(1 << exponent)
+            .min(self.spec.backoff_max);
+        self.emit(ChildEvent::RestartScheduled { delay });
+        Phase::BackingOff {
+            until: Instant::now() + delay,
+        }
+    }
+
+    async fn stop(&mut self, phase: Phase, grace: Duration) -> Phase {
+        if let Phase::Running {
+            mut child,
+            pid,
+            started,
+        } = phase
+        {
+            let status = terminate(&mut child, pid, grace).await;
+            let status = describe(status);
+            let ran_for = started.elapsed();
+            tracing::info!(pid, %status, "child stopped");
+            self.emit(ChildEvent::Exited {
+                pid,
+                status,
+                ran_for,
+            });
+        }
+        self.emit(ChildEvent::Stopped);
+        Phase::Idle
+    }
+}
+
+fn describe(status: std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("unknown ({error})"),
+    }
+}
+
+/// SIGTERM to the group; SIGKILL to the group once `grace` has passed or the leader left
+/// and the rest of the group did not follow within `grace`.
+async fn terminate(child: &mut Child, pid: u32, grace: Duration) -> std::io::Result<ExitStatus> {
+    let deadline = Instant::now() + grace;
+    signal_group(pid, libc::SIGTERM);
+    let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            tracing::warn!(pid, ?grace, "child ignored SIGTERM; sending SIGKILL");
+            signal_group(pid, libc::SIGKILL);
+            child.wait().await
+        }
+    };
+    // Bounded: one check per 20 ms until the deadline, then SIGKILL.
+    while group_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal_group(pid, libc::SIGKILL);
+    status
+}
+
+fn signal_group(pid: u32, signal: libc::c_int) {
+    let Ok(group) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if group <= 0 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory effects; a negative pid addresses the process group
+    // the child leads (spawned with process_group(0)). ESRCH (already gone) is fine.
+    unsafe {
+        libc::kill(-group, signal);
+    }
+}
+
+fn group_alive(pid: u32) -> bool {
+    let Ok(group) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks existence; no memory effects.
+    group > 0 && unsafe { libc::kill(-group, 0) } == 0
+}

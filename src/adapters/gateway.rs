@@ -1,0 +1,357 @@
+//! The loopback updates gateway: serves opencode-telegram-mirror's updates contract.
+//!
+//! Owns: an HTTP server on `127.0.0.1` (random port) answering
+//! `GET /updates?since=<last update_id handled>&chat_id=<id>[&thread_id=<id>]` with
+//! `{"updates":[{"payload":<Telegram Update>,"update_id":n},…]}`; the per-run random Basic
+//! auth credentials (embedded in [`Gateway::updates_url`], required on every request); a
+//! bounded buffer of forwarded updates; and the acknowledgement watermark: a request's
+//! `since` acknowledges (drops) every buffered update with an id ≤ `since`, and the highest
+//! acknowledged id is published on a `watch` channel — the runtime's proof that the child
+//! fetched an update, after which the poller may confirm it to Telegram.
+//!
+//! Overflow policy: the buffer holds at most `capacity` updates. Pushing into a full buffer
+//! drops the OLDEST update (the child has been away longest from it), counts it in
+//! [`GatewayStats::dropped_total`], and logs one warning per overflow episode (an episode
+//! ends when the buffer falls below capacity again). A later `since` still acknowledges
+//! the dropped ids, so confirmation to Telegram never stalls behind a hole.
+//!
+//! Must never: listen on anything but loopback, serve without the credentials, serve an
+//! update outside the configured chat/topic, let `since` acknowledge an id it never
+//! pushed, or log the credentials.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use rand::Rng as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::telegram_config::Secret;
+use super::update_route::UpdateRoute;
+
+/// How many updates one response carries at most; the child asks again for the rest.
+const RESPONSE_UPDATES_MAX: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub chat_id: i64,
+    /// The one topic served; `None` serves the whole chat.
+    pub thread_id: Option<i64>,
+    /// Buffered updates at most; see the module doc for the overflow policy.
+    pub capacity: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on 127.0.0.1: {0}")]
+    Bind(std::io::Error),
+}
+
+/// What [`Gateway::push`] did with an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Buffered,
+    /// The buffer was full: the oldest update was dropped to make room.
+    BufferedDroppingOldest,
+    /// Its id is not above the highest id pushed so far (a redelivery).
+    Duplicate,
+    /// Not in the configured chat/topic; never served.
+    Rejected,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    pub buffered: usize,
+    pub dropped_total: u64,
+    pub overflow_episodes: u64,
+    pub highest_pushed: i64,
+    /// The highest id included in any response (the child has seen up to here).
+    pub highest_served: i64,
+    pub acknowledged_through: i64,
+    pub unauthorized_requests: u64,
+}
+
+struct Buffer {
+    entries: VecDeque<(i64, Arc<Value>)>,
+    in_overflow: bool,
+    stats: GatewayStats,
+}
+
+struct Shared {
+    config: GatewayConfig,
+    expected_authorization: String,
+    buffer: Mutex<Buffer>,
+    acknowledged_tx: watch::Sender<i64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Buffer> {
+        // A poisoned lock only means a panic elsewhere mid-update; the buffer stays usable.
+        self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running gateway; dropping it stops the server.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    updates_url: Secret,
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Gateway {
+    /// Binds `127.0.0.1:0`, draws fresh credentials and starts serving in a tokio task.
+    ///
+    /// Call once per baton run, before starting the child (its `TELEGRAM_UPDATES_URL`).
+    pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(GatewayError::Bind)?;
+        let local_addr = listener.local_addr().map_err(GatewayError::Bind)?;
+        let password = random_password();
+        let user = "baton";
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let (acknowledged_tx, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            config: GatewayConfig {
+                capacity: config.capacity.max(1),
+                ..config
+            },
+            expected_authorization: format!("Basic {credentials}"),
+            buffer: Mutex::new(Buffer {
+                entries: VecDeque::new(),
+                in_overflow: false,
+                stats: GatewayStats::default(),
+            }),
+            acknowledged_tx,
+        });
+        let router = Router::new()
+            .route("/updates", get(serve_updates))
+            .with_state(shared.clone());
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let serve = async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "updates gateway stopped");
+            }
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(serve));
+        let updates_url = Secret::new(format!("http://{user}:{password}@{local_addr}/updates"));
+        Ok(Gateway {
+            shared,
+            updates_url,
+            local_addr,
+            shutdown,
+        })
+    }
+
+    /// The value for the child's `TELEGRAM_UPDATES_URL` (credentials included).
+    pub fn updates_url(&self) -> &Secret {
+        &self.updates_url
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The highest update id the child acknowledged with `since` (0 before any).
+    ///
+    /// Hand this to the poller: an update forwarded with id ≤ this value may be confirmed.
+    pub fn acknowledged(&self) -> watch::Receiver<i64> {
+        self.shared.acknowledged_tx.subscribe()
+    }
+
+    pub fn stats(&self) -> GatewayStats {
+        self.shared.lock().stats
+    }
+
+    /// Buffers one update for the child. Call for every `PollerEvent::Forward`, in order.
+    pub fn push(&self, update_id: i64, payload: Value) -> PushOutcome {
+        let config = &self.shared.config;
+        if !UpdateRoute::of(&payload).is_in(config.chat_id, config.thread_id) {
+            return PushOutcome::Rejected;
+        }
+        let mut buffer = self.shared.lock();
+        if update_id <= buffer.stats.highest_pushed {
+            return PushOutcome::Duplicate;
+        }
+        buffer.stats.highest_pushed = update_id;
+        let mut outcome = PushOutcome::Buffered;
+        if buffer.entries.len() >= config.capacity {
+            buffer.entries.pop_front();
+            buffer.stats.dropped_total += 1;
+            outcome = PushOutcome::BufferedDroppingOldest;
+            if !buffer.in_overflow {
+                buffer.in_overflow = true;
+                buffer.stats.overflow_episodes += 1;
+                tracing::warn!(
+                    capacity = config.capacity,
+                    "updates gateway full: the child is not fetching; dropping the oldest updates"
+                );
+            }
+        }
+        buffer.entries.push_back((update_id, Arc::new(payload)));
+        buffer.stats.buffered = buffer.entries.len();
+        outcome
+    }
+
+    /// Takes back every buffered update the child has not been served yet and returns the
+    /// highest id it was served.
+    ///
+    /// Call on leaving Active, after stopping the poller: the next active device delivers
+    /// the withdrawn updates, so this child must not fetch them too. Served but not yet
+    /// acknowledged updates stay: the child has them; wait (bounded) for its next `since`
+    /// to cover them before writing the record.
+    pub fn withdraw_unserved(&self) -> i64 {
+        let mut buffer = self.shared.lock();
+        let served = buffer.stats.highest_served;
+        buffer.entries.retain(|(id, _)| *id <= served);
+        buffer.stats.buffered = buffer.entries.len();
+        // Withdrawn ids may come back in a later term: they must not count as duplicates.
+        buffer.stats.highest_pushed = served.max(buffer.stats.acknowledged_through);
+        served
+    }
+
+    /// Stops the server; in-flight requests finish.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn random_password() -> String {
+    // Credentials must be unpredictable to other local users, so they come from OS
+    // entropy rather than the run's (reproducible) seed.
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdatesQuery {
+    since: Option<i64>,
+    chat_id: Option<i64>,
+    thread_id: Option<i64>,
+}
+
+async fn serve_updates(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<UpdatesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !authorized(&shared.expected_authorization, &headers) {
+        shared.lock().stats.unauthorized_requests += 1;
+        let body = Json(json!({"error": "unauthorized"}));
+        let challenge = [(header::WWW_AUTHENTICATE, "Basic realm=\"baton\"")];
+        return (StatusCode::UNAUTHORIZED, challenge, body).into_response();
+    }
+    let Ok(Query(query)) = query else {
+        let body = Json(json!({"error": "since, chat_id and thread_id must be integers"}));
+        return (StatusCode::BAD_REQUEST, body).into_response();
+    };
+    let config = &shared.config;
+    if query.chat_id.is_some_and(|c| c != config.chat_id) {
+        return forbidden("chat_id is not the chat this baton serves");
+    }
+    let thread_id = match (query.thread_id, config.thread_id) {
+        (Some(asked), Some(served)) if asked != served => {
+            return forbidden("thread_id is not the topic this baton serves");
+        }
+        (asked, served) => asked.or(served),
+    };
+    if let Some(since) = query.since {
+        acknowledge(&shared, since);
+    }
+    let since = query.since.unwrap_or(i64::MIN);
+    let updates: Vec<Value> = {
+        let buffer = shared.lock();
+        buffer
+            .entries
+            .iter()
+            .filter(|(id, payload)| {
+                *id > since && UpdateRoute::of(payload).is_in(config.chat_id, thread_id)
+            })
+            .take(RESPONSE_UPDATES_MAX)
+            .map(|(id, payload)| json!({"payload": payload.as_ref(), "update_id": id}))
+            .collect()
+    };
+    if let Some(last) = updates
+        .last()
+        .and_then(|u| u.get("update_id"))
+        .and_then(Value::as_i64)
+    {
+        let mut buffer = shared.lock();
+        buffer.stats.highest_served = buffer.stats.highest_served.max(last);
+    }
+    Json(json!({ "updates": updates })).into_response()
+}
+
+fn forbidden(reason: &str) -> Response {
+    (StatusCode::FORBIDDEN, Json(json!({ "error": reason }))).into_response()
+}
+
+/// Applies `since`: clamps it to ids actually pushed, drops what it covers, publishes it.
+fn acknowledge(shared: &Shared, since: i64) {
+    let mut buffer = shared.lock();
+    let acknowledged = since.min(buffer.stats.highest_pushed);
+    if acknowledged <= buffer.stats.acknowledged_through {
+        return;
+    }
+    buffer.stats.acknowledged_through = acknowledged;
+    while buffer
+        .entries
+        .front()
+        .is_some_and(|(id, _)| *id <= acknowledged)
+    {
+        buffer.entries.pop_front();
+    }
+    buffer.stats.buffered = buffer.entries.len();
+    if buffer.entries.len() < shared.config.capacity {
+        buffer.in_overflow = false;
+    }
+    drop(buffer);
+    shared.acknowledged_tx.send_replace(acknowledged);
+}
+
+/// Compares the whole header in constant time, so response timing reveals nothing.
+fn authorized(expected: &str, headers: &HeaderMap) -> bool {
+    let Some(given) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let given = given.as_bytes();
+    let expected = expected.as_bytes();
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}

@@ -1,0 +1,195 @@
+//! The local (never synced) state directory: the per-install id, the one-process-per-
+//! device lock, and the control sockets' folder.
+//!
+//! Owns: `<state>/install-id` (random, created once: a cloned or restored Mac that keeps
+//! its sync folder but not this file is told apart), `<state>/locks/<stem>.lock` (an
+//! advisory `flock` held for the life of `baton run`), `<state>/run/` (control sockets).
+//! Must never: live inside the sync folder (a synced lock would lock every Mac).
+
+use std::fs;
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot use the local state folder {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "another baton (pid {pid}) already runs for {device_id} on this machine; stop it first \
+         (kill {pid}), or give this one its own name with --device-name"
+    )]
+    AlreadyRunning { pid: String, device_id: String },
+}
+
+/// The default local state folder: `~/Library/Application Support/mirror-baton` on macOS,
+/// `$XDG_STATE_HOME/mirror-baton` (or `~/.local/state/mirror-baton`) elsewhere.
+pub fn default_state_dir() -> PathBuf {
+    let base = if cfg!(target_os = "macos") {
+        dirs::data_dir()
+    } else {
+        dirs::state_dir().or_else(dirs::data_local_dir)
+    };
+    base.unwrap_or_else(std::env::temp_dir).join("mirror-baton")
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LocalError + '_ {
+    move |source| LocalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads the per-install id, creating it (16 random bytes, hex) on first use.
+pub fn install_id(state_dir: &Path) -> Result<String, LocalError> {
+    fs::create_dir_all(state_dir).map_err(io_error(state_dir))?;
+    let path = state_dir.join("install-id");
+    if let Ok(text) = fs::read_to_string(&path) {
+        let id = text.trim();
+        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(id.to_string());
+        }
+    }
+    let id = random_hex(16);
+    fs::write(&path, format!("{id}\n")).map_err(io_error(&path))?;
+    Ok(id)
+}
+
+/// `bytes` random bytes from the OS, as lowercase hex (instance nonces, install ids,
+/// gateway credentials).
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Held for the life of the process: one `baton run` per device id per host.
+#[derive(Debug)]
+pub struct DeviceLock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+impl DeviceLock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Takes the lock for `stem`, or says which pid holds it.
+pub fn lock_device(
+    state_dir: &Path,
+    stem: &str,
+    device_id: &str,
+) -> Result<DeviceLock, LocalError> {
+    let dir = state_dir.join("locks");
+    fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    let path = dir.join(format!("{stem}.lock"));
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    if !try_flock(&file) {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid = pid.trim();
+        return Err(LocalError::AlreadyRunning {
+            pid: if pid.is_empty() {
+                "unknown".into()
+            } else {
+                pid.to_string()
+            },
+            device_id: device_id.to_string(),
+        });
+    }
+    let write_pid = |file: &mut fs::File| -> io::Result<()> {
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())
+    };
+    write_pid(&mut file).map_err(io_error(&path))?;
+    Ok(DeviceLock { _file: file, path })
+}
+
+#[cfg(unix)]
+fn try_flock(file: &fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, owned descriptor; the lock dies with the descriptor.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+#[cfg(not(unix))]
+fn try_flock(_file: &fs::File) -> bool {
+    true
+}
+
+/// Whether a process with this pid runs on this host (signal 0 probe).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks existence and permission.
+    let result = unsafe { libc::kill(pid as i32, 0) };
+    result == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The control socket path for a device of a group on this host. Kept short: macOS
+/// limits socket paths to 104 bytes.
+pub fn control_socket(state_dir: &Path, group: &str, stem: &str) -> PathBuf {
+    let group_hash = crate::core::record::stable_hash(group.as_bytes()) as u32;
+    let stem_hash = crate::core::record::stable_hash(stem.as_bytes());
+    state_dir
+        .join("run")
+        .join(format!("{group_hash:08x}-{stem_hash:016x}.sock"))
+}
+
+/// Every control socket of a group on this host.
+pub fn group_sockets(state_dir: &Path, group: &str) -> Vec<PathBuf> {
+    let group_hash = crate::core::record::stable_hash(group.as_bytes()) as u32;
+    let prefix = format!("{group_hash:08x}-");
+    let Ok(entries) = fs::read_dir(state_dir.join("run")) else {
+        return Vec::new();
+    };
+    let mut sockets: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".sock"))
+        })
+        .collect();
+    sockets.sort();
+    sockets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_id_is_stable_and_lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = install_id(dir.path()).unwrap();
+        assert_eq!(first, install_id(dir.path()).unwrap());
+        let held = lock_device(dir.path(), "stem", "dev").unwrap();
+        let second = lock_device(dir.path(), "stem", "dev").unwrap_err();
+        let message = second.to_string();
+        assert!(
+            message.contains(&std::process::id().to_string()),
+            "{message}"
+        );
+        drop(held);
+        lock_device(dir.path(), "stem", "dev").unwrap();
+    }
+
+    #[test]
+    fn probes_pids() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+    }
+}

@@ -1,0 +1,294 @@
+//! The store: the devices folder on disk, `<sync-root>/<group>/devices/`.
+//!
+//! Owns: atomic writes of OUR record (temp file the sync tools skip, then rename in the
+//! same directory, mode 0600), bounded reads of any file into a
+//! [`FileObservation`](crate::core::FileObservation), folder listings, deleting what the
+//! core asks (our conflict copies; records past retention), and asking iCloud for evicted
+//! files. Must never: follow a symlink, read more than the record limit, write any name
+//! but our own record and its temp file, or block the event loop (callers run these
+//! functions on a blocking thread with a timeout: see [`Store::observe_bounded`]).
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::core::record::{self, DeviceRecord, NameKind, RECORD_BYTES_MAX};
+use crate::core::{FileObservation, FileState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot create the devices folder {path}: {source}. Check that the sync folder exists and is writable"
+    )]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot list {path}: {source}")]
+    List { path: PathBuf, source: io::Error },
+    #[error("cannot delete {path}: {source}")]
+    Delete { path: PathBuf, source: io::Error },
+    #[error("BUG: refused to touch {name:?}, which is not this device's own file")]
+    NotOurs { name: String },
+    #[error("reading {name} took longer than {timeout:?} (an evicted iCloud file?)")]
+    Timeout { name: String, timeout: Duration },
+}
+
+/// The devices folder of one group, seen from one device.
+#[derive(Clone, Debug)]
+pub struct Store {
+    devices_dir: PathBuf,
+    own_name: String,
+}
+
+impl Store {
+    pub fn new(sync_dir: &Path, group: &str, own_device_id: &str) -> Self {
+        Store {
+            devices_dir: devices_dir(sync_dir, group),
+            own_name: record::file_name(own_device_id),
+        }
+    }
+
+    pub fn devices_dir(&self) -> &Path {
+        &self.devices_dir
+    }
+
+    pub fn own_name(&self) -> &str {
+        &self.own_name
+    }
+
+    /// Creates the devices folder if needed.
+    pub fn ensure_dir(&self) -> Result<(), StoreError> {
+        fs::create_dir_all(&self.devices_dir).map_err(|source| StoreError::CreateDir {
+            path: self.devices_dir.clone(),
+            source,
+        })
+    }
+
+    /// Writes our record atomically: `.<name>.tmp` (never synced), fsync, mode 0600,
+    /// rename over `<name>` in the same directory.
+    pub fn write_record(&self, record: &DeviceRecord) -> Result<(), StoreError> {
+        let name = record::file_name(&record.device_id);
+        if name != self.own_name {
+            return Err(StoreError::NotOurs { name });
+        }
+        let final_path = self.devices_dir.join(&name);
+        let temp_path = self.devices_dir.join(format!(".{name}.tmp"));
+        let write = || -> io::Result<()> {
+            let mut file = open_private(&temp_path)?;
+            file.write_all(record.to_json().as_bytes())?;
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&temp_path, &final_path)
+        };
+        write().map_err(|source| {
+            let _ = fs::remove_file(&temp_path);
+            StoreError::Write {
+                path: final_path.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Deletes a file the core named. Only our own conflict copies and record files
+    /// (retention sweep) are accepted; anything else is refused.
+    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let own_stem = self.own_name.trim_end_matches(".json");
+        let allowed = match record::classify_name(name) {
+            NameKind::ConflictCopy { stem } => stem == own_stem,
+            // Records past retention are swept by the active device; never our own.
+            NameKind::Record { stem } => stem != own_stem,
+            _ => false,
+        };
+        if !allowed || name.contains('/') {
+            return Err(StoreError::NotOurs {
+                name: name.to_string(),
+            });
+        }
+        let path = self.devices_dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Delete { path, source }),
+        }
+    }
+
+    /// Lists the folder and reads every record-like file. Temp and foreign names are
+    /// skipped. Blocking: run on a blocking thread.
+    pub fn scan(&self) -> Result<Vec<FileObservation>, StoreError> {
+        let entries = fs::read_dir(&self.devices_dir).map_err(|source| StoreError::List {
+            path: self.devices_dir.clone(),
+            source,
+        })?;
+        let mut files = Vec::new();
+        for entry in entries.flatten().take(LISTING_ENTRIES_MAX) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match record::classify_name(&name) {
+                NameKind::Temp | NameKind::Foreign => continue,
+                _ => files.push(observe_path(&entry.path(), name)),
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// Reads one file by name. Blocking.
+    pub fn observe(&self, name: &str) -> FileObservation {
+        observe_path(&self.devices_dir.join(name), name.to_string())
+    }
+
+    /// Reads one file on a blocking thread, giving up after `timeout` (a dataless iCloud
+    /// file can block a read for as long as the download takes).
+    pub async fn observe_bounded(&self, name: String, timeout: Duration) -> FileObservation {
+        let store = self.clone();
+        let read_name = name.clone();
+        let task = tokio::task::spawn_blocking(move || store.observe(&read_name));
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(observation)) => observation,
+            Ok(Err(join_error)) => FileObservation {
+                name,
+                state: FileState::Unreadable {
+                    reason: format!("reader failed: {join_error}"),
+                },
+            },
+            Err(_) => FileObservation {
+                state: FileState::Unreadable {
+                    reason: StoreError::Timeout {
+                        name: name.clone(),
+                        timeout,
+                    }
+                    .to_string(),
+                },
+                name,
+            },
+        }
+    }
+
+    /// Lists the folder on a blocking thread, with a timeout.
+    pub async fn scan_bounded(&self, timeout: Duration) -> Result<Vec<FileObservation>, String> {
+        let store = self.clone();
+        let task = tokio::task::spawn_blocking(move || store.scan());
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result.map_err(|error| error.to_string()),
+            Ok(Err(join_error)) => Err(format!("lister failed: {join_error}")),
+            Err(_) => Err(format!("listing took longer than {timeout:?}")),
+        }
+    }
+
+    /// Asks the sync tool to download an evicted file. On macOS: `brctl download PATH`
+    /// (fire and forget); elsewhere there is nothing to ask.
+    pub fn request_download(&self, name: &str) {
+        let real_name = match record::classify_name(name) {
+            NameKind::IcloudStub { stem } => format!("{stem}.json"),
+            _ => name.to_string(),
+        };
+        let path = self.devices_dir.join(real_name);
+        if cfg!(target_os = "macos") {
+            let spawned = std::process::Command::new("brctl")
+                .arg("download")
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            if let Err(error) = spawned {
+                tracing::warn!(path = %path.display(), %error, "cannot run brctl download");
+            }
+        } else {
+            tracing::debug!(path = %path.display(), "download requested; nothing to do off macOS");
+        }
+    }
+}
+
+/// A bound on one listing: a folder with more entries than this is not a devices folder.
+const LISTING_ENTRIES_MAX: usize = 10_000;
+
+pub fn devices_dir(sync_dir: &Path, group: &str) -> PathBuf {
+    sync_dir.join(group).join("devices")
+}
+
+fn open_private(path: &Path) -> io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
+/// Reads one path without following symlinks and without reading past the limit.
+pub fn observe_path(path: &Path, name: String) -> FileObservation {
+    let state = match fs::symlink_metadata(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => FileState::Gone,
+        Err(error) => FileState::Unreadable {
+            reason: error.to_string(),
+        },
+        Ok(meta) if meta.file_type().is_symlink() => FileState::Symlink,
+        Ok(meta) if !meta.is_file() => FileState::Unreadable {
+            reason: "not a regular file".into(),
+        },
+        Ok(meta) if meta.len() > RECORD_BYTES_MAX as u64 => {
+            FileState::TooLarge { bytes: meta.len() }
+        }
+        Ok(meta) if is_dataless(&meta) => FileState::Dataless,
+        Ok(_) => read_bounded(path),
+    };
+    FileObservation { name, state }
+}
+
+fn read_bounded(path: &Path) -> FileState {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never follow a symlink swapped in between the stat and the open.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return FileState::Gone,
+        Err(error) => {
+            return FileState::Unreadable {
+                reason: error.to_string(),
+            };
+        }
+    };
+    let mut bytes = Vec::with_capacity(2048);
+    match file
+        .take(RECORD_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+    {
+        Ok(_) if bytes.len() > RECORD_BYTES_MAX => FileState::TooLarge {
+            bytes: bytes.len() as u64,
+        },
+        Ok(_) => FileState::Contents {
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        },
+        Err(error) => FileState::Unreadable {
+            reason: error.to_string(),
+        },
+    }
+}
+
+/// Sonoma and later keep an evicted iCloud file at its path with its size but no
+/// allocated blocks ("dataless"); reading it blocks while fileproviderd downloads it.
+#[cfg(target_os = "macos")]
+fn is_dataless(meta: &fs::Metadata) -> bool {
+    use std::os::darwin::fs::MetadataExt;
+    const SF_DATALESS: u32 = 0x4000_0000;
+    meta.st_flags() & SF_DATALESS != 0 || (meta.len() > 0 && meta.st_blocks() == 0)
+}
+
+#[cfg(not(target_os = "macos"))]
+fn is_dataless(_meta: &fs::Metadata) -> bool {
+    false
+}

@@ -1,0 +1,894 @@
+//! The Telegram side of the active device: the bot client, the owned long-poll loop, the
+//! offset ledger and the rate-limited replier.
+//!
+//! Owns: building the teloxide `Bot` (client timeout above the long poll, custom API URL);
+//! the getUpdates loop, started only when the runtime enters Active and stopped at once by
+//! a `CancellationToken` when it leaves; `deleteWebhook` + `setMyCommands` on start; the
+//! offset bookkeeping ([`OffsetLedger`]) that confirms an update to Telegram only after
+//! baton handled it (its own command, a foreign chat, an update with no chat) or the child
+//! acknowledged it through the gateway; authorization (only the configured chat/topic is
+//! forwarded or obeyed); and sending replies through a per-chat rate limiter that honours
+//! `RetryAfter`.
+//!
+//! The poller decides nothing about roles: it reports [`PollerEvent`]s to the runtime.
+//!
+//! Must never: poll outside Active (the runtime owns when it runs), log or return the bot
+//! token (every library error passes through [`Secret::scrub`]), panic or stall on a
+//! malformed update, or confirm an update the child has not acknowledged.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+use teloxide::payloads::{DeleteWebhookSetters as _, SendMessageSetters as _};
+use teloxide::prelude::Requester as _;
+use teloxide::types::{BotCommand, ChatId, MessageId, ParseMode, ThreadId};
+use teloxide::{ApiError, Bot, RequestError};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::telegram_commands::{BatonCommand, COMMAND_MENU, parse_command};
+use super::telegram_config::Secret;
+use super::update_route::{UpdateRoute, message_text};
+
+/// Telegram clamps long polls to 50 s.
+pub const POLL_TIMEOUT_MAX: Duration = Duration::from_secs(50);
+/// The HTTP client's total timeout exceeds the long poll by this much (FACTS: teloxide's
+/// default 17 s total timeout breaks longer polls).
+const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
+/// Foreign chats reported per poller run at most.
+const FOREIGN_CHATS_MAX: usize = 100;
+/// Handled ids above the watermark kept in [`PollProgress`] at most.
+const HANDLED_ABOVE_MAX: usize = 100;
+const GET_UPDATES_LIMIT: u8 = 100;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TelegramError {
+    #[error("Telegram refused the bot token (Unauthorized)")]
+    Unauthorized,
+    #[error("{description}")]
+    Conflict { description: String },
+    #[error("flood control: retry after {0:?}")]
+    RetryAfter(Duration),
+    #[error("Telegram API error in {method}: {description}")]
+    Api {
+        method: &'static str,
+        description: String,
+    },
+    #[error("network error in {method}: {detail}")]
+    Network {
+        method: &'static str,
+        detail: String,
+    },
+    #[error("unexpected response to {method}: {detail}")]
+    BadResponse {
+        method: &'static str,
+        detail: String,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl TelegramError {
+    /// Maps a teloxide error, scrubbing the token from any text it carries.
+    fn from_request(method: &'static str, error: &RequestError, token: &Secret) -> Self {
+        match error {
+            RequestError::Api(api) => Self::from_api_text(method, &api_text(api), token),
+            RequestError::RetryAfter(seconds) => Self::RetryAfter(seconds.duration()),
+            RequestError::Network(source) => Self::Network {
+                method,
+                detail: token.scrub(&source.to_string()),
+            },
+            other => Self::BadResponse {
+                method,
+                detail: token.scrub(&other.to_string()),
+            },
+        }
+    }
+
+    fn from_api_text(method: &'static str, description: &str, token: &Secret) -> Self {
+        if description.starts_with("Conflict:") {
+            Self::Conflict {
+                description: token.scrub(description),
+            }
+        } else if description == "Unauthorized" || description == "Not Found" {
+            // Telegram answers both to a wrong token.
+            Self::Unauthorized
+        } else {
+            Self::Api {
+                method,
+                description: token.scrub(description),
+            }
+        }
+    }
+}
+
+/// Telegram's own text for an API error (teloxide renders `Unknown` with a prefix; its
+/// `TerminatedByOtherGetUpdates` renders as Telegram's exact text).
+fn api_text(error: &ApiError) -> String {
+    match error {
+        ApiError::Unknown(text) => text.clone(),
+        ApiError::InvalidToken => "Unauthorized".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// How to reach Telegram.
+#[derive(Debug, Clone)]
+pub struct BotSettings {
+    /// The long-poll timeout (at most [`POLL_TIMEOUT_MAX`]).
+    pub poll_timeout: Duration,
+    /// A self-hosted Bot API server or a fake; `None` is api.telegram.org.
+    pub api_url: Option<reqwest::Url>,
+    /// Sent as the `X-Baton-Device` header, and only when `api_url` is set, so tests can
+    /// attribute requests to devices; never sent to api.telegram.org.
+    pub device_tag: Option<String>,
+}
+
+/// A teloxide bot whose `Debug` hides the token (teloxide's own `Debug` prints it).
+#[derive(Clone)]
+pub struct TelegramBot {
+    bot: Bot,
+    token: Secret,
+    poll_timeout: Duration,
+}
+
+impl std::fmt::Debug for TelegramBot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramBot")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelegramBot {
+    /// Builds the client: total timeout = poll timeout + 10 s, optional custom API URL.
+    pub fn new(token: &Secret, settings: &BotSettings) -> Result<TelegramBot, TelegramError> {
+        let poll_timeout = settings.poll_timeout.min(POLL_TIMEOUT_MAX);
+        let mut builder =
+            teloxide::net::default_reqwest_settings().timeout(poll_timeout + CLIENT_TIMEOUT_MARGIN);
+        if let (Some(_), Some(tag)) = (&settings.api_url, &settings.device_tag) {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let value = reqwest::header::HeaderValue::from_str(tag).map_err(|_| {
+                TelegramError::Client("the device tag is not a valid header value".into())
+            })?;
+            headers.insert(crate::fake_bot_api::DEVICE_HEADER, value);
+            builder = builder.default_headers(headers);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| TelegramError::Client(token.scrub(&e.to_string())))?;
+        let mut bot = Bot::with_client(token.expose(), client);
+        if let Some(url) = &settings.api_url {
+            bot = bot.set_api_url(url.clone());
+        }
+        Ok(TelegramBot {
+            bot,
+            token: token.clone(),
+            poll_timeout,
+        })
+    }
+
+    /// The bot's username (`getMe`), for the `@botname` command suffix.
+    pub async fn username(&self) -> Result<String, TelegramError> {
+        let me = self
+            .bot
+            .get_me()
+            .await
+            .map_err(|e| TelegramError::from_request("getMe", &e, &self.token))?;
+        Ok(me.user.username.clone().unwrap_or_default())
+    }
+
+    /// `deleteWebhook` keeping pending updates, then `setMyCommands` with baton's menu merged
+    /// into the commands already registered (the mirror's stay).
+    pub async fn prepare_polling(&self) -> Result<(), TelegramError> {
+        let scrub = |method, e: RequestError| TelegramError::from_request(method, &e, &self.token);
+        self.bot
+            .delete_webhook()
+            .drop_pending_updates(false)
+            .await
+            .map_err(|e| scrub("deleteWebhook", e))?;
+        let existing = self
+            .bot
+            .get_my_commands()
+            .await
+            .map_err(|e| scrub("getMyCommands", e))?;
+        let ours: Vec<BotCommand> = COMMAND_MENU
+            .iter()
+            .map(|(name, description)| BotCommand::new(*name, *description))
+            .collect();
+        let mut merged: Vec<BotCommand> = existing
+            .into_iter()
+            .filter(|c| !ours.iter().any(|o| o.command == c.command))
+            .collect();
+        merged.extend(ours);
+        self.bot
+            .set_my_commands(merged)
+            .await
+            .map_err(|e| scrub("setMyCommands", e))?;
+        Ok(())
+    }
+
+    /// One raw `getUpdates` call: the updates as JSON, so unknown kinds, missing fields and
+    /// huge texts survive untouched (teloxide's typed `Update` would re-shape them).
+    pub async fn get_updates_raw(&self, offset: Option<i64>) -> Result<Vec<Value>, TelegramError> {
+        const METHOD: &str = "getUpdates";
+        let mut url = self.bot.api_url();
+        url.set_path(&format!("bot{}/{METHOD}", self.token.expose()));
+        let mut body = serde_json::json!({
+            "timeout": self.poll_timeout.as_secs(),
+            "limit": GET_UPDATES_LIMIT,
+        });
+        if let Some(offset) = offset {
+            body["offset"] = offset.into();
+        }
+        let network = |e: reqwest::Error| TelegramError::Network {
+            method: METHOD,
+            detail: self.token.scrub(&e.without_url().to_string()),
+        };
+        let response = self
+            .bot
+            .client()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(network)?;
+        let status = response.status();
+        let text = response.text().await.map_err(network)?;
+        parse_get_updates(status.as_u16(), &text, &self.token)
+    }
+
+    /// Sends `html` (Telegram HTML parse mode) to a chat, in a topic when given.
+    pub async fn send_html(
+        &self,
+        chat_id: i64,
+        thread_id: Option<i64>,
+        html: &str,
+    ) -> Result<(), TelegramError> {
+        let mut request = self
+            .bot
+            .send_message(ChatId(chat_id), html)
+            .parse_mode(ParseMode::Html);
+        if let Some(thread) = thread_id.and_then(|t| i32::try_from(t).ok()) {
+            request = request.message_thread_id(ThreadId(MessageId(thread)));
+        }
+        request
+            .await
+            .map(|_| ())
+            .map_err(|e| TelegramError::from_request("sendMessage", &e, &self.token))
+    }
+}
+
+fn parse_get_updates(status: u16, text: &str, token: &Secret) -> Result<Vec<Value>, TelegramError> {
+    const METHOD: &str = "getUpdates";
+    let bad = |detail: String| TelegramError::BadResponse {
+        method: METHOD,
+        detail: token.scrub(&detail),
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("HTTP {status}, not JSON: {e}")))?;
+    if value.get("ok").and_then(Value::as_bool) == Some(true) {
+        return match value.get("result") {
+            Some(Value::Array(updates)) => Ok(updates.clone()),
+            _ => Err(bad(format!("HTTP {status}, `result` is not a list"))),
+        };
+    }
+    if let Some(seconds) = value
+        .pointer("/parameters/retry_after")
+        .and_then(Value::as_u64)
+    {
+        return Err(TelegramError::RetryAfter(Duration::from_secs(seconds)));
+    }
+    let description = value
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if description.is_empty() {
+        return Err(bad(format!("HTTP {status} without a description")));
+    }
+    Err(TelegramError::from_api_text(METHOD, description, token))
+}
+
+/// What the poller reports to the runtime. Order is Telegram's order.
+#[derive(Debug)]
+pub enum PollerEvent {
+    /// Polling began (webhook removed, commands set).
+    Started { bot_username: String },
+    /// An update of the configured chat/topic for the child: push it to the gateway.
+    Forward { update_id: i64, payload: Value },
+    /// A baton command in the configured chat/topic; reply to `chat_id`/`thread_id`.
+    Command {
+        update_id: i64,
+        chat_id: i64,
+        thread_id: Option<i64>,
+        command: BatonCommand,
+    },
+    /// Telegram answered 409: another poller, or a webhook. Conflict evidence for the core.
+    Conflict { description: String },
+    /// An update from a chat that is not the configured one (reported once per chat).
+    ForeignChat { chat_id: i64 },
+    /// The machine slept; polling has stopped until the runtime restarts it.
+    Slept { slept: Duration },
+    /// The poller stopped for good (e.g. the token was refused).
+    Fatal { error: TelegramError },
+}
+
+/// Where a newly active device starts: every id ≤ `skip_through`, and the ids in
+/// `also_handled`, were handled by an earlier active device (from the device records).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartPosition {
+    pub skip_through: i64,
+    pub also_handled: Vec<i64>,
+}
+
+/// What to write in the device record: all ids ≤ `handled_through` are done, plus the
+/// ids in `handled_above` (commands handled while an earlier forward was unacknowledged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollProgress {
+    pub handled_through: i64,
+    pub handled_above: Vec<i64>,
+    pub highest_seen: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    Handled,
+    Forwarded,
+}
+
+/// The offset bookkeeping, pure: which updates are done, and the next `offset`.
+///
+/// An update is done when baton handled it or the child acknowledged it (`since` ≥ its
+/// id). The watermark only passes ids that Telegram has shown us, so a hole (an update
+/// not yet seen) is never skipped.
+#[derive(Debug, Clone)]
+pub struct OffsetLedger {
+    handled_through: i64,
+    highest_seen: i64,
+    pending: BTreeMap<i64, Disposition>,
+}
+
+impl OffsetLedger {
+    pub fn new(start: &StartPosition) -> Self {
+        let pending = start
+            .also_handled
+            .iter()
+            .filter(|id| **id > start.skip_through)
+            .map(|id| (*id, Disposition::Handled))
+            .collect();
+        OffsetLedger {
+            handled_through: start.skip_through,
+            highest_seen: start.skip_through,
+            pending,
+        }
+    }
+
+    /// The `offset` for the next getUpdates: confirms every id ≤ the watermark.
+    pub fn offset(&self) -> Option<i64> {
+        (self.handled_through > 0).then_some(self.handled_through + 1)
+    }
+
+    /// True when `update_id` has not been reported yet (and was not handled before).
+    pub fn is_new(&self, update_id: i64) -> bool {
+        update_id > self.handled_through && !self.pending.contains_key(&update_id)
+    }
+
+    /// Notes that Telegram delivered `update_id` (new or not).
+    pub fn saw(&mut self, update_id: i64) {
+        self.highest_seen = self.highest_seen.max(update_id);
+    }
+
+    pub fn handled(&mut self, update_id: i64) {
+        self.pending.insert(update_id, Disposition::Handled);
+        self.advance();
+    }
+
+    pub fn forwarded(&mut self, update_id: i64) {
+        self.pending.insert(update_id, Disposition::Forwarded);
+    }
+
+    /// The child acknowledged every forwarded id ≤ `acknowledged_through`.
+    pub fn acknowledged(&mut self, acknowledged_through: i64) {
+        for (_, disposition) in self.pending.range_mut(..=acknowledged_through) {
+            *disposition = Disposition::Handled;
+        }
+        self.advance();
+    }
+
+    fn advance(&mut self) {
+        while let Some((&id, &disposition)) = self.pending.first_key_value() {
+            if disposition != Disposition::Handled || id > self.highest_seen {
+                break;
+            }
+            self.handled_through = id;
+            self.pending.remove(&id);
+        }
+    }
+
+    pub fn progress(&self) -> PollProgress {
+        let handled_above = self
+            .pending
+            .iter()
+            .filter(|(_, d)| **d == Disposition::Handled)
+            .map(|(id, _)| *id)
+            .take(HANDLED_ABOVE_MAX)
+            .collect();
+        PollProgress {
+            handled_through: self.handled_through,
+            handled_above,
+            highest_seen: self.highest_seen,
+        }
+    }
+}
+
+/// Timing of the poll loop. Production values in [`PollerConfig::new`].
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    pub chat_id: i64,
+    pub thread_id: Option<i64>,
+    /// Least back-off after a 409; the wait is drawn from [min, 2·min). At least 3 s in
+    /// production (FACTS); tests shorten it.
+    pub conflict_backoff_min: Duration,
+    /// Back-off after other errors doubles from 1 s up to this.
+    pub error_backoff_max: Duration,
+    /// When Telegram only re-sends updates awaiting the child's acknowledgement, wait this
+    /// long (or until an acknowledgement) before asking again.
+    pub resend_pause: Duration,
+    /// Seeds the back-off jitter (derive it from the run's seed).
+    pub jitter_seed: u64,
+    /// When set, the loop checks before every getUpdates whether the machine slept; if
+    /// it did, it stops polling and reports [`PollerEvent::Slept`], so a device that
+    /// woke past its lease never polls before the core has re-validated its claim.
+    pub sleep_guard: Option<crate::adapters::clock::SleepDetector>,
+    /// Foreign chats already reported (by any device, from the records): not again.
+    pub known_foreign_chats: Vec<i64>,
+}
+
+impl PollerConfig {
+    pub fn new(chat_id: i64, thread_id: Option<i64>, jitter_seed: u64) -> Self {
+        PollerConfig {
+            chat_id,
+            thread_id,
+            conflict_backoff_min: Duration::from_secs(3),
+            error_backoff_max: Duration::from_secs(30),
+            resend_pause: Duration::from_secs(1),
+            jitter_seed,
+            sleep_guard: None,
+            known_foreign_chats: Vec::new(),
+        }
+    }
+}
+
+/// Why the poll loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollerExit {
+    Cancelled,
+    Fatal,
+}
+
+/// A running poller. Stop it when leaving Active.
+pub struct PollerHandle {
+    cancel: CancellationToken,
+    progress: watch::Receiver<PollProgress>,
+    task: JoinHandle<(PollerExit, OffsetLedger)>,
+}
+
+impl PollerHandle {
+    /// The latest progress (for the device record while Active).
+    pub fn progress(&self) -> PollProgress {
+        self.progress.borrow().clone()
+    }
+
+    /// Cancels at once (an in-flight getUpdates is abandoned, confirming nothing) and
+    /// returns the ledger, so the runtime can apply the child's last acknowledgements.
+    pub async fn stop(self) -> (PollerExit, OffsetLedger) {
+        self.cancel.cancel();
+        match self.task.await {
+            Ok(result) => result,
+            Err(error) => panic!("BUG: the poll task panicked: {error}"),
+        }
+    }
+}
+
+/// Starts polling. Call on entering Active (not in `--child-when-active` mode).
+///
+/// `acknowledged` is [`super::gateway::Gateway::acknowledged`]; `events` goes to the
+/// runtime, which must push every `Forward` to the gateway in order.
+pub fn spawn_poller(
+    bot: TelegramBot,
+    config: PollerConfig,
+    start: StartPosition,
+    acknowledged: watch::Receiver<i64>,
+    events: mpsc::Sender<PollerEvent>,
+) -> PollerHandle {
+    let cancel = CancellationToken::new();
+    let ledger = OffsetLedger::new(&start);
+    let foreign_reported = config.known_foreign_chats.iter().copied().collect();
+    let (progress_tx, progress) = watch::channel(ledger.progress());
+    let poll_loop = PollLoop {
+        rng: ChaCha8Rng::seed_from_u64(config.jitter_seed),
+        bot,
+        config,
+        events,
+        acknowledged,
+        cancel: cancel.clone(),
+        progress_tx,
+        ledger,
+        foreign_reported,
+        bot_username: String::new(),
+    };
+    let task = tokio::spawn(tracing::Instrument::in_current_span(poll_loop.run()));
+    PollerHandle {
+        cancel,
+        progress,
+        task,
+    }
+}
+
+struct PollLoop {
+    bot: TelegramBot,
+    config: PollerConfig,
+    events: mpsc::Sender<PollerEvent>,
+    acknowledged: watch::Receiver<i64>,
+    cancel: CancellationToken,
+    progress_tx: watch::Sender<PollProgress>,
+    ledger: OffsetLedger,
+    rng: ChaCha8Rng,
+    foreign_reported: HashSet<i64>,
+    bot_username: String,
+}
+
+/// `Err` ends the loop with that exit.
+type Step = Result<(), PollerExit>;
+
+impl PollLoop {
+    async fn run(mut self) -> (PollerExit, OffsetLedger) {
+        let exit = match self.poll_forever().await {
+            Ok(()) => PollerExit::Cancelled,
+            Err(exit) => exit,
+        };
+        (exit, self.ledger)
+    }
+
+    async fn poll_forever(&mut self) -> Step {
+        self.prepare().await?;
+        let mut failures = 0u32;
+        loop {
+            self.ledger
+                .acknowledged(*self.acknowledged.borrow_and_update());
+            self.progress_tx.send_replace(self.ledger.progress());
+            if let Some(slept) = self.config.sleep_guard.as_mut().and_then(|g| g.check()) {
+                self.emit(PollerEvent::Slept { slept }).await?;
+                self.cancel.cancelled().await;
+                return Err(PollerExit::Cancelled);
+            }
+            let request = self.bot.get_updates_raw(self.ledger.offset());
+            let result = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Err(PollerExit::Cancelled),
+                result = request => result,
+            };
+            match result {
+                Ok(batch) => {
+                    failures = 0;
+                    if !self.absorb(batch).await? {
+                        self.wait_for_acknowledgement().await?;
+                    }
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    self.on_error(error, failures).await?;
+                }
+            }
+        }
+    }
+
+    /// getMe, deleteWebhook and setMyCommands, retried with back-off until they succeed.
+    async fn prepare(&mut self) -> Step {
+        let mut failures = 0u32;
+        loop {
+            let attempt = async {
+                let username = self.bot.username().await?;
+                self.bot.prepare_polling().await?;
+                Ok::<_, TelegramError>(username)
+            };
+            let result = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Err(PollerExit::Cancelled),
+                result = attempt => result,
+            };
+            match result {
+                Ok(username) => {
+                    self.bot_username = username.clone();
+                    return self
+                        .emit(PollerEvent::Started {
+                            bot_username: username,
+                        })
+                        .await;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    self.on_error(error, failures).await?;
+                }
+            }
+        }
+    }
+
+    /// Reports the new updates of a batch; true when there was at least one.
+    async fn absorb(&mut self, batch: Vec<Value>) -> Result<bool, PollerExit> {
+        let mut fresh = false;
+        for payload in batch {
+            let route = UpdateRoute::of(&payload);
+            let Some(update_id) = route.update_id else {
+                // Without an id it cannot be confirmed alone; the next confirmed id covers it.
+                tracing::warn!(kind = ?route.kind, "ignoring an update without an update_id");
+                continue;
+            };
+            self.ledger.saw(update_id);
+            if !self.ledger.is_new(update_id) {
+                continue;
+            }
+            fresh = true;
+            self.dispatch(update_id, &route, payload).await?;
+        }
+        Ok(fresh)
+    }
+
+    /// Decides what one new update is, reports it and records how it will be confirmed.
+    async fn dispatch(&mut self, update_id: i64, route: &UpdateRoute, payload: Value) -> Step {
+        let Some(chat_id) = route.chat_id else {
+            tracing::debug!(update_id, kind = ?route.kind, "update without a chat: not forwarded");
+            self.ledger.handled(update_id);
+            return Ok(());
+        };
+        if chat_id != self.config.chat_id {
+            tracing::info!(
+                update_id,
+                chat_id,
+                "update from a foreign chat: not forwarded"
+            );
+            let report = self.foreign_reported.len() < FOREIGN_CHATS_MAX
+                && self.foreign_reported.insert(chat_id);
+            if report {
+                self.emit(PollerEvent::ForeignChat { chat_id }).await?;
+            }
+            self.ledger.handled(update_id);
+            return Ok(());
+        }
+        if !route.is_in(self.config.chat_id, self.config.thread_id) {
+            tracing::debug!(update_id, thread_id = ?route.thread_id, "update in another topic: not forwarded");
+            self.ledger.handled(update_id);
+            return Ok(());
+        }
+        let command =
+            message_text(&payload).and_then(|text| parse_command(text, &self.bot_username));
+        match command {
+            Some(command) => {
+                let event = PollerEvent::Command {
+                    update_id,
+                    chat_id,
+                    thread_id: route.thread_id,
+                    command,
+                };
+                self.emit(event).await?;
+                self.ledger.handled(update_id);
+            }
+            None => {
+                self.emit(PollerEvent::Forward { update_id, payload })
+                    .await?;
+                self.ledger.forwarded(update_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing new came back: Telegram is re-sending updates the child has not fetched yet.
+    async fn wait_for_acknowledgement(&mut self) -> Step {
+        let pause = tokio::time::sleep(self.config.resend_pause);
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(PollerExit::Cancelled),
+            changed = self.acknowledged.changed() => {
+                if changed.is_err() {
+                    // The gateway is gone: no acknowledgement will come; do not spin.
+                    self.sleep(self.config.resend_pause).await?;
+                }
+                Ok(())
+            }
+            () = pause => Ok(()),
+        }
+    }
+
+    async fn on_error(&mut self, error: TelegramError, failures: u32) -> Step {
+        match error {
+            TelegramError::Conflict { description } => {
+                tracing::warn!(%description, "getUpdates conflict: another poller or a webhook");
+                self.emit(PollerEvent::Conflict { description }).await?;
+                let min = self.config.conflict_backoff_min;
+                let wait = min + min.mul_f64(self.rng.random::<f64>());
+                self.sleep(wait).await
+            }
+            TelegramError::RetryAfter(wait) => {
+                tracing::warn!(?wait, "Telegram flood control on getUpdates");
+                self.sleep(wait).await
+            }
+            TelegramError::Unauthorized => {
+                tracing::error!("Telegram refused the bot token; polling stops");
+                let _ = self.emit(PollerEvent::Fatal { error }).await;
+                Err(PollerExit::Fatal)
+            }
+            other => {
+                let exponent = failures.saturating_sub(1).min(16);
+                let base = Duration::from_secs(1).saturating_mul(1 << exponent);
+                let base = base.min(self.config.error_backoff_max);
+                let wait = base.mul_f64(0.5 + self.rng.random::<f64>() / 2.0);
+                tracing::warn!(error = %other, ?wait, "Telegram request failed; retrying");
+                self.sleep(wait).await
+            }
+        }
+    }
+
+    async fn sleep(&self, wait: Duration) -> Step {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(PollerExit::Cancelled),
+            () = tokio::time::sleep(wait) => Ok(()),
+        }
+    }
+
+    async fn emit(&self, event: PollerEvent) -> Step {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(PollerExit::Cancelled),
+            sent = self.events.send(event) => sent.map_err(|_| PollerExit::Cancelled),
+        }
+    }
+}
+
+/// One message for the replier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub chat_id: i64,
+    pub thread_id: Option<i64>,
+    /// Telegram HTML; escape every foreign value with `escape_html`.
+    pub html: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplierSettings {
+    /// Least time between two messages to one chat (Telegram: about 1 per second).
+    pub per_chat_interval: Duration,
+    /// Sends of one message at most when Telegram answers `RetryAfter`.
+    pub attempts_max: u32,
+    /// Messages waiting at most; more are dropped with a warning.
+    pub queue_capacity: usize,
+}
+
+impl Default for ReplierSettings {
+    fn default() -> Self {
+        ReplierSettings {
+            per_chat_interval: Duration::from_secs(1),
+            attempts_max: 4,
+            queue_capacity: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("reply dropped: the replier queue is full or stopped")]
+pub struct ReplyDropped;
+
+/// Sends replies in order through a per-chat rate limiter. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Replier {
+    queue: mpsc::Sender<OutgoingMessage>,
+}
+
+impl Replier {
+    /// Starts the sending task; it ends when every `Replier` clone is dropped.
+    pub fn spawn(bot: TelegramBot, settings: ReplierSettings) -> (Replier, JoinHandle<()>) {
+        let (queue, receiver) = mpsc::channel(settings.queue_capacity.max(1));
+        let task = tokio::spawn(tracing::Instrument::in_current_span(send_replies(
+            bot, settings, receiver,
+        )));
+        (Replier { queue }, task)
+    }
+
+    /// Queues a message without waiting; never blocks the runtime's loop.
+    pub fn send(&self, message: OutgoingMessage) -> Result<(), ReplyDropped> {
+        self.queue.try_send(message).map_err(|_| {
+            tracing::warn!("reply dropped: the Telegram reply queue is full");
+            ReplyDropped
+        })
+    }
+}
+
+async fn send_replies(
+    bot: TelegramBot,
+    settings: ReplierSettings,
+    mut receiver: mpsc::Receiver<OutgoingMessage>,
+) {
+    let mut next_allowed: HashMap<i64, tokio::time::Instant> = HashMap::new();
+    while let Some(message) = receiver.recv().await {
+        for attempt in 1..=settings.attempts_max.max(1) {
+            if let Some(at) = next_allowed.get(&message.chat_id) {
+                tokio::time::sleep_until(*at).await;
+            }
+            let result = bot
+                .send_html(message.chat_id, message.thread_id, &message.html)
+                .await;
+            let now = tokio::time::Instant::now();
+            next_allowed.insert(message.chat_id, now + settings.per_chat_interval);
+            match result {
+                Ok(()) => break,
+                Err(TelegramError::RetryAfter(wait)) if attempt < settings.attempts_max => {
+                    tracing::warn!(
+                        ?wait,
+                        attempt,
+                        "Telegram flood control on sendMessage; waiting"
+                    );
+                    next_allowed.insert(message.chat_id, now + wait);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, chat_id = message.chat_id, "reply not sent");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_waits_for_holes_and_acknowledgements() {
+        let start = StartPosition {
+            skip_through: 6,
+            also_handled: vec![8],
+        };
+        let mut ledger = OffsetLedger::new(&start);
+        assert_eq!(ledger.offset(), Some(7));
+        assert!(!ledger.is_new(8));
+        ledger.handled(9); // seen out of order before 7 arrived: must not pass the hole
+        assert_eq!(ledger.offset(), Some(7));
+        for id in [7, 8, 9] {
+            ledger.saw(id);
+        }
+        ledger.forwarded(7);
+        ledger.acknowledged(6);
+        assert_eq!(ledger.offset(), Some(7));
+        assert_eq!(ledger.progress().handled_above, vec![8, 9]);
+        ledger.acknowledged(7);
+        assert_eq!(ledger.offset(), Some(10));
+        assert!(ledger.progress().handled_above.is_empty());
+    }
+
+    #[test]
+    fn get_updates_errors_are_classified_and_scrubbed() {
+        let token = Secret::new("1:secret");
+        let conflict = parse_get_updates(
+            409,
+            r#"{"ok":false,"error_code":409,"description":"Conflict: x"}"#,
+            &token,
+        );
+        assert!(matches!(conflict, Err(TelegramError::Conflict { .. })));
+        let unauthorized =
+            parse_get_updates(401, r#"{"ok":false,"description":"Unauthorized"}"#, &token);
+        assert!(matches!(unauthorized, Err(TelegramError::Unauthorized)));
+        let retry = parse_get_updates(
+            429,
+            r#"{"ok":false,"description":"x","parameters":{"retry_after":2}}"#,
+            &token,
+        );
+        assert!(matches!(retry, Err(TelegramError::RetryAfter(d)) if d == Duration::from_secs(2)));
+        let garbage = parse_get_updates(502, "<html>1:secret</html>", &token);
+        let text = garbage.unwrap_err().to_string();
+        assert!(!text.contains("1:secret"), "{text}");
+    }
+}

@@ -1,0 +1,128 @@
+//! The watcher: one recursive notify watch on the devices folder, turned into the
+//! program's own [`WatchSignal`]s.
+//!
+//! Owns: creating the watch ONCE (notify#993: adding or removing watches recreates the
+//! macOS stream and loses queued events), mapping notify events to file names (hints
+//! only: the runtime always re-reads the real files), `Rescan` for notify's rescan flag
+//! and for a full channel, and the `--poll` fallback for folders that never send events
+//! (network and FUSE mounts). Must never: read a file, block the notify thread, or decide
+//! anything. Drop policy: the channel is bounded; when it is full the event is dropped
+//! and a rescan is flagged, so nothing is lost, only coalesced.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use tokio::sync::mpsc;
+
+/// What the watcher tells the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchSignal {
+    /// These names (in the devices folder) may have changed.
+    Changed(BTreeSet<String>),
+    /// Events were lost or the backend asked for it: list everything again.
+    Rescan { reason: String },
+    /// The watch reported an error (the folder vanished?); the runtime re-creates it.
+    Failed { reason: String },
+}
+
+/// Bound on signals waiting for the runtime.
+pub const SIGNALS_MAX: usize = 256;
+
+/// A live watch; dropping it stops watching.
+pub struct FolderWatch {
+    _watcher: Box<dyn notify::Watcher + Send>,
+    pub dir: PathBuf,
+}
+
+/// How to watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// FSEvents on macOS, inotify on Linux.
+    Native,
+    /// Stat the folder every interval (for mounts that send no events).
+    Poll(Duration),
+}
+
+/// Starts one recursive watch on `dir`, sending signals to `tx`. Scan once AFTER this
+/// returns: `watch()` can return before the OS has registered the stream.
+pub fn watch(
+    dir: &Path,
+    mode: WatchMode,
+    tx: mpsc::Sender<WatchSignal>,
+) -> Result<FolderWatch, notify::Error> {
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let root = dir.to_path_buf();
+    let handler = move |result: notify::Result<notify::Event>| {
+        let signal = match result {
+            Ok(event) if event.need_rescan() => WatchSignal::Rescan {
+                reason: "the watcher dropped events".into(),
+            },
+            Ok(event) => {
+                let names: BTreeSet<String> = event
+                    .paths
+                    .iter()
+                    .filter_map(|path| name_in(&root, path))
+                    .collect();
+                if names.is_empty() {
+                    return;
+                }
+                WatchSignal::Changed(names)
+            }
+            Err(error) => WatchSignal::Failed {
+                reason: error.to_string(),
+            },
+        };
+        if overflowed.swap(false, Ordering::AcqRel) {
+            let reason = "the event channel was full".to_string();
+            if tx.try_send(WatchSignal::Rescan { reason }).is_err() {
+                overflowed.store(true, Ordering::Release);
+            }
+        }
+        if tx.try_send(signal).is_err() {
+            overflowed.store(true, Ordering::Release);
+        }
+    };
+    let mut watcher: Box<dyn notify::Watcher + Send> = match mode {
+        WatchMode::Native => Box::new(notify::recommended_watcher(handler)?),
+        WatchMode::Poll(interval) => Box::new(notify::PollWatcher::new(
+            handler,
+            notify::Config::default().with_poll_interval(interval),
+        )?),
+    };
+    watcher.watch(dir, RecursiveMode::Recursive)?;
+    Ok(FolderWatch {
+        _watcher: watcher,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// The file name of `path` if it sits directly in `root`.
+fn name_in(root: &Path, path: &Path) -> Option<String> {
+    let parent = path.parent()?;
+    if parent != root {
+        return None;
+    }
+    Some(path.file_name()?.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reports_a_written_file_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(SIGNALS_MAX);
+        let _watch = watch(dir.path(), WatchMode::Native, tx).unwrap();
+        std::fs::write(dir.path().join("a.json"), "{}").unwrap();
+        let signal = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a signal within 10 s")
+            .unwrap();
+        assert_eq!(signal, WatchSignal::Changed(["a.json".to_string()].into()));
+    }
+}

@@ -1,0 +1,138 @@
+//! CLI verbs that wrap other modules: `agent …`, `replay`, `record`.
+//!
+//! Owns: the flags of these verbs and turning them into the modules' requests. Must
+//! never: put the bot token into an agent's arguments or environment (the agent module
+//! refuses token-shaped values too).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::agent::{self, AgentEnv, InstallRequest, SystemRunner, UninstallTarget};
+use crate::cli::{GlobalArgs, exit};
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Install a launchd agent (macOS) or systemd user unit (Linux) running `baton run DIR`, and load it.
+    Install(AgentInstallArgs),
+    /// Unload and remove the agent of DIR (or --label).
+    Uninstall(AgentTargetArgs),
+    /// List the installed baton agents.
+    List,
+    /// Print the service file `install` would write; writes nothing.
+    Print(AgentInstallArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentInstallArgs {
+    /// The project directory (default: the current one).
+    pub dir: Option<PathBuf>,
+    /// The agent's label (default: `dev.mirror-baton.<slug>` derived from DIR).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Write the file but do not ask launchd/systemd to load it.
+    #[arg(long)]
+    pub no_load: bool,
+    /// Passed to `baton run`.
+    #[arg(long)]
+    pub device_name: Option<String>,
+    /// Passed to `baton run`.
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Passed to `baton run`.
+    #[arg(long)]
+    pub child_when_active: bool,
+    /// The command `baton run` supervises (e.g. the mirror), after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentTargetArgs {
+    /// The project directory (default: the current one).
+    pub dir: Option<PathBuf>,
+    /// The agent's label instead of a directory.
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+fn install_request(global: &GlobalArgs, args: &AgentInstallArgs) -> InstallRequest {
+    let mut run_options = Vec::new();
+    if let Some(dir) = &global.sync_dir {
+        run_options.extend(["--sync-dir".to_string(), dir.to_string_lossy().into_owned()]);
+    }
+    if let Some(group) = &global.group {
+        run_options.extend(["--group".to_string(), group.clone()]);
+    }
+    if let Some(name) = &args.device_name {
+        run_options.extend(["--device-name".to_string(), name.clone()]);
+    }
+    if let Some(priority) = args.priority {
+        run_options.extend(["--priority".to_string(), priority.to_string()]);
+    }
+    if args.child_when_active {
+        run_options.push("--child-when-active".into());
+    }
+    InstallRequest {
+        dir: args.dir.clone(),
+        label: args.label.clone(),
+        run_options,
+        child_command: args.command.clone(),
+        ..Default::default()
+    }
+}
+
+/// Runs an `agent` verb.
+pub fn agent(global: &GlobalArgs, command: &AgentCommand) -> Result<i32, agent::AgentError> {
+    let env = AgentEnv::detect()?;
+    match command {
+        AgentCommand::Install(args) => {
+            let spec = agent::AgentSpec::from_request(&env, &install_request(global, args))?;
+            let report = agent::install(&env, &spec, args.no_load, &mut SystemRunner)?;
+            println!("wrote {}", report.unit_path.display());
+            if !report.dropped_env.is_empty() {
+                println!(
+                    "left out secret-looking variables: {}",
+                    report.dropped_env.join(", ")
+                );
+            }
+            if report.loaded {
+                println!(
+                    "loaded {}; logs in {}",
+                    report.label,
+                    spec.log_dir.display()
+                );
+            } else {
+                println!("not loaded (--no-load)");
+            }
+        }
+        AgentCommand::Print(args) => {
+            print!("{}", agent::print(&env, &install_request(global, args))?);
+        }
+        AgentCommand::Uninstall(args) => {
+            let target = match &args.label {
+                Some(label) => UninstallTarget::Label(label.clone()),
+                None => UninstallTarget::Dir(args.dir.clone()),
+            };
+            let report = agent::uninstall(&env, &target, &mut SystemRunner)?;
+            println!("removed {} ({})", report.label, report.unit_path.display());
+        }
+        AgentCommand::List => {
+            let agents = agent::list(&env)?;
+            if agents.is_empty() {
+                println!("no baton agents installed");
+            }
+            for found in agents {
+                let dir = found
+                    .working_dir
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|| "?".into());
+                match found.parse_error {
+                    None => println!("{}  {dir}", found.label),
+                    Some(error) => println!("{}  (unreadable: {error})", found.label),
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,110 @@
+//! A stand-in for the opencode-telegram-mirror, for tests and the demo: it reads updates
+//! from baton's gateway exactly as the mirror does (`GET $TELEGRAM_UPDATES_URL?since=…&
+//! chat_id=…[&thread_id=…]`, Basic auth from the URL) and appends each update it gets to
+//! a JSON Lines file (`update_id`, `text`, `received_at_ms`: its wall clock on receipt),
+//! so a test can count what every device's child received, and when.
+//!
+//! It exits by itself once orphaned (its parent baton is gone, e.g. SIGKILLed in the
+//! demo's crash): an orphan has no gateway left to read, and must not outlive the demo.
+//!
+//! Owns: nothing baton itself uses. Must never: log the URL (it carries credentials).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::Value;
+
+#[derive(Args, Debug, Clone)]
+pub struct MirrorStubArgs {
+    /// Where to append one JSON line per update received.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Milliseconds between two fetches (the mirror uses about 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StubError {
+    #[error("TELEGRAM_UPDATES_URL is not set (run me under `baton run -- …`)")]
+    NoUrl,
+    #[error("TELEGRAM_UPDATES_URL is not a URL: {0}")]
+    BadUrl(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot build an HTTP client: {0}")]
+    Client(String),
+}
+
+/// Polls until killed, or until orphaned (then exits 0).
+pub async fn run(args: MirrorStubArgs) -> Result<i32, StubError> {
+    let parent_pid = std::os::unix::process::parent_id();
+    let raw = std::env::var("TELEGRAM_UPDATES_URL").map_err(|_| StubError::NoUrl)?;
+    let mut url = reqwest::Url::parse(&raw).map_err(|e| StubError::BadUrl(e.to_string()))?;
+    let user = url.username().to_string();
+    let password = url.password().map(str::to_string);
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let chat_id = std::env::var("TELEGRAM_CHAT_ID").unwrap_or_default();
+    let thread_id = std::env::var("TELEGRAM_THREAD_ID").ok();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| StubError::Client(e.to_string()))?;
+    let mut since: i64 = 0;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .map_err(|source| StubError::Write {
+            path: args.out.clone(),
+            source,
+        })?;
+    loop {
+        if std::os::unix::process::parent_id() != parent_pid {
+            return Ok(0);
+        }
+        let mut query = vec![("since", since.to_string()), ("chat_id", chat_id.clone())];
+        if let Some(thread) = &thread_id {
+            query.push(("thread_id", thread.clone()));
+        }
+        let response = client
+            .get(url.clone())
+            .basic_auth(&user, password.as_deref())
+            .query(&query)
+            .send()
+            .await;
+        if let Ok(response) = response
+            && let Ok(body) = response.json::<Value>().await
+        {
+            for entry in body["updates"].as_array().into_iter().flatten() {
+                let Some(update_id) = entry["update_id"].as_i64() else {
+                    continue;
+                };
+                if update_id <= since {
+                    continue;
+                }
+                since = update_id;
+                let text = entry["payload"]["message"]["text"].as_str().unwrap_or("");
+                let received_at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |elapsed| elapsed.as_millis() as u64);
+                let line = serde_json::json!({
+                    "update_id": update_id,
+                    "text": text,
+                    "received_at_ms": received_at_ms,
+                });
+                writeln!(file, "{line}").map_err(|source| StubError::Write {
+                    path: args.out.clone(),
+                    source,
+                })?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+    }
+}

@@ -1,0 +1,107 @@
+//! The words baton says in Telegram: `/devices`, `/status`, `/help` and activation
+//! answers, as Telegram HTML.
+//!
+//! Owns: wording and layout. Must never: put an unescaped foreign value (device ids hold
+//! `_`, `*`, `<`) into markup, or mention the token.
+
+use std::time::Duration;
+
+use crate::adapters::telegram_commands::escape_html;
+use crate::core::election::{DeviceRow, Health};
+use crate::core::{ActivationOutcome, Role};
+
+/// `/devices`: the numbered table, active first; ⚠ on stale devices.
+pub fn devices(rows: &[DeviceRow]) -> String {
+    if rows.is_empty() {
+        return "no devices yet".into();
+    }
+    let mut text = String::from("<b>Devices</b>\n");
+    for row in rows {
+        let mark = match row.health {
+            Health::Ok if row.role == crate::core::Status::Active => "🟢",
+            Health::Ok => "⚪",
+            Health::Stale => "⚠",
+            Health::Stopped => "⏹",
+            Health::Unknown => "❔",
+        };
+        let thread = row
+            .thread_id
+            .map(|t| format!(" · topic {t}"))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "{} {mark} <code>{}</code> — {}{thread} · term {} · seen {} ago\n",
+            row.number,
+            escape_html(&row.device_id),
+            row.role.as_str(),
+            row.term,
+            age(Duration::from_secs(row.heartbeat_age_s)),
+        ));
+    }
+    text.push_str("\n/activate &lt;n&gt; makes a device active");
+    text
+}
+
+fn age(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        _ => format!("{}h", secs / 3600),
+    }
+}
+
+/// What `/status` shows.
+pub struct StatusInfo<'a> {
+    pub device_id: &'a str,
+    pub role: Role,
+    pub term: u64,
+    pub uptime: Duration,
+    pub folder: &'a str,
+    pub peers: usize,
+}
+
+pub fn status(info: &StatusInfo<'_>) -> String {
+    format!(
+        "<b>{}</b>\nrole: {} · term {}\nup {} · baton {}\nsync folder: <code>{}</code> ({} peers seen)",
+        escape_html(info.device_id),
+        info.role,
+        info.term,
+        age(info.uptime),
+        env!("CARGO_PKG_VERSION"),
+        escape_html(info.folder),
+        info.peers,
+    )
+}
+
+pub fn help() -> String {
+    "<b>baton</b> passes this bot between your devices.\n\
+     /devices — the devices, active first\n\
+     /activate &lt;n|device&gt; — make a device active\n\
+     /status — this device, its role and health\n\
+     Everything else goes to the mirror on the active device."
+        .into()
+}
+
+pub fn activate_usage() -> String {
+    "usage: <code>/activate &lt;n|device&gt;</code> — see /devices for the numbers".into()
+}
+
+/// The answer to `/activate`.
+pub fn activation(result: &ActivationOutcome) -> String {
+    match result {
+        ActivationOutcome::HandingOver { to } => {
+            format!("handing over to <code>{}</code> …", escape_html(to))
+        }
+        ActivationOutcome::Requested { to, .. } => {
+            format!("asked for <code>{}</code> …", escape_html(to))
+        }
+        ActivationOutcome::Contending => "claiming the role …".into(),
+        ActivationOutcome::Done { device } => {
+            format!("✅ <code>{}</code> is now ACTIVE", escape_html(device))
+        }
+        ActivationOutcome::AlreadyActive { device } => {
+            format!("<code>{}</code> is already active", escape_html(device))
+        }
+        ActivationOutcome::Failed { reason } => format!("❌ {}", escape_html(reason)),
+    }
+}

@@ -1,0 +1,208 @@
+//! Real `baton` processes on real temporary folders, for end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mirror_baton::core::record::{self, DeviceRecord, NameKind};
+
+pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+/// A group of devices on one temporary folder.
+pub struct Folder {
+    pub root: tempfile::TempDir,
+    pub time_scale: f64,
+}
+
+impl Folder {
+    pub fn new(time_scale: f64) -> Self {
+        Folder {
+            root: tempfile::tempdir().expect("temp dir"),
+            time_scale,
+        }
+    }
+    pub fn sync_dir(&self) -> PathBuf {
+        self.root.path().join("sync")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+    pub fn devices_dir(&self) -> PathBuf {
+        self.sync_dir().join("default").join("devices")
+    }
+    pub fn project(&self, name: &str) -> PathBuf {
+        let dir = self.root.path().join("projects").join(name);
+        std::fs::create_dir_all(&dir).expect("project dir");
+        dir.canonicalize().expect("canonical project dir")
+    }
+    /// A `baton` command with this folder's settings.
+    pub fn baton(&self) -> Command {
+        let mut command = Command::new(BATON);
+        command
+            .env("BATON_SYNC_DIR", self.sync_dir())
+            .env("BATON_STATE_DIR", self.state_dir())
+            .env("BATON_TIME_SCALE", self.time_scale.to_string())
+            .env("BATON_GROUP", "default")
+            .env("HOME", self.root.path().join("home"))
+            .env_remove("TELEGRAM_CHAT_ID")
+            .env_remove("TELEGRAM_THREAD_ID")
+            .env_remove("TELEGRAM_API_URL")
+            .env_remove("DEVICE_NAME")
+            .env_remove("TELEGRAM_BOT_TOKEN")
+            .env("RUST_LOG", "info,mirror_baton::runtime=debug")
+            .stdin(Stdio::null());
+        command
+    }
+    /// Starts `baton run` for project `name`, logging to `<root>/<name>.log`.
+    pub fn start(&self, name: &str, extra: &[&str]) -> Device {
+        self.start_with(name, extra, self.baton())
+    }
+    /// Starts `baton run` for project `name` from a prepared command (extra env).
+    pub fn start_with(&self, name: &str, extra: &[&str], mut command: Command) -> Device {
+        let project = self.project(name);
+        let log_path = self.root.path().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = command
+            .arg("run")
+            .arg(&project)
+            .args(extra)
+            .stdout(log.try_clone().expect("log clone"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn baton");
+        let device_id = record::device_id(None, &hostname(), &project.to_string_lossy());
+        Device {
+            child: Some(child),
+            device_id,
+            log_path,
+        }
+    }
+    /// Every parseable record in the folder.
+    pub fn records(&self) -> Vec<DeviceRecord> {
+        let Ok(entries) = std::fs::read_dir(self.devices_dir()) else {
+            return Vec::new();
+        };
+        let mut records: Vec<DeviceRecord> = entries
+            .flatten()
+            .filter(|e| {
+                matches!(
+                    record::classify_name(&e.file_name().to_string_lossy()),
+                    NameKind::Record { .. }
+                )
+            })
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|bytes| record::parse_record(&bytes).ok())
+            .collect();
+        records.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        records
+    }
+    pub fn record_of(&self, device_id: &str) -> Option<DeviceRecord> {
+        self.records()
+            .into_iter()
+            .find(|r| r.device_id == device_id)
+    }
+}
+
+impl Folder {
+    /// Starts `baton run` for `name` against a fake Bot API (chat `chat`), with a
+    /// stand-in mirror recording what it gets to `<root>/<name>.updates`; JSON logs.
+    pub fn start_telegram(&self, name: &str, api_url: &str, token: &str, chat: i64) -> Device {
+        let out = self.root.path().join(format!("{name}.updates"));
+        let out = out.to_string_lossy().into_owned();
+        let mut command = self.baton();
+        command
+            .env("TELEGRAM_BOT_TOKEN", token)
+            .env("TELEGRAM_CHAT_ID", chat.to_string())
+            .env("TELEGRAM_API_URL", api_url)
+            .args(["--log-format", "json"]);
+        let stub = [
+            "--",
+            BATON,
+            "mirror-stub",
+            "--out",
+            &out,
+            "--interval-ms",
+            "50",
+        ];
+        self.start_with(name, &stub, command)
+    }
+}
+
+/// Polls `check` every 20 ms until it returns Some or `limit` passes, without blocking
+/// an async runtime.
+pub async fn wait_until<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct Device {
+    pub child: Option<Child>,
+    pub device_id: String,
+    pub log_path: PathBuf,
+}
+
+impl Device {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.pid() as i32, signal);
+        }
+    }
+    /// Waits (bounded) for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns Some or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn hostname() -> String {
+    mirror_baton::cli::hostname()
+}
+
+pub fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

@@ -1,0 +1,160 @@
+//! The life of a `baton run` with a child, as launchd would see it: SIGTERM stops the
+//! child, hands the role over and exits 0; a second signal forces exit; a device
+//! restarted after a crash rejoins as a standby and does not take the role back.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::process::{Device, Folder, wait_for};
+use mirror_baton::core::Status;
+
+const SCALE: f64 = 0.05;
+
+/// A child that writes its pid, notes SIGTERM in a file, and exits on it.
+fn child_args(dir: &Path, name: &str) -> Vec<String> {
+    let pid_file = dir.join(format!("{name}.child-pid"));
+    let term_file = dir.join(format!("{name}.child-term"));
+    let script = format!(
+        "echo $$ > '{}'; trap 'echo term > \"{}\"; exit 0' TERM; while true; do sleep 0.05; done",
+        pid_file.display(),
+        term_file.display()
+    );
+    vec!["--".into(), "sh".into(), "-c".into(), script]
+}
+
+fn start(folder: &Folder, name: &str) -> Device {
+    let args = child_args(folder.root.path(), name);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    folder.start(name, &args)
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn status(folder: &Folder, id: &str) -> Option<Status> {
+    folder.record_of(id).map(|r| r.status)
+}
+
+#[test]
+fn sigterm_stops_the_child_hands_over_and_exits_zero() {
+    let folder = Folder::new(SCALE);
+    let mut active = start(&folder, "one");
+    wait_for(Duration::from_secs(20), || {
+        (status(&folder, &active.device_id) == Some(Status::Active)).then_some(())
+    })
+    .expect("first device active");
+    let standby = start(&folder, "two");
+    wait_for(Duration::from_secs(20), || {
+        (status(&folder, &standby.device_id) == Some(Status::Standby)).then_some(())
+    })
+    .expect("second device standby");
+    let child_pid: i32 = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(folder.root.path().join("one.child-pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .expect("the child runs");
+    assert!(pid_alive(child_pid));
+
+    let stopped_at = Instant::now();
+    active.signal(libc::SIGTERM);
+    assert_eq!(
+        active.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "exits 0:\n{}",
+        active.log()
+    );
+    let exited_after = stopped_at.elapsed();
+    assert!(
+        folder.root.path().join("one.child-term").exists(),
+        "the child got SIGTERM"
+    );
+    assert!(!pid_alive(child_pid), "the child is gone");
+    wait_for(Duration::from_secs(10), || {
+        (status(&folder, &standby.device_id) == Some(Status::Active)).then_some(())
+    })
+    .expect("the standby took over");
+    println!("SIGTERM → exit 0 in {exited_after:?} (ExitTimeOut is 30 s)");
+    assert_eq!(status(&folder, &active.device_id), Some(Status::Stopped));
+}
+
+#[test]
+fn a_second_signal_forces_exit() {
+    // Slow enough that the handoff timeout (24 s) cannot be what ends the process.
+    let folder = Folder::new(0.5);
+    let mut lone = start(&folder, "lone");
+    wait_for(Duration::from_secs(20), || {
+        (status(&folder, &lone.device_id) == Some(Status::Active)).then_some(())
+    })
+    .expect("active");
+    // A standby that never answers a handoff: a record with a live-looking standby that
+    // no process backs, so the resignation waits for the handoff timeout.
+    let ghost = folder.start("ghost", &[]);
+    wait_for(Duration::from_secs(20), || {
+        (status(&folder, &ghost.device_id) == Some(Status::Standby)).then_some(())
+    })
+    .expect("ghost standby");
+    ghost.signal(libc::SIGSTOP);
+    lone.signal(libc::SIGTERM);
+    // Signals sent while the first is still pending coalesce into one (as the OS and
+    // tokio deliver them): send the second once the first was seen, as a person would.
+    wait_for(Duration::from_secs(10), || {
+        lone.log().contains("stop signal: resigning").then_some(())
+    })
+    .expect("the first signal starts the resignation");
+    lone.signal(libc::SIGTERM);
+    let code = lone.wait_exit(Duration::from_secs(10));
+    ghost.signal(libc::SIGCONT);
+    assert_eq!(
+        code,
+        Some(130),
+        "the second signal forces exit (130):\n{}",
+        lone.log()
+    );
+}
+
+#[test]
+fn a_device_restarted_after_a_crash_rejoins_as_standby() {
+    let folder = Folder::new(SCALE);
+    let mut first = folder.start("first", &[]);
+    wait_for(Duration::from_secs(20), || {
+        (status(&folder, &first.device_id) == Some(Status::Active)).then_some(())
+    })
+    .expect("first active");
+    let second = folder.start("second", &[]);
+    wait_for(Duration::from_secs(20), || {
+        (status(&folder, &second.device_id) == Some(Status::Standby)).then_some(())
+    })
+    .expect("second standby");
+    first.signal(libc::SIGKILL);
+    first.wait_exit(Duration::from_secs(5));
+    wait_for(Duration::from_secs(30), || {
+        (status(&folder, &second.device_id) == Some(Status::Active)).then_some(())
+    })
+    .expect("second takes over");
+    let term = folder.record_of(&second.device_id).unwrap().term;
+    // launchd restarts the crashed one.
+    let restarted = folder.start("first", &[]);
+    wait_for(Duration::from_secs(20), || {
+        (status(&folder, &restarted.device_id) == Some(Status::Standby)).then_some(())
+    })
+    .expect("the restarted device registers as standby");
+    std::thread::sleep(Duration::from_secs_f64(60.0 * SCALE));
+    assert_eq!(
+        status(&folder, &restarted.device_id),
+        Some(Status::Standby),
+        "does not take the role back"
+    );
+    let still = folder.record_of(&second.device_id).unwrap();
+    assert_eq!(
+        (still.status, still.term),
+        (Status::Active, term),
+        "the role stayed put"
+    );
+}

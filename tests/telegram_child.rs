@@ -1,0 +1,149 @@
+//! The child supervisor with real processes: restart with doubling back-off and the extra
+//! environment; graceful stop (SIGTERM), SIGKILL after the grace, the whole group gone.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mirror_baton::adapters::child::{ChildEvent, ChildSpec, ChildSupervisor};
+use tokio::sync::mpsc;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn spec(dir: &Path, script: &str) -> ChildSpec {
+    let mut spec = ChildSpec::new("sh", vec!["-c".into(), script.into()], dir);
+    spec.extra_env = vec![
+        (
+            "TELEGRAM_UPDATES_URL".into(),
+            "http://baton:pw@127.0.0.1:1/updates".into(),
+        ),
+        ("BATON_DEVICE_ID".into(), "mac_<1>".into()),
+    ];
+    spec.backoff_initial = Duration::from_millis(20);
+    spec.backoff_max = Duration::from_millis(80);
+    spec
+}
+
+async fn next(events: &mut mpsc::Receiver<ChildEvent>) -> ChildEvent {
+    tokio::time::timeout(PATIENCE, events.recv())
+        .await
+        .expect("an event in time")
+        .expect("supervisor alive")
+}
+
+async fn wait_for_file(path: &Path) -> String {
+    for _ in 0..1000 {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+/// Alive = exists and is not a zombie (PID 1 in a container may not reap orphans).
+fn alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn restarts_with_doubling_capped_back_off_and_the_extra_environment() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = r#"echo "$TELEGRAM_UPDATES_URL $BATON_DEVICE_ID" >> runs; exit 3"#;
+    let (events_tx, mut events) = mpsc::channel(64);
+    let supervisor = ChildSupervisor::spawn(spec(dir.path(), script), Some(events_tx));
+    supervisor.start().await;
+    let mut delays = Vec::new();
+    while delays.len() < 4 {
+        match next(&mut events).await {
+            ChildEvent::Exited { status, .. } => assert!(status.contains('3'), "{status}"),
+            ChildEvent::RestartScheduled { delay } => delays.push(delay.as_millis()),
+            ChildEvent::Started { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(delays, vec![20, 40, 80, 80]);
+    supervisor.shutdown(Duration::from_secs(1)).await;
+    let runs = std::fs::read_to_string(dir.path().join("runs")).expect("the child ran in DIR");
+    assert!(runs.lines().count() >= 4);
+    assert!(
+        runs.lines()
+            .all(|l| l == "http://baton:pw@127.0.0.1:1/updates mac_<1>"),
+        "{runs}"
+    );
+}
+
+#[tokio::test]
+async fn graceful_stop_sends_sigterm_and_does_not_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = "trap 'echo term > got_term; exit 0' TERM; echo ready > ready; while true; do sleep 0.05; done";
+    let (events_tx, mut events) = mpsc::channel(64);
+    let supervisor = ChildSupervisor::spawn(spec(dir.path(), script), Some(events_tx));
+    supervisor.start().await;
+    assert!(matches!(
+        next(&mut events).await,
+        ChildEvent::Started { .. }
+    ));
+    wait_for_file(&dir.path().join("ready")).await;
+    supervisor.stop(Duration::from_secs(5)).await;
+    match next(&mut events).await {
+        ChildEvent::Exited { status, .. } => assert!(status.contains("exit status: 0"), "{status}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(next(&mut events).await, ChildEvent::Stopped);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("got_term")).expect("trap ran"),
+        "term\n"
+    );
+    supervisor.start().await;
+    assert!(
+        matches!(next(&mut events).await, ChildEvent::Started { .. }),
+        "Start after Stop runs it again"
+    );
+    supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn sigkill_after_the_grace_and_the_whole_group_is_gone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The grandchild ignores SIGTERM and outlives its parent unless the group is killed.
+    let script = "sh -c 'trap \"\" TERM; echo $$ > grandchild; while true; do sleep 0.05; done' & \
+                  trap '' TERM; echo ready > ready; while true; do sleep 0.05; done";
+    let (events_tx, mut events) = mpsc::channel(64);
+    let supervisor = ChildSupervisor::spawn(spec(dir.path(), script), Some(events_tx));
+    supervisor.start().await;
+    assert!(matches!(
+        next(&mut events).await,
+        ChildEvent::Started { .. }
+    ));
+    wait_for_file(&dir.path().join("ready")).await;
+    let grandchild = wait_for_file(&dir.path().join("grandchild"))
+        .await
+        .trim()
+        .to_owned();
+    assert!(alive(&grandchild));
+    supervisor.shutdown(Duration::from_millis(200)).await;
+    match next(&mut events).await {
+        ChildEvent::Exited { status, .. } => assert!(status.contains("signal: 9"), "{status}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // SIGKILL to the group is delivered at once but taken asynchronously: on a busy
+    // machine the grandchild may still be dying when its parent has been reaped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while alive(&grandchild) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !alive(&grandchild),
+        "the grandchild was killed with the group"
+    );
+}

@@ -1,0 +1,193 @@
+//! The fake Bot API behaves like Telegram where baton depends on it.
+
+mod common;
+
+use mirror_baton::fake_bot_api::{CONFLICT_OTHER_GET_UPDATES, FakeBotApi};
+use serde_json::{Value, json};
+use teloxide::prelude::Requester as _;
+
+async fn call(fake: &FakeBotApi, method: &str, body: Value) -> (u16, Value) {
+    let url = format!("{}bot{}/{method}", fake.api_url(), fake.token());
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("fake answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+fn ids(result: &Value) -> Vec<i64> {
+    result["result"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|u| u["update_id"].as_i64().expect("id"))
+        .collect()
+}
+
+#[tokio::test]
+async fn offsets_confirm_and_limit_and_negative_offsets_trim() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    let first = fake.inject_text(common::CHAT_ID, None, "a");
+    for text in ["b", "c", "d", "e"] {
+        fake.inject_text(common::CHAT_ID, None, text);
+    }
+    let (_, all) = call(&fake, "GetUpdates", json!({"limit": 2})).await;
+    assert_eq!(
+        ids(&all),
+        vec![first, first + 1],
+        "limit 2, nothing confirmed yet"
+    );
+    let (_, again) = call(&fake, "getupdates", json!({})).await;
+    assert_eq!(
+        ids(&again).len(),
+        5,
+        "a call without offset confirms nothing"
+    );
+    let (_, rest) = call(&fake, "getUpdates", json!({"offset": first + 2})).await;
+    assert_eq!(ids(&rest), vec![first + 2, first + 3, first + 4]);
+    assert_eq!(
+        fake.pending_update_ids(),
+        vec![first + 2, first + 3, first + 4]
+    );
+    let (_, last) = call(&fake, "getUpdates", json!({"offset": -1})).await;
+    assert_eq!(
+        ids(&last),
+        vec![first + 4],
+        "offset -1 keeps only the last update"
+    );
+    assert_eq!(fake.pending_update_ids(), vec![first + 4]);
+}
+
+#[tokio::test]
+async fn long_poll_returns_when_an_update_arrives_and_older_poll_gets_409() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    let older = tokio::spawn({
+        let url = format!("{}bot{}/getUpdates", fake.api_url(), fake.token());
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"timeout": 30}))
+                .send()
+                .await
+                .expect("answers");
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.expect("JSON"),
+            )
+        }
+    });
+    fake.wait_for(common::PATIENCE, |f| {
+        (f.get_updates_requests().len() == 1).then_some(())
+    })
+    .await
+    .expect("the older poll arrives");
+    let newer = tokio::spawn({
+        let url = format!("{}bot{}/GetUpdates", fake.api_url(), fake.token());
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"timeout": 30}))
+                .send()
+                .await
+                .expect("answers");
+            response.json::<Value>().await.expect("JSON")
+        }
+    });
+    let (status, body) = older.await.expect("older poll task");
+    assert_eq!(status, 409);
+    assert_eq!(body["description"], CONFLICT_OTHER_GET_UPDATES);
+    assert_eq!(body["error_code"], 409);
+    let id = fake.inject_text(common::CHAT_ID, None, "wake up");
+    let body = newer.await.expect("newer poll task");
+    assert_eq!(
+        ids(&body),
+        vec![id],
+        "the waiting newer poll gets the update"
+    );
+}
+
+#[tokio::test]
+async fn wrong_token_is_401_and_the_log_never_holds_a_token() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    let url = format!("{}bot999:wrong/getMe", fake.api_url());
+    let response = reqwest::Client::new()
+        .post(url)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 401);
+    let (status, me) = call(&fake, "GETME", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["result"]["username"], "baton_test_bot");
+    let log = serde_json::to_string(&fake.requests()).expect("log serialises");
+    assert!(
+        !log.contains(fake.token()) && !log.contains("999:wrong"),
+        "{log}"
+    );
+    assert!(!fake.requests()[0].token_ok);
+}
+
+#[tokio::test]
+async fn set_my_commands_validates_names_and_descriptions() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    for bad in [
+        json!([{"command": "Devices", "description": "upper case name"}]),
+        json!([{"command": "", "description": "empty name"}]),
+        json!([{"command": "a".repeat(33), "description": "too long"}]),
+        json!([{"command": "ok", "description": "no"}]),
+    ] {
+        let (status, _) = call(&fake, "setMyCommands", json!({"commands": bad})).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let good = json!([{"command": "devices_2", "description": "fine"}]);
+    let (status, _) = call(&fake, "setMyCommands", json!({"commands": good})).await;
+    assert_eq!(status, 200);
+    assert_eq!(fake.commands(), Some(good));
+}
+
+#[tokio::test]
+async fn form_bodies_and_query_strings_are_parameters_too() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    let url = format!(
+        "{}bot{}/sendMessage?chat_id=42",
+        fake.api_url(),
+        fake.token()
+    );
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("text=hello%20there&message_thread_id=7")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 200);
+    let sent = fake.sent_messages();
+    assert_eq!(
+        (
+            sent[0].chat_id,
+            sent[0].message_thread_id,
+            sent[0].text.as_str()
+        ),
+        (42, Some(7), "hello there")
+    );
+}
+
+#[tokio::test]
+async fn real_teloxide_understands_the_fake() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    let bot = teloxide::Bot::new(fake.token())
+        .set_api_url(reqwest::Url::parse(&fake.api_url()).expect("url"));
+    let me = bot.get_me().await.expect("getMe parses");
+    assert_eq!(me.username(), "baton_test_bot");
+    let message = bot
+        .send_message(teloxide::types::ChatId(common::CHAT_ID), "hi")
+        .await
+        .expect("sendMessage parses");
+    assert_eq!(message.text(), Some("hi"));
+    fake.inject_text(common::CHAT_ID, Some(5), "/devices@baton_test_bot");
+    let updates = bot.get_updates().await.expect("getUpdates parses");
+    assert_eq!(updates.len(), 1);
+}

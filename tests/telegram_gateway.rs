@@ -1,0 +1,185 @@
+//! The updates gateway: credentials required, `since` acknowledges, only the configured
+//! chat/topic is served, and a full buffer drops the oldest with a counted warning.
+
+mod common;
+
+use common::{CHAT_ID, fetch};
+use mirror_baton::adapters::gateway::{Gateway, GatewayConfig, PushOutcome};
+use serde_json::{Value, json};
+
+fn message(chat_id: i64, thread_id: Option<i64>) -> Value {
+    let mut message = json!({"chat": {"id": chat_id}, "text": "hi"});
+    if let Some(thread_id) = thread_id {
+        message["message_thread_id"] = json!(thread_id);
+    }
+    json!({ "message": message })
+}
+
+async fn gateway(thread_id: Option<i64>, capacity: usize) -> Gateway {
+    Gateway::start(GatewayConfig {
+        chat_id: CHAT_ID,
+        thread_id,
+        capacity,
+    })
+    .await
+    .expect("gateway starts")
+}
+
+#[tokio::test]
+async fn credentials_are_required() {
+    let gateway = gateway(None, 10).await;
+    let with_credentials = reqwest::Url::parse(gateway.updates_url().expose()).expect("URL");
+    assert_eq!(with_credentials.host_str(), Some("127.0.0.1"));
+    assert!(!with_credentials.password().unwrap_or("").is_empty());
+    let mut without = with_credentials.clone();
+    without.set_username("").expect("http URL");
+    without.set_password(None).expect("http URL");
+    let mut wrong = with_credentials.clone();
+    wrong.set_password(Some("guess")).expect("http URL");
+    let client = reqwest::Client::new();
+    for url in [without, wrong] {
+        let response = client.get(url).send().await.expect("answers");
+        assert_eq!(response.status(), 401);
+    }
+    assert_eq!(gateway.stats().unauthorized_requests, 2);
+    assert!(fetch(&client, &gateway, None, None).await.is_empty());
+    assert!(!format!("{gateway:?}").contains(with_credentials.password().unwrap_or("x")));
+}
+
+#[tokio::test]
+async fn since_acknowledges_and_publishes_the_watermark() {
+    let gateway = gateway(None, 10).await;
+    let mut acknowledged = gateway.acknowledged();
+    for id in [10, 11, 12] {
+        assert_eq!(
+            gateway.push(id, message(CHAT_ID, None)),
+            PushOutcome::Buffered
+        );
+    }
+    assert_eq!(
+        gateway.push(11, message(CHAT_ID, None)),
+        PushOutcome::Duplicate
+    );
+    let client = reqwest::Client::new();
+    let ids =
+        |updates: Vec<(i64, Value)>| updates.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(fetch(&client, &gateway, None, None).await),
+        vec![10, 11, 12]
+    );
+    assert_eq!(
+        *acknowledged.borrow_and_update(),
+        0,
+        "serving is not acknowledging"
+    );
+    assert_eq!(
+        ids(fetch(&client, &gateway, Some(11), None).await),
+        vec![12]
+    );
+    assert_eq!(*acknowledged.borrow_and_update(), 11);
+    assert_eq!(gateway.stats().buffered, 1);
+    assert!(fetch(&client, &gateway, Some(9999), None).await.is_empty());
+    assert_eq!(
+        *acknowledged.borrow(),
+        12,
+        "since is clamped to ids actually pushed"
+    );
+}
+
+#[tokio::test]
+async fn only_the_configured_chat_and_topic_are_served() {
+    let gateway = gateway(Some(5), 10).await;
+    assert_eq!(
+        gateway.push(1, message(CHAT_ID + 1, Some(5))),
+        PushOutcome::Rejected
+    );
+    assert_eq!(
+        gateway.push(2, message(CHAT_ID, Some(6))),
+        PushOutcome::Rejected
+    );
+    assert_eq!(
+        gateway.push(3, message(CHAT_ID, Some(5))),
+        PushOutcome::Buffered
+    );
+    let client = reqwest::Client::new();
+    assert_eq!(fetch(&client, &gateway, None, Some(5)).await.len(), 1);
+    let mut url = reqwest::Url::parse(gateway.updates_url().expose()).expect("URL");
+    url.set_query(Some("chat_id=42"));
+    assert_eq!(
+        client
+            .get(url.clone())
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        403
+    );
+    url.set_query(Some(&format!("chat_id={CHAT_ID}&thread_id=6")));
+    assert_eq!(client.get(url).send().await.expect("answers").status(), 403);
+}
+
+#[tokio::test]
+async fn overflow_drops_the_oldest_and_counts_one_episode() {
+    let gateway = gateway(None, 3).await;
+    for id in 1..=3 {
+        assert_eq!(
+            gateway.push(id, message(CHAT_ID, None)),
+            PushOutcome::Buffered
+        );
+    }
+    assert_eq!(
+        gateway.push(4, message(CHAT_ID, None)),
+        PushOutcome::BufferedDroppingOldest
+    );
+    assert_eq!(
+        gateway.push(5, message(CHAT_ID, None)),
+        PushOutcome::BufferedDroppingOldest
+    );
+    let stats = gateway.stats();
+    assert_eq!(
+        (stats.dropped_total, stats.overflow_episodes, stats.buffered),
+        (2, 1, 3)
+    );
+    let client = reqwest::Client::new();
+    let got: Vec<i64> = fetch(&client, &gateway, None, None)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(got, vec![3, 4, 5]);
+    fetch(&client, &gateway, Some(5), None).await;
+    assert_eq!(
+        *gateway.acknowledged().borrow(),
+        5,
+        "a later since still covers the dropped ids"
+    );
+    for id in 6..=9 {
+        gateway.push(id, message(CHAT_ID, None));
+    }
+    assert_eq!(
+        gateway.stats().overflow_episodes,
+        2,
+        "a new episode after the buffer drained"
+    );
+}
+
+#[tokio::test]
+async fn withdraw_keeps_served_updates_and_allows_redelivery_later() {
+    let gateway = gateway(None, 10).await;
+    let client = reqwest::Client::new();
+    gateway.push(1, message(CHAT_ID, None));
+    fetch(&client, &gateway, None, None).await;
+    gateway.push(2, message(CHAT_ID, None));
+    assert_eq!(gateway.withdraw_unserved(), 1);
+    let got: Vec<i64> = fetch(&client, &gateway, None, None)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(got, vec![1], "the unserved update went back to Telegram");
+    assert_eq!(
+        gateway.push(2, message(CHAT_ID, None)),
+        PushOutcome::Buffered,
+        "it may come back in a later term"
+    );
+}
