@@ -92,6 +92,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Ask for a device (default: this directory's) to become active.
     Activate(ActivateArgs),
+    /// Run the deterministic multi-device simulator (and the seed design side by side).
+    Simulate(crate::sim::SimulateArgs),
     /// Replay a recorded fixture through the real core and print the transcript.
     Replay(crate::replay::ReplayArgs),
     /// Record a live folder's file events into a fixture (to contribute a real iCloud sequence).

@@ -175,6 +175,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             tokio::signal::ctrl_c().await?;
             Ok(exit::OK)
         }
+        Command::Simulate(mut args) => {
+            args.time_scale = cli.global.time_scale;
+            mirror_baton::sim::run_simulate(args)
+        }
         Command::Replay(args) => Ok(mirror_baton::replay::run_replay(
             &args,
             &mut std::io::stdout(),

@@ -65,8 +65,8 @@ pub struct SimulateArgs {
     /// Print every device's transitions and messages (use with one seed).
     #[arg(long)]
     pub trace: bool,
-    /// Scale every timing constant of the core (as `baton run --time-scale`).
-    #[arg(long, default_value_t = 1.0)]
+    /// Scale of every timing constant of the core: the global `--time-scale`.
+    #[arg(skip = 1.0)]
     pub time_scale: f64,
 }
 
