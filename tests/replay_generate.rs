@@ -276,10 +276,8 @@ fn higher_claim_while_active() -> Scenario {
     let mut s = Scenario::new(
         "higher_claim_while_active",
         "A higher claim seen while Active: the observer is active (term 1) when a record \
-         from mini arrives contending for term 2 (mini had been cut off and did not see \
-         us). The observer answers with a heartbeat at once (a contender backs off on a \
-         live leader); mini never sees it (still cut off) and goes active at term 2, and \
-         when that record arrives the observer stops acting and steps down at once.",
+         from mini arrives claiming term 2 (mini had been cut off and did not see us). The \
+         observer stops acting and steps down to standby at once; mini goes active.",
         4,
         120_000,
     );

@@ -624,32 +624,15 @@ fn back_off(context: &mut Ctx, reason: String) -> Outcome<State> {
 
 fn active_evaluate(context: &mut Ctx, term: u64, complete: bool) -> Outcome<State> {
     let (now, timing) = (context.now, context.timing);
-    if let Some(leader) = election::leader(&context.peers, now, &timing)
-        && election::claim_key(&leader.record) > (term, context.me())
+    if let Some(claim) = election::highest_claim(&context.peers, now, &timing)
+        && election::claim_key(&claim.record) > (term, context.me())
     {
         let message = format!(
-            "stepping down: {} is active for term {} (ours: {term})",
-            leader.record.device_id, leader.record.term
+            "stepping down: {} claims term {} (ours: {term})",
+            claim.record.device_id, claim.record.term
         );
         context.notify(Level::Warn, message);
         return Transition(State::standby());
-    }
-    if let Some(claim) = election::highest_claim(&context.peers, now, &timing)
-        && election::claim_key(&claim.record) > (term, context.me())
-        && context
-            .last_write
-            .is_none_or(|written| written < claim.changed_at)
-    {
-        // A contender believes we are gone. Stepping down would leave nobody active for
-        // its whole settle window; a heartbeat now reaches it inside that window (within
-        // the settle bound) and it backs off on a live leader. Beyond the bound it wins,
-        // and we step down when its Active record arrives.
-        let message = format!(
-            "{} contends for term {} while we are active (term {term}): answering with a heartbeat",
-            claim.record.device_id, claim.record.term
-        );
-        context.notify(Level::Info, message);
-        context.write_record();
     }
     if context.revalidating && complete {
         context.revalidating = false;
