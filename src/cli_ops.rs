@@ -42,9 +42,28 @@ pub struct AgentInstallArgs {
     /// Passed to `baton run`.
     #[arg(long)]
     pub child_when_active: bool,
+    /// Which service manager to write for (default: this OS's — launchd on macOS,
+    /// systemd elsewhere). `print --manager launchd` shows a Mac's plist from anywhere.
+    #[arg(long, value_enum)]
+    pub manager: Option<Manager>,
     /// The command `baton run` supervises (e.g. the mirror), after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manager {
+    Launchd,
+    Systemd,
+}
+
+impl From<Manager> for agent::ServiceManager {
+    fn from(manager: Manager) -> Self {
+        match manager {
+            Manager::Launchd => agent::ServiceManager::Launchd,
+            Manager::Systemd => agent::ServiceManager::Systemd,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -84,7 +103,12 @@ fn install_request(global: &GlobalArgs, args: &AgentInstallArgs) -> InstallReque
 
 /// Runs an `agent` verb.
 pub fn agent(global: &GlobalArgs, command: &AgentCommand) -> Result<i32, agent::AgentError> {
-    let env = AgentEnv::detect()?;
+    let mut env = AgentEnv::detect()?;
+    if let AgentCommand::Install(args) | AgentCommand::Print(args) = command
+        && let Some(manager) = args.manager
+    {
+        env.manager = manager.into();
+    }
     match command {
         AgentCommand::Install(args) => {
             let spec = agent::AgentSpec::from_request(&env, &install_request(global, args))?;

@@ -172,7 +172,9 @@ fn sigkill_fails_over_to_one_and_sigterm_hands_over() {
     );
     let final_record = folder.record_of(&successor).unwrap();
     assert_eq!(final_record.status, Status::Stopped);
-    let liveness = mirror_baton::core::Timing::default().scaled(SCALE).liveness_active;
+    let liveness = mirror_baton::core::Timing::default()
+        .scaled(SCALE)
+        .liveness_active;
     println!(
         "resignation takeover took {takeover:?} (liveness timeout at this scale: {liveness:?})"
     );

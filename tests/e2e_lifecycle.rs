@@ -145,7 +145,11 @@ fn a_device_restarted_after_a_crash_rejoins_as_standby() {
         (status(&folder, &restarted.device_id) == Some(Status::Standby)).then_some(())
     })
     .expect("the restarted device registers as standby");
-    std::thread::sleep(mirror_baton::core::Timing::default().scaled(SCALE).liveness_active);
+    std::thread::sleep(
+        mirror_baton::core::Timing::default()
+            .scaled(SCALE)
+            .liveness_active,
+    );
     assert_eq!(
         status(&folder, &restarted.device_id),
         Some(Status::Standby),
