@@ -185,22 +185,7 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
             Some(event) = runtime.serving.next_event() => runtime.on_serving(event).await,
             _ = terminate.recv() => runtime.on_stop_signal(&mut shutdown_deadline, handoff_timeout).await,
             _ = interrupt.recv() => runtime.on_stop_signal(&mut shutdown_deadline, handoff_timeout).await,
-            _ = hangup.recv() => {
-                tracing::info!(parent: &runtime.span, "SIGHUP: re-reading the configuration and the folder");
-                match reload.as_ref().map(|read| read()) {
-                    Some(Ok(now)) if Some(&now) == loaded.as_ref() => {
-                        tracing::info!(parent: &runtime.span, "configuration unchanged");
-                    }
-                    Some(Ok(_)) => tracing::warn!(
-                        parent: &runtime.span,
-                        "the Telegram configuration changed; it takes effect when baton restarts \
-                         (launchctl kickstart -k gui/$UID/<label>, or systemctl --user restart <label>)"
-                    ),
-                    Some(Err(error)) => tracing::warn!(parent: &runtime.span, %error, "the configuration no longer reads; keeping the one in force"),
-                    None => {}
-                }
-                runtime.rescan().await;
-            }
+            _ = hangup.recv() => runtime.on_hangup(reload.as_ref(), loaded.as_deref()).await,
             _ = sleep_until_opt(shutdown_deadline) => {
                 tracing::warn!(parent: &runtime.span, "resignation took too long; exiting");
                 runtime.exit_code = Some(0);
@@ -585,6 +570,28 @@ impl Runtime {
             }
         };
         self.serving.say(Some(chat_id), thread_id, text);
+    }
+
+    /// SIGHUP: re-read the configuration (say whether a restart is needed) and the folder.
+    async fn on_hangup(&mut self, reload: Option<&Reload>, loaded: Option<&str>) {
+        tracing::info!(parent: &self.span, "SIGHUP: re-reading the configuration and the folder");
+        match reload.map(|read| read()) {
+            Some(Ok(now)) if Some(now.as_str()) == loaded => {
+                tracing::info!(parent: &self.span, "configuration unchanged");
+            }
+            Some(Ok(_)) => tracing::warn!(
+                parent: &self.span,
+                "the Telegram configuration changed; it takes effect when baton restarts \
+                 (launchctl kickstart -k gui/$UID/<label>, or systemctl --user restart <label>)"
+            ),
+            Some(Err(error)) => tracing::warn!(
+                parent: &self.span,
+                %error,
+                "the configuration no longer reads; keeping the one in force"
+            ),
+            None => {}
+        }
+        self.rescan().await;
     }
 
     async fn on_stop_signal(

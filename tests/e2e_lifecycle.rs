@@ -162,3 +162,42 @@ fn a_device_restarted_after_a_crash_rejoins_as_standby() {
         "the role stayed put"
     );
 }
+
+#[test]
+fn sighup_rereads_the_configuration_and_says_when_a_restart_is_needed() {
+    let folder = Folder::new(SCALE);
+    let device = folder.start("hup", &[]);
+    wait_for(Duration::from_secs(20), || {
+        (status(&folder, &device.device_id) == Some(Status::Active)).then_some(())
+    })
+    .expect("active");
+    device.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(10), || {
+        device
+            .log()
+            .contains("configuration unchanged")
+            .then_some(())
+    })
+    .expect("an unchanged configuration is said to be unchanged");
+    let config_dir = folder.project("hup").join(".opencode");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("telegram.json"),
+        r#"{"botToken": "123456:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "chatId": -100}"#,
+    )
+    .unwrap();
+    device.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(10), || {
+        device.log().contains("configuration changed").then_some(())
+    })
+    .expect("a changed configuration is noticed");
+    assert!(
+        !device.log().contains("AAAAAAAAAAAAAAAA"),
+        "the token is never logged"
+    );
+    assert_eq!(
+        status(&folder, &device.device_id),
+        Some(Status::Active),
+        "and nothing else changes"
+    );
+}
