@@ -201,3 +201,39 @@ fn sighup_rereads_the_configuration_and_says_when_a_restart_is_needed() {
         "and nothing else changes"
     );
 }
+
+/// Linux only: a SIGKILLed baton's child gets SIGTERM too (PR_SET_PDEATHSIG), so a
+/// service manager's restart never finds the old child still running.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_crashed_batons_child_does_not_outlive_it() {
+    let folder = Folder::new(SCALE);
+    let mut device = start(&folder, "orphan");
+    let child_pid: i32 = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(folder.root.path().join("orphan.child-pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .expect("the child runs");
+    device.signal(libc::SIGKILL);
+    device.wait_exit(Duration::from_secs(5));
+    let gone = wait_for(Duration::from_secs(5), || {
+        (!pid_alive(child_pid) || zombie(child_pid)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the child {child_pid} outlived its crashed baton"
+    );
+}
+
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}

@@ -227,6 +227,7 @@ impl Supervision {
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
+        die_with_parent(&mut command);
         match command.spawn() {
             Ok(child) => {
                 let pid = child.id().unwrap_or(0);
@@ -356,3 +357,22 @@ fn group_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks existence; no memory effects.
     group > 0 && unsafe { libc::kill(-group, 0) } == 0
 }
+
+/// On Linux the child gets SIGTERM when baton dies, even by SIGKILL, so a crashed baton
+/// restarted by its service manager never finds its old child still running. (macOS has
+/// no such call; see the README's limits.)
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
