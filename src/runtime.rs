@@ -298,16 +298,20 @@ impl Runtime {
         });
     }
 
+    /// Every record this device knows: its peers' and its own.
+    fn all_records(&self) -> impl Iterator<Item = &crate::core::DeviceRecord> {
+        self.core
+            .peers()
+            .values()
+            .map(|peer| &peer.record)
+            .chain(std::iter::once(self.core.own_record()))
+    }
+
     /// Where a new active device starts reading Telegram: past everything any record
     /// says was handled.
     fn start_position(&self, skip_through: Option<i64>) -> StartPosition {
         let skip_through = skip_through.unwrap_or(0);
-        let records = self
-            .core
-            .peers()
-            .values()
-            .map(|peer| &peer.record)
-            .chain(std::iter::once(self.core.own_record()));
+        let records = self.all_records();
         let mut also_handled: Vec<i64> = records
             .filter(|record| record.last_update_id.unwrap_or(0) <= skip_through)
             .flat_map(|record| record.handled_above.iter().copied())
@@ -367,11 +371,7 @@ impl Runtime {
                 tracing::info!(parent: &self.span, term, ?skip_through, "serving the bot");
                 let start = self.start_position(skip_through);
                 let known_foreign: Vec<i64> = self
-                    .core
-                    .peers()
-                    .values()
-                    .map(|peer| &peer.record)
-                    .chain(std::iter::once(self.core.own_record()))
+                    .all_records()
                     .flat_map(|record| record.foreign_chats.iter().copied())
                     .collect();
                 self.serving.start(term, start, known_foreign).await;
