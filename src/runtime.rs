@@ -196,6 +196,12 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
             }
         }
     }
+    // A poller stopped just before the exit may have left commands it counted handled:
+    // answer them (their replies go out within the shutdown's flush).
+    runtime.serving.stop("shutting down").await;
+    while let Some(event) = runtime.serving.take_leftover() {
+        runtime.on_serving(event).await;
+    }
     runtime.serving.shutdown().await;
     listener.abort();
     let _ = std::fs::remove_file(&socket);

@@ -7,9 +7,11 @@
 //! the runtime the poller's events and the offset progress for the device record. Must
 //! never: poll Telegram outside Active, decide a role, or log the token.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::adapters::child::{ChildSpec, ChildSupervisor};
 use crate::adapters::clock::{SLEEP_THRESHOLD, SleepDetector};
@@ -30,6 +32,9 @@ pub const GATEWAY_CAPACITY: usize = 10_000;
 const ACK_WAIT_MAX: Duration = Duration::from_secs(5);
 /// The child's grace between SIGTERM and SIGKILL.
 pub const CHILD_GRACE: Duration = Duration::from_secs(10);
+/// On shutdown, how long queued replies (the last "handing over", a command's answer)
+/// may take to go out. The replier sends about one message a second per chat.
+pub const REPLY_FLUSH_MAX: Duration = Duration::from_secs(3);
 
 /// What serving tells the runtime.
 #[derive(Debug)]
@@ -65,6 +70,8 @@ pub struct TelegramPlan {
 struct TelegramSide {
     bot: TelegramBot,
     replier: Replier,
+    /// The replier's sending task: awaited (bounded) on shutdown so queued replies go out.
+    replier_task: JoinHandle<()>,
     config: TelegramConfig,
     poller_config: PollerConfig,
     gateway: Gateway,
@@ -76,6 +83,11 @@ struct TelegramSide {
     start: StartPosition,
     paused_until: Option<tokio::time::Instant>,
     reported_progress: PollProgress,
+    /// Baton's own commands and foreign-chat reports that a stopped poller left in the
+    /// channel. Its ledger counted them handled (they may already be confirmed to
+    /// Telegram, so no other device will see them): they are answered even though this
+    /// device no longer serves.
+    leftover: VecDeque<PollerEvent>,
 }
 
 pub struct Serving {
@@ -153,6 +165,12 @@ impl Serving {
     pub async fn next_event(&mut self) -> Option<ServingEvent> {
         let side = self.telegram.as_mut()?;
         loop {
+            if let Some(event) = side.leftover.pop_front() {
+                if let Some(event) = side.on_poller_event(event) {
+                    return Some(event);
+                }
+                continue;
+            }
             let resume = side.paused_until;
             let event = tokio::select! {
                 event = side.poller_rx.recv() => event?,
@@ -251,13 +269,40 @@ impl Serving {
         }
     }
 
+    /// The next command or foreign-chat report a stopped poller left behind, for the
+    /// runtime to answer before it exits (`next_event` yields them too while it runs).
+    pub fn take_leftover(&mut self) -> Option<ServingEvent> {
+        let side = self.telegram.as_mut()?;
+        while let Some(event) = side.leftover.pop_front() {
+            if let Some(event) = side.on_poller_event(event) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// Stops everything; queued replies get [`REPLY_FLUSH_MAX`] to go out.
     pub async fn shutdown(&mut self) {
         self.stop("shutting down").await;
         if let Some((supervisor, _)) = self.child.take() {
             supervisor.shutdown(CHILD_GRACE).await;
         }
-        if let Some(side) = &self.telegram {
+        if let Some(side) = self.telegram.take() {
             side.gateway.shutdown();
+            // Dropping the side drops the last `Replier`: the task sends what is queued,
+            // then ends.
+            let task = side.replier_task;
+            let waiting = side.leftover.len();
+            drop(side.replier);
+            if waiting > 0 {
+                tracing::warn!(waiting, "exiting with unanswered commands");
+            }
+            if tokio::time::timeout(REPLY_FLUSH_MAX, task).await.is_err() {
+                tracing::warn!(
+                    ?REPLY_FLUSH_MAX,
+                    "replies still queued at exit were not sent"
+                );
+            }
         }
     }
 }
@@ -277,7 +322,7 @@ impl TelegramSide {
             device_tag: plan.device_tag,
         };
         let bot = TelegramBot::new(&plan.config.bot_token, &settings)?;
-        let (replier, _task) = Replier::spawn(bot.clone(), ReplierSettings::default());
+        let (replier, replier_task) = Replier::spawn(bot.clone(), ReplierSettings::default());
         let gateway = Gateway::start(GatewayConfig {
             chat_id: plan.config.chat_id,
             thread_id: plan.config.thread_id,
@@ -289,6 +334,7 @@ impl TelegramSide {
         Ok(TelegramSide {
             bot,
             replier,
+            replier_task,
             config: plan.config,
             poller_config: plan.poller,
             gateway,
@@ -299,6 +345,7 @@ impl TelegramSide {
             start: StartPosition::default(),
             paused_until: None,
             reported_progress: PollProgress::default(),
+            leftover: VecDeque::new(),
         })
     }
 
@@ -325,8 +372,18 @@ impl TelegramSide {
         let wait = acknowledged.wait_for(|ack| *ack >= served);
         let _ = tokio::time::timeout(ACK_WAIT_MAX, wait).await;
         ledger.acknowledged(*self.acknowledged.borrow());
-        // Drop events the stopped poller left behind: they belong to the old term.
-        while self.poller_rx.try_recv().is_ok() {}
+        // Events the stopped poller left behind. Commands and foreign chats were counted
+        // handled, so they are kept and answered. Forwards stay unconfirmed until the
+        // child acknowledges them, which it now never will from here: the next active
+        // device delivers them. The rest (a 409, a sleep) belong to the old term.
+        while let Ok(event) = self.poller_rx.try_recv() {
+            if matches!(
+                event,
+                PollerEvent::Command { .. } | PollerEvent::ForeignChat { .. }
+            ) {
+                self.leftover.push_back(event);
+            }
+        }
         let progress = ledger.progress();
         self.reported_progress = progress.clone();
         Some(progress)
