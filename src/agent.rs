@@ -54,9 +54,10 @@ pub const LABEL_PREFIX: &str = "dev.mirror-baton.";
 pub const LABEL_MAX_LEN: usize = 100;
 /// The slug part of a derived label is cut to this many characters.
 const SLUG_MAX_LEN: usize = 48;
-/// How long the service manager waits after SIGTERM before SIGKILL. Must exceed baton's
-/// resignation write plus its child's grace period.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the service manager waits after SIGTERM before SIGKILL. Must exceed
+/// [`crate::runtime::exit_budget`] (35 s by default: resignation, the child's grace, the
+/// last replies); `tests/agent.rs` holds the two together.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 /// Minimum time between two restarts after a crash (launchd `ThrottleInterval`, systemd
 /// `RestartSec`): a crash loop costs one start every 10 s, not a busy loop.
 pub const RESTART_THROTTLE: Duration = Duration::from_secs(10);

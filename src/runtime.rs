@@ -27,7 +27,10 @@ use crate::core::{
     ActivationOutcome, Core, CoreConfig, Effect, Event, Identity, Input, Level, Moment, Role,
     Timing,
 };
-use crate::serving::{ChildPlan, Serving, ServingEvent, TelegramPlan, target_text};
+use crate::serving::{
+    ACK_WAIT_MAX, CHILD_GRACE, ChildPlan, REPLY_FLUSH_MAX, Serving, ServingEvent, TelegramPlan,
+    target_text,
+};
 use crate::telegram_text;
 
 /// Everything `baton run` needs, validated by the CLI.
@@ -73,8 +76,21 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// The watcher is re-created this often (watchers have gone silently dead after days).
 const WATCHER_REFRESH: Duration = Duration::from_secs(30 * 60);
-/// After a second SIGINT/SIGTERM, or this long after the first, exit regardless.
+/// Slack on top of the resignation's own waits before a stop signal's deadline.
 const SHUTDOWN_GRACE_EXTRA: Duration = Duration::from_secs(5);
+
+/// After a stop signal, the runtime stops waiting for its resignation this long later:
+/// the last acknowledgements from the child, then the wait for the handoff's target.
+pub fn resignation_deadline(timing: &Timing) -> Duration {
+    ACK_WAIT_MAX + timing.resign_wait + SHUTDOWN_GRACE_EXTRA
+}
+
+/// The longest a stop signal can take to become an exit: the resignation's deadline,
+/// then the child's grace and the last replies. The service manager's stop timeout
+/// (`agent::STOP_TIMEOUT`) must exceed it, or it SIGKILLs baton mid-resignation.
+pub fn exit_budget(timing: &Timing) -> Duration {
+    resignation_deadline(timing) + CHILD_GRACE + REPLY_FLUSH_MAX
+}
 
 /// Exit code after a forced stop (second signal).
 pub const EXIT_FORCED: i32 = 130;
@@ -139,7 +155,7 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
-    let handoff_timeout = config.timing.handoff_timeout;
+    let resignation_deadline = resignation_deadline(&config.timing);
     let reload = config.reload;
     let loaded = reload.as_ref().and_then(|read| read().ok());
     let mut runtime = Runtime {
@@ -183,8 +199,8 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
             Some(signal) = watch_rx.recv() => runtime.on_watch(signal, &mut watch_rx).await,
             Some(command) = command_rx.recv() => runtime.on_command(command).await,
             Some(event) = runtime.serving.next_event() => runtime.on_serving(event).await,
-            _ = terminate.recv() => runtime.on_stop_signal(&mut shutdown_deadline, handoff_timeout).await,
-            _ = interrupt.recv() => runtime.on_stop_signal(&mut shutdown_deadline, handoff_timeout).await,
+            _ = terminate.recv() => runtime.on_stop_signal(&mut shutdown_deadline, resignation_deadline).await,
+            _ = interrupt.recv() => runtime.on_stop_signal(&mut shutdown_deadline, resignation_deadline).await,
             _ = hangup.recv() => runtime.on_hangup(reload.as_ref(), loaded.as_deref()).await,
             _ = sleep_until_opt(shutdown_deadline) => {
                 tracing::warn!(parent: &runtime.span, "resignation took too long; exiting");
@@ -603,7 +619,7 @@ impl Runtime {
     async fn on_stop_signal(
         &mut self,
         deadline: &mut Option<tokio::time::Instant>,
-        handoff_timeout: Duration,
+        resignation_deadline: Duration,
     ) {
         if deadline.is_some() {
             tracing::warn!(parent: &self.span, "second stop signal: exiting now");
@@ -612,7 +628,7 @@ impl Runtime {
             return;
         }
         tracing::info!(parent: &self.span, "stop signal: resigning");
-        *deadline = Some(tokio::time::Instant::now() + handoff_timeout + SHUTDOWN_GRACE_EXTRA);
+        *deadline = Some(tokio::time::Instant::now() + resignation_deadline);
         self.feed(Event::ShutdownAsked).await;
     }
 }

@@ -29,7 +29,7 @@ pub const GATEWAY_CAPACITY: usize = 10_000;
 /// On leaving Active, how long to wait for the child to acknowledge what it was served
 /// (the mirror fetches about once a second). Past it, the unacknowledged updates are
 /// left for the next active device: delivered twice rather than lost.
-const ACK_WAIT_MAX: Duration = Duration::from_secs(5);
+pub const ACK_WAIT_MAX: Duration = Duration::from_secs(5);
 /// The child's grace between SIGTERM and SIGKILL.
 pub const CHILD_GRACE: Duration = Duration::from_secs(10);
 /// On shutdown, how long queued replies (the last "handing over", a command's answer)

@@ -160,7 +160,7 @@ fn launchd_plist_holds_every_key_with_mode_0644_under_home() {
     let exit_timeout = dict["ExitTimeOut"]
         .as_signed_integer()
         .expect("ExitTimeOut");
-    assert_eq!(exit_timeout, 30);
+    assert_eq!(exit_timeout, 40);
     assert_eq!(exit_timeout as u64, agent::STOP_TIMEOUT.as_secs());
     let logs = home.join("Library/Logs/mirror-baton");
     assert_eq!(
@@ -453,7 +453,7 @@ fn systemd_unit_reads_back_line_by_line_and_quoting_round_trips() {
     assert_eq!(one("Type"), "simple");
     assert_eq!(one("Restart"), "on-failure");
     assert_eq!(one("RestartSec"), "10");
-    assert_eq!(one("TimeoutStopSec"), "30");
+    assert_eq!(one("TimeoutStopSec"), "40");
     assert_eq!(one("KillMode"), "mixed");
     assert_eq!(one("KillSignal"), "SIGTERM");
     let logs = home.join(".local/state/mirror-baton/logs");
@@ -729,5 +729,15 @@ fn bad_directories_are_clear_errors_not_panics() {
     assert!(
         matches!(error, AgentError::ProgramNotAbsolute { .. }),
         "{error:?}"
+    );
+}
+
+#[test]
+fn the_stop_timeout_covers_the_longest_clean_stop() {
+    let budget = mirror_baton::runtime::exit_budget(&mirror_baton::core::Timing::default());
+    assert!(
+        budget < agent::STOP_TIMEOUT,
+        "a clean stop may take {budget:?}; the service manager kills after {:?}",
+        agent::STOP_TIMEOUT
     );
 }

@@ -29,6 +29,8 @@ struct Group {
     devices: Vec<Device>,
     files: std::collections::BTreeMap<String, String>,
     now: u64,
+    /// (device name, moment, exit code, reason) of every exit asked for.
+    exits: Vec<(String, u64, i32, String)>,
 }
 
 impl Group {
@@ -49,6 +51,7 @@ impl Group {
             devices,
             files: Default::default(),
             now: 0,
+            exits: Vec::new(),
         }
     }
 
@@ -85,6 +88,10 @@ impl Group {
                 Effect::Rescan => {
                     let files = self.scan();
                     self.input(index, Event::Scanned { files });
+                }
+                Effect::Exit { code, reason } => {
+                    let name = self.devices[index].name.clone();
+                    self.exits.push((name, self.now, code, reason));
                 }
                 Effect::StopActing { .. } => self.input(
                     index,
@@ -205,4 +212,68 @@ fn activation_moves_the_role_and_shutdown_hands_it_over() {
         "{:?}",
         group.roles()
     );
+}
+
+#[test]
+fn a_stopping_device_waits_only_the_resign_wait_for_a_silent_target() {
+    let mut group = Group::new(&["a", "b"]);
+    group.input(0, Event::Start);
+    group.run_until(30_000);
+    group.input(1, Event::Start);
+    group.run_until(60_000);
+    assert_eq!(group.devices[0].core.role(), Role::Active);
+    // b freezes (cut off from sync, say): its standby record stays live for a while, so
+    // a hands over to it, and b never answers.
+    group.devices.truncate(1);
+    let asked = 61_000;
+    group.run_until(asked);
+    group.input(0, Event::ShutdownAsked);
+    let timing = Timing::default();
+    group.run_until(asked + timing.handoff_timeout.as_millis() as u64 * 2);
+    let wait = timing.resign_wait.as_millis() as u64;
+    assert!(wait < timing.handoff_timeout.as_millis() as u64);
+    match group.exits.as_slice() {
+        [(name, at, 0, reason)] => {
+            assert_eq!(name, "a");
+            assert_eq!(
+                *at,
+                asked + wait,
+                "exits when the resign wait ends: {reason}"
+            );
+            assert!(reason.contains("did not take over"), "{reason}");
+        }
+        other => panic!("one clean exit of a, got {other:?}"),
+    }
+    let own = group.files[&record::file_name("host:/a")].clone();
+    assert!(
+        own.contains("\"stopped\""),
+        "the final record says stopped: {own}"
+    );
+}
+
+#[test]
+fn a_stop_during_a_slow_handoff_shortens_the_wait() {
+    let mut group = Group::new(&["a", "b"]);
+    group.input(0, Event::Start);
+    group.run_until(30_000);
+    group.input(1, Event::Start);
+    group.run_until(60_000);
+    group.devices.truncate(1);
+    group.input(
+        0,
+        Event::ActivateAsked {
+            target: "host:/b".into(),
+            ticket: 1,
+        },
+    );
+    let stop_at = 70_000;
+    group.run_until(stop_at);
+    assert_eq!(group.devices[0].core.role(), Role::Yielding);
+    group.input(0, Event::ShutdownAsked);
+    group.run_until(200_000);
+    let wait = Timing::default().resign_wait.as_millis() as u64;
+    match group.exits.as_slice() {
+        [(_, at, 0, _)] => assert_eq!(*at, stop_at + wait),
+        other => panic!("one clean exit, got {other:?}"),
+    }
 }

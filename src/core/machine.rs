@@ -334,7 +334,12 @@ impl Protocol {
     }
 
     #[action]
-    fn enter_yielding(to: &mut String, term: &mut u64, context: &mut Ctx) {
+    fn enter_yielding(
+        to: &mut String,
+        term: &mut u64,
+        shutting_down: &mut bool,
+        context: &mut Ctx,
+    ) {
         context.own.status = Status::Yielding;
         context.own.handoff = Some(Handoff {
             target: to.clone(),
@@ -343,7 +348,7 @@ impl Protocol {
         // The record is written once the runtime says polling stopped (ActingStopped), so
         // the successor never polls while we still might.
         context.awaiting_stop = true;
-        let at = context.now.plus(context.timing.handoff_timeout);
+        let at = context.now.plus(context.handoff_wait(*shutting_down));
         context.arm_at(TimerId::HandoffTimeout, at, 0);
         context.notify(Level::Info, format!("handing over to {to} (term {term})"));
     }
@@ -375,7 +380,7 @@ impl Protocol {
                 context.write_record();
                 // The target's time to answer runs from the handoff's publication: stopping
                 // may have taken a while (the child's last acknowledgements).
-                let at = context.now.plus(context.timing.handoff_timeout);
+                let at = context.now.plus(context.handoff_wait(*shutting_down));
                 context.arm_at(TimerId::HandoffTimeout, at, 0);
                 Handled
             }
@@ -407,6 +412,16 @@ impl Protocol {
             }
             Stimulus::Shutdown => {
                 *shutting_down = true;
+                // A handoff already under way keeps its target, but the wait shrinks to
+                // what a stopping device may spend.
+                let at = context.now.plus(context.timing.resign_wait);
+                if context
+                    .timers
+                    .deadline(TimerId::HandoffTimeout)
+                    .is_some_and(|armed| armed > at)
+                {
+                    context.arm_at(TimerId::HandoffTimeout, at, 0);
+                }
                 Handled
             }
             Stimulus::Woke { .. } => {
@@ -816,6 +831,15 @@ impl Ctx {
             code,
             reason: reason.to_string(),
         });
+    }
+
+    /// How long a handoff published now waits for its target's claim.
+    fn handoff_wait(&self, shutting_down: bool) -> std::time::Duration {
+        if shutting_down {
+            self.timing.resign_wait.min(self.timing.handoff_timeout)
+        } else {
+            self.timing.handoff_timeout
+        }
     }
 
     /// Writes a final `stopped` record (dropping any claim) and asks to exit.

@@ -103,6 +103,11 @@ pub struct Timing {
     pub settle_window: Duration,
     /// A handoff not taken up within this long is taken back.
     pub handoff_timeout: Duration,
+    /// A device that is stopping waits this long after publishing its handoff for the
+    /// target's claim, then writes its stopped record and exits; a target that missed
+    /// the handoff takes over from the resignation. Shorter than `handoff_timeout` so a
+    /// clean stop fits the service manager's stop timeout (see `runtime::exit_budget`).
+    pub resign_wait: Duration,
     /// An activation request not served within this long is withdrawn.
     pub request_timeout: Duration,
     /// Backstop rescan of the whole folder, for lost notifications.
@@ -130,6 +135,7 @@ impl Default for Timing {
             failover_jitter: Jittered::new(secs(0), secs(4)),
             settle_window: secs(16),
             handoff_timeout: secs(48),
+            resign_wait: secs(12),
             request_timeout: secs(120),
             backstop_scan: Jittered::new(secs(120), secs(60)),
             skew_allowance: secs(2 * 3600),
@@ -153,6 +159,7 @@ impl Timing {
             failover_jitter: self.failover_jitter.scaled(factor),
             settle_window: scale(self.settle_window, factor),
             handoff_timeout: scale(self.handoff_timeout, factor),
+            resign_wait: scale(self.resign_wait, factor),
             request_timeout: scale(self.request_timeout, factor),
             backstop_scan: self.backstop_scan.scaled(factor),
             conflict_backoff: self.conflict_backoff.scaled(factor),
