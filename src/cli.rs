@@ -109,6 +109,9 @@ pub enum Command {
     /// Serve a fake Telegram Bot API on loopback (tests, demo).
     #[command(hide = true)]
     FakeTelegram(FakeTelegramArgs),
+    /// Run a command and stop its process group when baton (holding our stdin) dies.
+    #[command(hide = true)]
+    ChildGuard(crate::child_guard::ChildGuardArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -95,6 +95,7 @@
 //!   - [`adapters::telegram`] — the poller, offset ledger and replier.
 //!   - [`adapters::gateway`] — the loopback gateway the child reads.
 //!   - [`adapters::child`] — the child supervisor.
+//! - [`child_guard`] — `baton child-guard`, which stops the child's group when baton dies.
 //!   - [`adapters::telegram_config`] — configuration and the token `Secret`.
 //! - [`runtime`] — the tokio run loop of `baton run`.
 //! - [`serving`] — what acting as the active device means (poller, gateway, child).
@@ -104,13 +105,13 @@
 //! - [`fake_bot_api`], [`mirror_stub`] — a fake Bot API and a stand-in mirror, for tests
 //!   and the demo.
 //! - [`telegram_text`] — the words baton says in the chat.
-//!
-//! The simulator (`src/sim`) and the demo (`src/demo.rs`) are being added. The
-//! simulator runs many devices of the real core over a modelled sync folder. The demo
-//! plays a failover and handoff story on one machine.
+//! - [`sim`] — many devices of the real core over a modelled sync folder, the seed's
+//!   design beside them, and the stateright model check.
+//! - [`demo`] — the failover and handoff story on one machine.
 
 pub mod adapters;
 pub mod agent;
+pub mod child_guard;
 pub mod cli;
 pub mod cli_ops;
 pub mod core;

@@ -63,9 +63,20 @@ async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32
     if args.child_when_active && args.command.is_empty() {
         return Err(UsageError("--child-when-active needs a command after `--`".into()).into());
     }
-    let child = args.command.split_first().map(|(program, rest)| ChildPlan {
-        spec: ChildSpec::new(program, rest.iter().map(Into::into).collect(), &project),
-        only_when_active: args.child_when_active,
+    let child = args.command.split_first().map(|(program, rest)| {
+        let mut spec = ChildSpec::new(program, rest.iter().map(Into::into).collect(), &project);
+        spec.guard_grace = mirror_baton::serving::CHILD_GRACE;
+        match std::env::current_exe() {
+            Ok(baton) => spec.guard = Some(baton),
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot find this baton binary to guard the child; if baton crashes, the child may outlive it"
+            ),
+        }
+        ChildPlan {
+            spec,
+            only_when_active: args.child_when_active,
+        }
     });
     let telegram = telegram.map(|config| TelegramPlan {
         poller: PollerConfig::new(config.chat_id, config.thread_id, seed),
@@ -165,6 +176,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Demo(args) => mirror_baton::demo::run_demo(args).await,
         Command::MirrorStub(args) => Ok(mirror_baton::mirror_stub::run(args).await?),
+        Command::ChildGuard(args) => Ok(mirror_baton::child_guard::run(args).await),
         Command::FakeTelegram(args) => {
             let config = mirror_baton::fake_bot_api::FakeBotConfig {
                 token: args.token,

@@ -82,18 +82,46 @@ async fn restarts_with_doubling_capped_back_off_and_the_extra_environment() {
     );
 }
 
+/// The spec as `baton run` builds it: CMD under `baton child-guard`.
+fn guarded(mut spec: ChildSpec) -> ChildSpec {
+    spec.guard = Some(env!("CARGO_BIN_EXE_baton").into());
+    spec.guard_grace = Duration::from_secs(2);
+    spec
+}
+
 #[tokio::test]
 async fn graceful_stop_sends_sigterm_and_does_not_restart() {
+    graceful_stop(false).await;
+}
+
+#[tokio::test]
+async fn graceful_stop_of_a_guarded_child() {
+    graceful_stop(true).await;
+}
+
+async fn graceful_stop(guard: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let script = "trap 'echo term > got_term; exit 0' TERM; echo ready > ready; while true; do sleep 0.05; done";
+    let script = "echo $$ >> runs; trap 'echo term > got_term; exit 0' TERM; echo ready > ready; while true; do sleep 0.05; done";
     let (events_tx, mut events) = mpsc::channel(64);
-    let supervisor = ChildSupervisor::spawn(spec(dir.path(), script), Some(events_tx));
+    let mut spec = spec(dir.path(), script);
+    if guard {
+        spec = guarded(spec);
+    }
+    let supervisor = ChildSupervisor::spawn(spec, Some(events_tx));
     supervisor.start().await;
     assert!(matches!(
         next(&mut events).await,
         ChildEvent::Started { .. }
     ));
     wait_for_file(&dir.path().join("ready")).await;
+    // It keeps running: nothing (the guard's lifeline least of all) ends it early.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        events.try_recv().is_err(),
+        "no exit or restart while running"
+    );
+    let runs = std::fs::read_to_string(dir.path().join("runs")).expect("runs");
+    assert_eq!(runs.lines().count(), 1, "started once: {runs}");
     supervisor.stop(Duration::from_secs(5)).await;
     match next(&mut events).await {
         ChildEvent::Exited { status, .. } => assert!(status.contains("exit status: 0"), "{status}"),
@@ -114,12 +142,25 @@ async fn graceful_stop_sends_sigterm_and_does_not_restart() {
 
 #[tokio::test]
 async fn sigkill_after_the_grace_and_the_whole_group_is_gone() {
+    sigkill_after_the_grace(false).await;
+}
+
+#[tokio::test]
+async fn sigkill_after_the_grace_reaches_a_guarded_group() {
+    sigkill_after_the_grace(true).await;
+}
+
+async fn sigkill_after_the_grace(guard: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     // The grandchild ignores SIGTERM and outlives its parent unless the group is killed.
     let script = "sh -c 'trap \"\" TERM; echo $$ > grandchild; while true; do sleep 0.05; done' & \
                   trap '' TERM; echo ready > ready; while true; do sleep 0.05; done";
     let (events_tx, mut events) = mpsc::channel(64);
-    let supervisor = ChildSupervisor::spawn(spec(dir.path(), script), Some(events_tx));
+    let mut spec = spec(dir.path(), script);
+    if guard {
+        spec = guarded(spec);
+    }
+    let supervisor = ChildSupervisor::spawn(spec, Some(events_tx));
     supervisor.start().await;
     assert!(matches!(
         next(&mut events).await,

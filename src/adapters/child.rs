@@ -7,6 +7,10 @@
 //! group after the grace period. It is driven by [`ChildControl`] messages, so the runtime
 //! can also start it only while Active (`--child-when-active`).
 //!
+//! With [`ChildSpec::guard`] set (always, under `baton run`), CMD runs under `baton
+//! child-guard` (see [`crate::child_guard`]), which leads the group and stops it when this
+//! process dies, by any means: a crashed baton leaves no child behind.
+//!
 //! Events ([`ChildEvent`]) go to an optional bounded channel; when it is full, events are
 //! dropped (they are also logged), so a slow reader never stalls supervision.
 //!
@@ -37,6 +41,11 @@ pub struct ChildSpec {
     pub backoff_max: Duration,
     /// A run at least this long resets the back-off.
     pub stable_after: Duration,
+    /// The `baton` binary to run CMD under (`baton child-guard`), so the group dies with
+    /// baton however baton dies. `None` runs CMD directly (library tests).
+    pub guard: Option<PathBuf>,
+    /// The guard's grace between SIGTERM and SIGKILL once baton is gone.
+    pub guard_grace: Duration,
 }
 
 impl ChildSpec {
@@ -50,6 +59,8 @@ impl ChildSpec {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
+            guard: None,
+            guard_grace: Duration::from_secs(10),
         }
     }
 }
@@ -62,6 +73,7 @@ impl std::fmt::Debug for ChildSpec {
             .field("args", &self.args)
             .field("dir", &self.dir)
             .field("extra_env", &env_names)
+            .field("guard", &self.guard)
             .finish_non_exhaustive()
     }
 }
@@ -99,9 +111,12 @@ pub enum ChildEvent {
 enum Phase {
     Idle,
     Running {
-        child: Child,
+        child: Box<Child>,
         pid: u32,
         started: Instant,
+        /// The guard's lifeline, held apart from `child`: `Child::wait` closes the
+        /// child's stdin before waiting. Dropped when this phase ends.
+        _lifeline: Option<tokio::process::ChildStdin>,
     },
     BackingOff {
         until: Instant,
@@ -176,6 +191,7 @@ impl Supervision {
                     child,
                     pid,
                     started,
+                    ..
                 } => tokio::select! {
                     status = child.wait() => {
                         let (pid, started) = (*pid, *started);
@@ -219,22 +235,41 @@ impl Supervision {
     }
 
     fn launch(&mut self) -> Phase {
-        let mut command = Command::new(&self.spec.program);
+        let mut command = match &self.spec.guard {
+            Some(baton) => {
+                // The guard's stdin is the lifeline: a pipe whose write end only this
+                // process holds (std opens it close-on-exec), kept open in `Child` for
+                // as long as the child runs.
+                let mut command = Command::new(baton);
+                command
+                    .arg("child-guard")
+                    .arg("--grace-ms")
+                    .arg(self.spec.guard_grace.as_millis().to_string())
+                    .arg("--")
+                    .arg(&self.spec.program)
+                    .args(&self.spec.args)
+                    .stdin(Stdio::piped());
+                command
+            }
+            None => {
+                let mut command = Command::new(&self.spec.program);
+                command.args(&self.spec.args).stdin(Stdio::null());
+                command
+            }
+        };
         command
-            .args(&self.spec.args)
             .current_dir(&self.spec.dir)
             .envs(self.spec.extra_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
-        die_with_parent(&mut command);
         match command.spawn() {
-            Ok(child) => {
+            Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 tracing::info!(pid, program = ?self.spec.program, "child started");
                 self.emit(ChildEvent::Started { pid });
                 Phase::Running {
-                    child,
+                    _lifeline: child.stdin.take(),
+                    child: Box::new(child),
                     pid,
                     started: Instant::now(),
                 }
@@ -291,6 +326,7 @@ impl Supervision {
             mut child,
             pid,
             started,
+            ..
         } = phase
         {
             let status = terminate(&mut child, pid, grace).await;
@@ -357,22 +393,3 @@ fn group_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks existence; no memory effects.
     group > 0 && unsafe { libc::kill(-group, 0) } == 0
 }
-
-/// On Linux the child gets SIGTERM when baton dies, even by SIGKILL, so a crashed baton
-/// restarted by its service manager never finds its old child still running. (macOS has
-/// no such call; see the README's limits.)
-#[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches only the child.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
