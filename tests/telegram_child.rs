@@ -188,3 +188,19 @@ async fn sigkill_after_the_grace(guard: bool) {
         "the grandchild was killed with the group"
     );
 }
+
+#[tokio::test]
+async fn a_vanished_baton_binary_runs_the_child_unguarded_rather_than_not_at_all() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec = spec(dir.path(), "echo ready > ready; sleep 1000");
+    spec.guard = Some(dir.path().join("replaced-by-an-upgrade/baton"));
+    let (events_tx, mut events) = mpsc::channel(64);
+    let supervisor = ChildSupervisor::spawn(spec, Some(events_tx));
+    supervisor.start().await;
+    assert!(matches!(
+        next(&mut events).await,
+        ChildEvent::Started { .. }
+    ));
+    wait_for_file(&dir.path().join("ready")).await;
+    supervisor.shutdown(Duration::from_secs(1)).await;
+}

@@ -235,11 +235,21 @@ impl Supervision {
     }
 
     fn launch(&mut self) -> Phase {
-        let mut command = match &self.spec.guard {
+        let guard = self.spec.guard.as_ref().filter(|baton| {
+            let there = baton.is_file();
+            if !there {
+                tracing::warn!(
+                    baton = %baton.display(),
+                    "this baton binary is gone (upgraded or removed?): running the child unguarded; restart baton to guard it again"
+                );
+            }
+            there
+        });
+        let mut command = match guard {
             Some(baton) => {
                 // The guard's stdin is the lifeline: a pipe whose write end only this
-                // process holds (std opens it close-on-exec), kept open in `Child` for
-                // as long as the child runs.
+                // process holds (std opens it close-on-exec), kept apart from `Child`
+                // for as long as the child runs.
                 let mut command = Command::new(baton);
                 command
                     .arg("child-guard")
