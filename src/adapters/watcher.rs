@@ -55,7 +55,7 @@ pub fn watch(
     tx: mpsc::Sender<WatchSignal>,
 ) -> Result<FolderWatch, notify::Error> {
     let overflowed = Arc::new(AtomicBool::new(false));
-    let root = dir.to_path_buf();
+    let root = Roots::of(dir);
     let handler = move |result: notify::Result<notify::Event>| {
         let signal = match result {
             Ok(event) if event.need_rescan() => WatchSignal::Rescan {
@@ -100,10 +100,38 @@ pub fn watch(
     })
 }
 
-/// The file name of `path` if it sits directly in `root`.
-fn name_in(root: &Path, path: &Path) -> Option<String> {
-    let parent = path.parent()?;
-    if parent != root {
+/// The watched folder as given and as the OS reports it. FSEvents reports real paths:
+/// with a symlink on the way (`/tmp`, `/var/folders`, a `~/Dropbox` link into
+/// `~/Library/CloudStorage`) or another letter case on a case-insensitive volume, an
+/// event's folder differs from the path baton was given.
+struct Roots {
+    given: PathBuf,
+    real: Option<PathBuf>,
+}
+
+impl Roots {
+    fn of(dir: &Path) -> Self {
+        Roots {
+            given: dir.to_path_buf(),
+            real: std::fs::canonicalize(dir).ok(),
+        }
+    }
+
+    fn holds(&self, folder: &Path) -> bool {
+        folder == self.given
+            || self.real.as_deref().is_some_and(|real| {
+                folder == real
+                    || (cfg!(target_os = "macos")
+                        && folder
+                            .to_string_lossy()
+                            .eq_ignore_ascii_case(&real.to_string_lossy()))
+            })
+    }
+}
+
+/// The file name of `path` if it sits directly in the watched folder.
+fn name_in(root: &Roots, path: &Path) -> Option<String> {
+    if !root.holds(path.parent()?) {
         return None;
     }
     Some(path.file_name()?.to_string_lossy().into_owned())
@@ -124,5 +152,23 @@ mod tests {
             .expect("a signal within 10 s")
             .unwrap();
         assert_eq!(signal, WatchSignal::Changed(["a.json".to_string()].into()));
+    }
+
+    #[test]
+    fn events_reported_by_the_real_path_still_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real-devices");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("devices-link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let roots = Roots::of(&link);
+        // As FSEvents reports it: through the resolved folder, not the link baton got.
+        let reported = std::fs::canonicalize(&real).unwrap().join("a.json");
+        assert_eq!(name_in(&roots, &reported).as_deref(), Some("a.json"));
+        assert_eq!(
+            name_in(&roots, &link.join("b.json")).as_deref(),
+            Some("b.json")
+        );
+        assert_eq!(name_in(&roots, &dir.path().join("elsewhere.json")), None);
     }
 }
