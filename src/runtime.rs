@@ -293,6 +293,9 @@ impl Runtime {
     async fn feed(&mut self, event: Event) {
         if let Some(slept) = self.sleep.check() {
             tracing::warn!(parent: &self.span, slept_s = slept.as_secs(), "woke from sleep");
+            // Watchers have gone silently dead across sleep (FACTS): a fresh one now, not
+            // at the next 30-minute refresh, which counts awake time only.
+            self.recreate_watcher("woke from sleep");
             self.handle(Event::Woke {
                 slept_ms: slept.as_millis() as u64,
             });
