@@ -348,6 +348,7 @@ pub fn identity(
         pid: std::process::id(),
         instance: local::random_hex(8),
         install_id: local::install_id(state_dir)?,
+        boot_id: local::boot_id(),
         priority,
         thread_id,
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -18,6 +18,7 @@ fn identity(name: &str) -> Identity {
         pid: 0,
         instance: format!("inst-{name}"),
         install_id: format!("install-{name}"),
+        boot_id: String::new(),
         priority: 0,
         thread_id: None,
         version: "test".into(),

@@ -379,6 +379,18 @@ fn checks() -> Vec<(&'static str, Check)> {
             assert!(contended >= probed);
             assert_eq!(r.final_role, Role::Active);
         }),
+        ("namesake_mac_no_pid_probe", |r| {
+            assert!(
+                !r.effects()
+                    .any(|(_, e)| matches!(e, Effect::ProbePid { .. })),
+                "a pid from another boot is never probed"
+            );
+            // The leader's record last changed at 20 s; only its lease can end it.
+            let lapse = secs(20).plus(mirror_baton::core::Timing::default().liveness_active);
+            let contended = r.first_entered(Role::Contending).expect("fails over");
+            assert!(contended >= lapse, "not before the lease: {contended}");
+            assert_eq!(r.final_role, Role::Active);
+        }),
         ("telegram_conflict", |r| {
             assert!(
                 r.effects()

@@ -14,6 +14,8 @@ use mirror_baton::replay::{Auto, Fixture, Header, Step, TimingSpec};
 
 const WALL_START_MS: u64 = 1_750_000_000_000;
 const HOUR_MS: i64 = 3_600_000;
+/// The boot id of the observer's Mac in the same-host scenarios.
+const BOOT: &str = "6f1e2d3c-boot-of-mbp";
 
 fn identity(id: &str, host: &str, install: &str) -> Identity {
     Identity {
@@ -23,6 +25,7 @@ fn identity(id: &str, host: &str, install: &str) -> Identity {
         pid: 4000 + id.len() as u32,
         instance: format!("{host}-run1"),
         install_id: format!("{install}-install"),
+        boot_id: String::new(),
         priority: 0,
         thread_id: None,
         version: "0.1.0".into(),
@@ -578,8 +581,10 @@ fn same_host_pid_probe() -> Scenario {
         16,
         120_000,
     );
+    s.header.identity.boot_id = BOOT.into();
     let mut neighbour = Peer::new("mbp:/Users/ana/other", "mbp");
     neighbour.record.install_id = observer().install_id;
+    neighbour.record.boot_id = BOOT.into();
     neighbour.record.pid = 5123;
     neighbour.set(Status::Active, 1);
     let text = neighbour.write(0);
@@ -594,6 +599,26 @@ fn same_host_pid_probe() -> Scenario {
             alive: false,
         },
     );
+    s
+}
+
+fn namesake_mac_no_pid_probe() -> Scenario {
+    let mut s = Scenario::new(
+        "namesake_mac_no_pid_probe",
+        "A leader on another Mac with the same hostname (a clone, or two Macs both named \
+         mbp): its record carries another boot id, so its pid means nothing here. The \
+         observer never probes it and waits for the full lease before failing over.",
+        18,
+        120_000,
+    );
+    s.header.identity.boot_id = BOOT.into();
+    let mut namesake = Peer::new("mbp:/Users/ana/other", "mbp");
+    namesake.record.boot_id = "another-boot-of-another-mac".into();
+    namesake.record.pid = 5123;
+    namesake.set(Status::Active, 1);
+    let text = namesake.write(0);
+    s.folder(0, &namesake.name(), contents(&text)).start(0);
+    s.peer_writes(20_000, &mut namesake);
     s
 }
 
@@ -638,6 +663,7 @@ fn scenarios() -> Vec<Scenario> {
         same_directory_twice(),
         restart_after_crash(),
         same_host_pid_probe(),
+        namesake_mac_no_pid_probe(),
         telegram_conflict(),
     ]
 }

@@ -16,6 +16,7 @@ fn peer_record(seq: u64) -> DeviceRecord {
         pid: 7,
         instance: "imac-run1".into(),
         install_id: "imac-install".into(),
+        boot_id: String::new(),
         priority: 0,
         thread_id: None,
         version: "0.1.0".into(),

@@ -82,6 +82,7 @@ fn identity(index: usize, generation: u64) -> Identity {
         pid: 100 + index as u32,
         instance: format!("d{index}-gen{generation}"),
         install_id: "install".into(),
+        boot_id: String::new(),
         priority: 0,
         thread_id: None,
         version: "test".into(),

@@ -21,6 +21,7 @@ fn identity(name: &str) -> Identity {
         pid: 7,
         instance: format!("{name}-1"),
         install_id: format!("{name}-install"),
+        boot_id: String::new(),
         priority: 0,
         thread_id: None,
         version: "test".into(),

@@ -56,6 +56,53 @@ pub fn install_id(state_dir: &Path) -> Result<String, LocalError> {
     Ok(id)
 }
 
+/// This boot of this machine, or empty when the OS does not say. Records carry it so a
+/// peer probes a pid only when it was written on the same boot of the same machine:
+/// hostnames repeat (clones, namesake Macs) and pids repeat across boots.
+pub fn boot_id() -> String {
+    let id = read_boot_id().unwrap_or_default();
+    let id = id.trim();
+    // A short, printable token; anything odd counts as unknown.
+    if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        id.to_string()
+    } else {
+        String::new()
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn read_boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()
+}
+
+#[cfg(target_os = "macos")]
+fn read_boot_id() -> Option<String> {
+    let name = c"kern.bootsessionuuid";
+    let mut buffer = [0u8; 64];
+    let mut len = buffer.len();
+    // SAFETY: sysctlbyname writes at most `len` bytes into `buffer` and updates `len`.
+    let result = unsafe {
+        libc::sysctlbyname(
+            name.as_ptr(),
+            buffer.as_mut_ptr().cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if result != 0 {
+        return None;
+    }
+    let bytes = &buffer[..len.min(buffer.len())];
+    let text = bytes.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8(text.to_vec()).ok()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn read_boot_id() -> Option<String> {
+    None
+}
+
 /// `bytes` random bytes from the OS, as lowercase hex (instance nonces, install ids,
 /// gateway credentials).
 pub fn random_hex(bytes: usize) -> String {
@@ -170,6 +217,14 @@ pub fn group_sockets(state_dir: &Path, group: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    fn boot_id_is_known_and_stable_within_a_boot() {
+        let id = boot_id();
+        assert!(id.len() >= 16, "the OS names this boot: {id:?}");
+        assert_eq!(id, boot_id());
+    }
 
     #[test]
     fn install_id_is_stable_and_lock_is_exclusive() {

@@ -323,6 +323,7 @@ mod tests {
             pid: 1,
             instance: "i".into(),
             install_id: "x".into(),
+            boot_id: String::new(),
             priority: 0,
             thread_id: None,
             version: String::new(),

@@ -921,13 +921,22 @@ impl Ctx {
         }
     }
 
+    /// True when `record`'s pid can be probed from here: written on this very boot of
+    /// this machine (a hostname alone is shared by clones and namesake Macs, whose pids
+    /// mean nothing here).
+    fn same_boot(&self, record: &DeviceRecord) -> bool {
+        !self.identity.boot_id.is_empty()
+            && record.boot_id == self.identity.boot_id
+            && record.hostname == self.identity.hostname
+            && record.pid != 0
+    }
+
     fn arm_pid_probe(&mut self) {
-        let hostname = self.identity.hostname.clone();
         let overdue = self.timing.heartbeat_active.max() + self.timing.heartbeat_active.jitter;
         let Some(leader) = election::leader(&self.peers, self.now, &self.timing) else {
             return;
         };
-        if leader.record.hostname != hostname || leader.record.pid == 0 {
+        if !self.same_boot(&leader.record) {
             return;
         }
         let at = leader.changed_at.plus(overdue).max(self.now);
@@ -941,9 +950,8 @@ impl Ctx {
     }
 
     fn probe_leader_pid(&mut self) {
-        let hostname = self.identity.hostname.clone();
         let probe = election::leader(&self.peers, self.now, &self.timing)
-            .filter(|leader| leader.record.hostname == hostname && leader.record.pid != 0)
+            .filter(|leader| self.same_boot(&leader.record))
             .map(|leader| (leader.stem.clone(), leader.record.pid));
         if let Some((stem, pid)) = probe {
             self.emit(Effect::ProbePid { stem, pid });

@@ -98,6 +98,11 @@ pub struct DeviceRecord {
     /// Random per install, kept in a local (not synced) folder: tells a cloned Mac.
     #[serde(default)]
     pub install_id: String,
+    /// The writer's boot session (`/proc/sys/kernel/random/boot_id`,
+    /// `kern.bootsessionuuid`); absent when unknown. Peers probe the writer's pid only
+    /// when it matches their own: a hostname alone is shared by clones and namesakes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boot_id: String,
     /// Grows by one on every write. Liveness is "seq seen to change", by the reader's clock.
     pub seq: u64,
     pub status: Status,
@@ -222,6 +227,7 @@ impl DeviceRecord {
             pid: 0,
             instance: String::new(),
             install_id: String::new(),
+            boot_id: String::new(),
             seq: 0,
             status: Status::Registering,
             term: 0,
@@ -246,6 +252,7 @@ impl DeviceRecord {
             pid: identity.pid,
             instance: identity.instance.clone(),
             install_id: identity.install_id.clone(),
+            boot_id: identity.boot_id.clone(),
             priority: identity.priority,
             thread_id: identity.thread_id,
             version: identity.version.clone(),
@@ -276,6 +283,10 @@ pub struct Identity {
     pub pid: u32,
     pub instance: String,
     pub install_id: String,
+    /// This boot of this machine (empty when unknown): a pid means something only to a
+    /// process on the same boot, and two Macs can share a hostname.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boot_id: String,
     #[serde(default)]
     pub priority: i32,
     #[serde(default)]
@@ -429,6 +440,7 @@ mod tests {
             pid: 42,
             instance: "i1".into(),
             install_id: "inst".into(),
+            boot_id: String::new(),
             priority: 0,
             thread_id: None,
             version: "0.1.0".into(),

@@ -64,6 +64,7 @@ pub fn observer_identity(name: &str) -> Identity {
         pid: 0,
         instance: format!("{name}-instance"),
         install_id: format!("{name}-install"),
+        boot_id: String::new(),
         priority: 0,
         thread_id: None,
         version: env!("CARGO_PKG_VERSION").into(),

@@ -123,6 +123,7 @@ fn peers_of(device: &Device) -> Peers {
                 pid: 0,
                 instance: format!("i{peer}"),
                 install_id: "x".into(),
+                boot_id: String::new(),
                 priority: 0,
                 thread_id: None,
                 version: String::new(),

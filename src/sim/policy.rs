@@ -131,6 +131,8 @@ impl BatonPolicy {
             pid: PolicyKind::pid(spec, incarnation),
             instance: format!("i{}-{incarnation}", spec.index),
             install_id: spec.install_id.clone(),
+            // Hosts do not reboot in the simulation; processes restart.
+            boot_id: format!("boot-{}", spec.hostname),
             priority: 0,
             thread_id: None,
             version: "sim".into(),
