@@ -641,6 +641,15 @@ pub fn render_systemd_unit(spec: &AgentSpec) -> String {
     }
     let _ = writeln!(unit, "ExecStart={}", exec_start.join(" "));
     let _ = writeln!(unit, "Restart=on-failure");
+    // A configuration error (2) or a duplicate device (3) stays wrong on every restart;
+    // restarting a refused duplicate only starts it fighting its twin again. Exit 4 (a
+    // manual run holds the lock) restarts, so the service resumes once that run ends.
+    let _ = writeln!(
+        unit,
+        "RestartPreventExitStatus={} {}",
+        crate::cli::exit::USAGE,
+        crate::cli::exit::DUPLICATE_DEVICE
+    );
     let _ = writeln!(unit, "RestartSec={}", RESTART_THROTTLE.as_secs());
     let _ = writeln!(unit, "TimeoutStopSec={}", STOP_TIMEOUT.as_secs());
     let _ = writeln!(unit, "KillMode=mixed");

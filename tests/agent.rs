@@ -454,6 +454,7 @@ fn systemd_unit_reads_back_line_by_line_and_quoting_round_trips() {
     assert_eq!(one("Restart"), "on-failure");
     assert_eq!(one("RestartSec"), "10");
     assert_eq!(one("TimeoutStopSec"), "40");
+    assert_eq!(one("RestartPreventExitStatus"), "2 3");
     assert_eq!(one("KillMode"), "mixed");
     assert_eq!(one("KillSignal"), "SIGTERM");
     let logs = home.join(".local/state/mirror-baton/logs");

@@ -1,8 +1,9 @@
 //! The local (never synced) state directory: the per-install id, the one-process-per-
 //! device lock, and the control sockets' folder.
 //!
-//! Owns: `<state>/install-id` (random, created once: a cloned or restored Mac that keeps
-//! its sync folder but not this file is told apart), `<state>/locks/<stem>.lock` (an
+//! Owns: `<state>/install-id` (random, created once per machine: a cloned or migrated
+//! Mac brings this file along, so it also names the machine it was made on, and a copy
+//! found on another machine is replaced), `<state>/locks/<stem>.lock` (an
 //! advisory `flock` held for the life of `baton run`), `<state>/run/` (control sockets).
 //! Must never: live inside the sync folder (a synced lock would lock every Mac).
 
@@ -42,18 +43,90 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LocalError + '_ {
 }
 
 /// Reads the per-install id, creating it (16 random bytes, hex) on first use.
+///
+/// The file holds `<id> <machine>`, where `<machine>` fingerprints this machine's
+/// hardware id. Migration Assistant, a disk clone or a restored backup copies the state
+/// folder along with the rest of `~/Library`; a file made on another machine is
+/// replaced, so the copy gets an install id of its own and its twin is recognised as
+/// another install. Without a machine id (unknown OS), the id is kept as found.
 pub fn install_id(state_dir: &Path) -> Result<String, LocalError> {
+    install_id_on(state_dir, &machine_fingerprint())
+}
+
+fn install_id_on(state_dir: &Path, machine: &str) -> Result<String, LocalError> {
     fs::create_dir_all(state_dir).map_err(io_error(state_dir))?;
     let path = state_dir.join("install-id");
     if let Ok(text) = fs::read_to_string(&path) {
-        let id = text.trim();
-        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(id.to_string());
+        let mut fields = text.split_whitespace();
+        let id = fields.next().unwrap_or_default();
+        let made_on = fields.next();
+        let valid = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        match made_on {
+            _ if !valid => {}
+            Some(made_on) if !machine.is_empty() && made_on != machine => {
+                tracing::info!(
+                    path = %path.display(),
+                    "this state folder was made on another machine (a clone, a migration, a \
+                     restored backup): this machine gets an install id of its own"
+                );
+            }
+            Some(_) => return Ok(id.to_string()),
+            None => {
+                // Written before machines were recorded: keep the id, note the machine.
+                write_install_id(&path, id, machine)?;
+                return Ok(id.to_string());
+            }
         }
     }
     let id = random_hex(16);
-    fs::write(&path, format!("{id}\n")).map_err(io_error(&path))?;
+    write_install_id(&path, &id, machine)?;
     Ok(id)
+}
+
+fn write_install_id(path: &Path, id: &str, machine: &str) -> Result<(), LocalError> {
+    let text = if machine.is_empty() {
+        format!("{id}\n")
+    } else {
+        format!("{id} {machine}\n")
+    };
+    fs::write(path, text).map_err(io_error(path))
+}
+
+/// A fingerprint (FNV-1a, hex) of this machine's hardware id, or empty when unknown.
+/// The id itself is not stored.
+fn machine_fingerprint() -> String {
+    match read_machine_id() {
+        Some(id) if !id.trim().is_empty() => format!(
+            "{:016x}",
+            crate::core::record::stable_hash(id.trim().as_bytes())
+        ),
+        _ => String::new(),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn read_machine_id() -> Option<String> {
+    fs::read_to_string("/etc/machine-id")
+        .or_else(|_| fs::read_to_string("/var/lib/dbus/machine-id"))
+        .ok()
+}
+
+/// The hardware UUID (`IOPlatformUUID`), which a clone or migration does not carry over.
+#[cfg(target_os = "macos")]
+fn read_machine_id() -> Option<String> {
+    let mut uuid = [0u8; 16];
+    let wait = libc::timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    // SAFETY: gethostuuid writes exactly 16 bytes into `uuid`.
+    let result = unsafe { libc::gethostuuid(uuid.as_mut_ptr(), &wait) };
+    (result == 0).then(|| uuid.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn read_machine_id() -> Option<String> {
+    None
 }
 
 /// This boot of this machine, or empty when the OS does not say. Records carry it so a
@@ -224,6 +297,27 @@ mod tests {
         let id = boot_id();
         assert!(id.len() >= 16, "the OS names this boot: {id:?}");
         assert_eq!(id, boot_id());
+    }
+
+    #[test]
+    fn an_install_id_copied_from_another_machine_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = install_id_on(dir.path(), "aaaa").unwrap();
+        assert_eq!(install_id_on(dir.path(), "aaaa").unwrap(), here, "stable");
+        // The state folder arrives on another machine (Migration Assistant, a clone).
+        let there = install_id_on(dir.path(), "bbbb").unwrap();
+        assert_ne!(there, here, "the copy gets its own id");
+        assert_eq!(install_id_on(dir.path(), "bbbb").unwrap(), there);
+        // A file from before machines were recorded keeps its id and learns the machine.
+        let old = "0123456789abcdef0123456789abcdef";
+        std::fs::write(dir.path().join("install-id"), format!("{old}\n")).unwrap();
+        assert_eq!(install_id_on(dir.path(), "cccc").unwrap(), old);
+        assert_eq!(install_id_on(dir.path(), "cccc").unwrap(), old);
+        assert_ne!(install_id_on(dir.path(), "dddd").unwrap(), old);
+        // Unknown machine: kept as found.
+        let kept = install_id_on(dir.path(), "").unwrap();
+        assert_eq!(install_id_on(dir.path(), "").unwrap(), kept);
+        assert!(!machine_fingerprint().contains(char::is_whitespace));
     }
 
     #[test]
