@@ -17,6 +17,9 @@
 //! - `setMyCommands` requires names of 1–32 characters `[a-z0-9_]` and descriptions of
 //!   3–256 characters (400 otherwise).
 //!
+//! Tests can script the next answer of a method ([`FakeBotApi::fail_next`]) or make its
+//! calls hang unanswered until released ([`FakeBotApi::hold`]).
+//!
 //! Every request is logged as a [`RequestRecord`] WITHOUT the token. A request may name
 //! its sender with the `X-Baton-Device` header (baton's Telegram adapter sends it only when
 //! pointed at a non-default API URL); the TCP peer address is recorded as well.
@@ -29,7 +32,7 @@
 //! Must never: listen on a non-loopback address by default, record the token, or panic on
 //! any request.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -146,6 +149,8 @@ struct FakeState {
     webhook_url: Option<String>,
     /// Scripted failures: (lower-case method, HTTP status, body), used first-come.
     failures: VecDeque<(String, u16, Value)>,
+    /// Lower-case methods whose calls wait, unanswered, until released.
+    held: HashSet<String>,
 }
 
 struct Shared {
@@ -199,6 +204,7 @@ pub async fn serve(addr: SocketAddr, config: FakeBotConfig) -> std::io::Result<F
             commands: None,
             webhook_url: None,
             failures: VecDeque::new(),
+            held: HashSet::new(),
         }),
         version,
         shutdown: CancellationToken::new(),
@@ -309,6 +315,20 @@ impl FakeBotApi {
             .lock()
             .failures
             .push_back((method, status, body));
+    }
+
+    /// Makes every call of `method` (new ones and those already waiting) hang unanswered
+    /// until [`FakeBotApi::release`]: what a caller sees of a black-holed network or a
+    /// stalled server. The call is logged on arrival with `status: None`.
+    pub fn hold(&self, method: &str) {
+        self.shared.lock().held.insert(method.to_ascii_lowercase());
+        self.shared.changed();
+    }
+
+    /// Lets held calls of `method` proceed (see [`FakeBotApi::hold`]).
+    pub fn release(&self, method: &str) {
+        self.shared.lock().held.remove(&method.to_ascii_lowercase());
+        self.shared.changed();
     }
 
     /// Waits until `check` returns `Some`, re-checking on every change; `None` on timeout.
@@ -485,6 +505,7 @@ async fn call(
     device: Option<String>,
 ) -> ApiResult {
     let lower = api_method.to_ascii_lowercase();
+    wait_while_held(shared, &lower).await?;
     if let Some(failure) = take_failure(shared, &lower) {
         return Err(failure);
     }
@@ -507,6 +528,26 @@ async fn call(
             Ok(json!(true))
         }
         _ => Err(api_error(404, "Not Found")),
+    }
+}
+
+/// Returns once `lower_method` is not held; a shutdown ends the wait as a 502.
+async fn wait_while_held(
+    shared: &Shared,
+    lower_method: &str,
+) -> Result<(), (u16, String, Option<Value>)> {
+    let mut version = shared.version.subscribe();
+    loop {
+        version.borrow_and_update();
+        if !shared.lock().held.contains(lower_method) {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = version.changed() => if changed.is_err() {
+                return Err(api_error(502, "Bad Gateway"));
+            },
+            () = shared.shutdown.cancelled() => return Err(api_error(502, "Bad Gateway")),
+        }
     }
 }
 

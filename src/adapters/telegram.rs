@@ -588,6 +588,8 @@ impl PollLoop {
     }
 
     /// getMe, deleteWebhook and setMyCommands, retried with back-off until they succeed.
+    /// Runs inside the poll task and ends at once when the poller is stopped; no getUpdates
+    /// is sent before it succeeded.
     async fn prepare(&mut self) -> Step {
         let mut failures = 0u32;
         loop {
