@@ -1,6 +1,7 @@
 //! A faithful fake of the Telegram Bot API on loopback, for the test suite and `baton demo`.
 //!
-//! Owns: an HTTP server answering `POST|GET {base}/bot{token}/{method}` (method names
+//! Owns: an HTTP server answering `POST|GET {base}/bot{token}/{method}`, where `{base}` may
+//! carry a path prefix like a self-hosted Bot API behind a proxy (method names
 //! matched case-insensitively, parameters from the query string and a JSON or form body)
 //! for `getMe`, `getUpdates`, `sendMessage`, `setMyCommands`, `getMyCommands`,
 //! `deleteWebhook` and `setWebhook`, with Telegram's semantics where baton depends on them:
@@ -82,6 +83,10 @@ pub struct FakeBotConfig {
     pub bot_username: String,
     /// The id of the first injected update.
     pub first_update_id: i64,
+    /// Serves the Bot API under this path (e.g. `/tg`), as a self-hosted server behind a
+    /// reverse proxy does; empty for the root. Requests outside it get 404 `Not Found`.
+    /// The `/_fake/` control routes stay at the root.
+    pub path_prefix: String,
 }
 
 impl Default for FakeBotConfig {
@@ -91,6 +96,7 @@ impl Default for FakeBotConfig {
             bot_user_id: 123456,
             bot_username: "baton_test_bot".to_owned(),
             first_update_id: 500_000,
+            path_prefix: String::new(),
         }
     }
 }
@@ -187,7 +193,13 @@ impl Drop for FakeBotApi {
 /// Starts a fake on `addr` (use port 0 for any) and returns its handle.
 ///
 /// For `baton fake-telegram`: bind, print [`FakeBotApi::api_url`], wait for a signal.
-pub async fn serve(addr: SocketAddr, config: FakeBotConfig) -> std::io::Result<FakeBotApi> {
+pub async fn serve(addr: SocketAddr, mut config: FakeBotConfig) -> std::io::Result<FakeBotApi> {
+    let prefix = config.path_prefix.trim_matches('/');
+    config.path_prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("/{prefix}")
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let (version, _) = watch::channel(0);
@@ -233,9 +245,13 @@ impl FakeBotApi {
         serve(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
     }
 
-    /// The base URL for `Bot::set_api_url` / `--telegram-api-url`.
+    /// The base URL for `Bot::set_api_url` / `--telegram-api-url`, path prefix included,
+    /// with a trailing slash.
     pub fn api_url(&self) -> String {
-        format!("http://{}/", self.local_addr)
+        format!(
+            "http://{}{}/",
+            self.local_addr, self.shared.config.path_prefix
+        )
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -450,7 +466,8 @@ async fn dispatch(
         return control_route(&shared, &method, control, &body);
     }
     let Some((token, api_method)) = path
-        .strip_prefix("/bot")
+        .strip_prefix(shared.config.path_prefix.as_str())
+        .and_then(|rest| rest.strip_prefix("/bot"))
         .and_then(|rest| rest.rsplit_once('/'))
     else {
         return respond(

@@ -163,7 +163,7 @@ impl TelegramBot {
             .map_err(|e| TelegramError::Client(token.scrub(&e.to_string())))?;
         let mut bot = Bot::with_client(token.expose(), client);
         if let Some(url) = &settings.api_url {
-            bot = bot.set_api_url(url.clone());
+            bot = bot.set_api_url(api_base(url)?);
         }
         Ok(TelegramBot {
             bot,
@@ -216,8 +216,7 @@ impl TelegramBot {
     /// huge texts survive untouched (teloxide's typed `Update` would re-shape them).
     pub async fn get_updates_raw(&self, offset: Option<i64>) -> Result<Vec<Value>, TelegramError> {
         const METHOD: &str = "getUpdates";
-        let mut url = self.bot.api_url();
-        url.set_path(&format!("bot{}/{METHOD}", self.token.expose()));
+        let url = method_url(self.bot.api_url(), &self.token, METHOD);
         let mut body = serde_json::json!({
             "timeout": self.poll_timeout.as_secs(),
             "limit": GET_UPDATES_LIMIT,
@@ -261,6 +260,28 @@ impl TelegramBot {
             .map(|_| ())
             .map_err(|e| TelegramError::from_request("sendMessage", &e, &self.token))
     }
+}
+
+/// The API base as teloxide should see it: without a trailing slash after a path prefix
+/// (`https://host/tg/` → `https://host/tg`), because teloxide appends `/bot<token>/<method>`
+/// to the path as it is and would ask for `/tg//bot…`.
+fn api_base(url: &reqwest::Url) -> Result<reqwest::Url, TelegramError> {
+    let mut base = url.clone();
+    base.path_segments_mut()
+        .map_err(|()| TelegramError::Client("the Telegram API URL cannot take a path".into()))?
+        .pop_if_empty();
+    Ok(base)
+}
+
+/// `{base}/bot{token}/{method}`, built as teloxide builds its own requests' URLs, so that
+/// the raw getUpdates keeps a self-hosted server's path prefix and goes where every other
+/// call goes. `base` comes from [`api_base`] (http or https, so it always takes a path).
+fn method_url(mut base: reqwest::Url, token: &Secret, method: &str) -> reqwest::Url {
+    if let Ok(mut segments) = base.path_segments_mut() {
+        segments.push(&format!("bot{}", token.expose()));
+        segments.push(method);
+    }
+    base
 }
 
 fn parse_get_updates(status: u16, text: &str, token: &Secret) -> Result<Vec<Value>, TelegramError> {
@@ -869,6 +890,30 @@ mod tests {
         ledger.acknowledged(7);
         assert_eq!(ledger.offset(), Some(10));
         assert!(ledger.progress().handled_above.is_empty());
+    }
+
+    #[test]
+    fn method_urls_keep_the_base_path_with_or_without_a_trailing_slash() {
+        let token = Secret::new("1:secret");
+        let url = |base: &str| {
+            let base = api_base(&reqwest::Url::parse(base).expect("URL")).expect("a base");
+            method_url(base, &token, "getUpdates").to_string()
+        };
+        for (base, wanted) in [
+            (
+                "https://api.telegram.org",
+                "https://api.telegram.org/bot1:secret/getUpdates",
+            ),
+            (
+                "https://api.telegram.org/",
+                "https://api.telegram.org/bot1:secret/getUpdates",
+            ),
+            ("https://host/tg", "https://host/tg/bot1:secret/getUpdates"),
+            ("https://host/tg/", "https://host/tg/bot1:secret/getUpdates"),
+            ("http://h:81/a/b/", "http://h:81/a/b/bot1:secret/getUpdates"),
+        ] {
+            assert_eq!(url(base), wanted, "{base}");
+        }
     }
 
     #[test]
