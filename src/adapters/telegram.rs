@@ -3,7 +3,9 @@
 //!
 //! Owns: building the teloxide `Bot` (client timeout above the long poll, custom API URL);
 //! the getUpdates loop, started only when the runtime enters Active and stopped at once by
-//! a `CancellationToken` when it leaves; `deleteWebhook` + `setMyCommands` on start; the
+//! a `CancellationToken` when it leaves; `deleteWebhook` + `setMyCommands` on start, and
+//! `deleteWebhook` again when another program sets a webhook (a 409 that, unlike the
+//! "terminated by other getUpdates request" one, is no sign of another poller); the
 //! offset bookkeeping ([`OffsetLedger`]) that confirms an update to Telegram only after
 //! baton handled it (its own command, a foreign chat, an update with no chat) or the child
 //! acknowledged it through the gateway; authorization (only the configured chat/topic is
@@ -44,13 +46,21 @@ const FOREIGN_CHATS_MAX: usize = 100;
 /// Handled ids above the watermark kept in [`PollProgress`] at most.
 const HANDLED_ABOVE_MAX: usize = 100;
 const GET_UPDATES_LIMIT: u8 = 100;
+/// How Telegram's 409 to the older of two pollers begins (FACTS; teloxide matches the whole
+/// text). Every other "Conflict: …" means a webhook is set.
+const CONFLICT_OTHER_POLLER: &str = "Conflict: terminated by other getUpdates request";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TelegramError {
     #[error("Telegram refused the bot token (Unauthorized)")]
     Unauthorized,
+    /// 409 "Conflict: terminated by other getUpdates request…": another poller.
     #[error("{description}")]
     Conflict { description: String },
+    /// Any other 409 "Conflict: …", e.g. "can't use getUpdates method while webhook is
+    /// active": a webhook is set on the bot, so nobody can poll. Not another poller.
+    #[error("{description}")]
+    WebhookActive { description: String },
     #[error("flood control: retry after {0:?}")]
     RetryAfter(Duration),
     #[error("Telegram API error in {method}: {description}")]
@@ -90,8 +100,12 @@ impl TelegramError {
     }
 
     fn from_api_text(method: &'static str, description: &str, token: &Secret) -> Self {
-        if description.starts_with("Conflict:") {
+        if description.starts_with(CONFLICT_OTHER_POLLER) {
             Self::Conflict {
+                description: token.scrub(description),
+            }
+        } else if description.starts_with("Conflict:") {
+            Self::WebhookActive {
                 description: token.scrub(description),
             }
         } else if description == "Unauthorized" || description == "Not Found" {
@@ -186,11 +200,7 @@ impl TelegramBot {
     /// into the commands already registered (the mirror's stay).
     pub async fn prepare_polling(&self) -> Result<(), TelegramError> {
         let scrub = |method, e: RequestError| TelegramError::from_request(method, &e, &self.token);
-        self.bot
-            .delete_webhook()
-            .drop_pending_updates(false)
-            .await
-            .map_err(|e| scrub("deleteWebhook", e))?;
+        self.delete_webhook().await?;
         let existing = self
             .bot
             .get_my_commands()
@@ -210,6 +220,16 @@ impl TelegramBot {
             .await
             .map_err(|e| scrub("setMyCommands", e))?;
         Ok(())
+    }
+
+    /// `deleteWebhook`, keeping the pending updates (they are the user's messages).
+    pub async fn delete_webhook(&self) -> Result<(), TelegramError> {
+        self.bot
+            .delete_webhook()
+            .drop_pending_updates(false)
+            .await
+            .map(|_| ())
+            .map_err(|e| TelegramError::from_request("deleteWebhook", &e, &self.token))
     }
 
     /// One raw `getUpdates` call: the updates as JSON, so unknown kinds, missing fields and
@@ -328,7 +348,9 @@ pub enum PollerEvent {
         thread_id: Option<i64>,
         command: BatonCommand,
     },
-    /// Telegram answered 409: another poller, or a webhook. Conflict evidence for the core.
+    /// Telegram answered 409 "terminated by other getUpdates request": another poller.
+    /// Conflict evidence for the core. (A 409 because of a webhook is not: the poller
+    /// removes the webhook itself.)
     Conflict { description: String },
     /// An update from a chat that is not the configured one (reported once per chat).
     ForeignChat { chat_id: i64 },
@@ -729,10 +751,28 @@ impl PollLoop {
     async fn on_error(&mut self, error: TelegramError, failures: u32) -> Step {
         match error {
             TelegramError::Conflict { description } => {
-                tracing::warn!(%description, "getUpdates conflict: another poller or a webhook");
+                tracing::warn!(%description, "getUpdates conflict: another poller");
                 self.emit(PollerEvent::Conflict { description }).await?;
                 let min = self.config.conflict_backoff_min;
                 let wait = min + min.mul_f64(self.rng.random::<f64>());
+                self.sleep(wait).await
+            }
+            TelegramError::WebhookActive { description } => {
+                // No second poller is involved: this is no evidence for the core.
+                let wait = self.error_backoff(failures);
+                tracing::warn!(
+                    %description,
+                    ?wait,
+                    "another program set a webhook on this bot; removing it (pending updates kept) and polling again"
+                );
+                let deleted = tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => return Err(PollerExit::Cancelled),
+                    deleted = self.bot.delete_webhook() => deleted,
+                };
+                if let Err(error) = deleted {
+                    tracing::warn!(%error, "cannot remove the webhook; trying again");
+                }
                 self.sleep(wait).await
             }
             TelegramError::RetryAfter(wait) => {
@@ -745,14 +785,19 @@ impl PollLoop {
                 Err(PollerExit::Fatal)
             }
             other => {
-                let exponent = failures.saturating_sub(1).min(16);
-                let base = Duration::from_secs(1).saturating_mul(1 << exponent);
-                let base = base.min(self.config.error_backoff_max);
-                let wait = base.mul_f64(0.5 + self.rng.random::<f64>() / 2.0);
+                let wait = self.error_backoff(failures);
                 tracing::warn!(error = %other, ?wait, "Telegram request failed; retrying");
                 self.sleep(wait).await
             }
         }
+    }
+
+    /// Doubles from 1 s per consecutive failure up to `error_backoff_max`, with jitter.
+    fn error_backoff(&mut self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(16);
+        let base = Duration::from_secs(1).saturating_mul(1 << exponent);
+        let base = base.min(self.config.error_backoff_max);
+        base.mul_f64(0.5 + self.rng.random::<f64>() / 2.0)
     }
 
     async fn sleep(&self, wait: Duration) -> Step {
@@ -921,10 +966,16 @@ mod tests {
         let token = Secret::new("1:secret");
         let conflict = parse_get_updates(
             409,
-            r#"{"ok":false,"error_code":409,"description":"Conflict: x"}"#,
+            r#"{"ok":false,"error_code":409,"description":"Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}"#,
             &token,
         );
         assert!(matches!(conflict, Err(TelegramError::Conflict { .. })));
+        let webhook = parse_get_updates(
+            409,
+            r#"{"ok":false,"error_code":409,"description":"Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"}"#,
+            &token,
+        );
+        assert!(matches!(webhook, Err(TelegramError::WebhookActive { .. })));
         let unauthorized =
             parse_get_updates(401, r#"{"ok":false,"description":"Unauthorized"}"#, &token);
         assert!(matches!(unauthorized, Err(TelegramError::Unauthorized)));
