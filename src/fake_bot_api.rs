@@ -1,6 +1,7 @@
 //! A faithful fake of the Telegram Bot API on loopback, for the test suite and `baton demo`.
 //!
-//! Owns: an HTTP server answering `POST|GET {base}/bot{token}/{method}` (method names
+//! Owns: an HTTP server answering `POST|GET {base}/bot{token}/{method}`, where `{base}` may
+//! carry a path prefix like a self-hosted Bot API behind a proxy (method names
 //! matched case-insensitively, parameters from the query string and a JSON or form body)
 //! for `getMe`, `getUpdates`, `sendMessage`, `setMyCommands`, `getMyCommands`,
 //! `deleteWebhook` and `setWebhook`, with Telegram's semantics where baton depends on them:
@@ -17,6 +18,9 @@
 //! - `setMyCommands` requires names of 1–32 characters `[a-z0-9_]` and descriptions of
 //!   3–256 characters (400 otherwise).
 //!
+//! Tests can script the next answer of a method ([`FakeBotApi::fail_next`]) or make its
+//! calls hang unanswered until released ([`FakeBotApi::hold`]).
+//!
 //! Every request is logged as a [`RequestRecord`] WITHOUT the token. A request may name
 //! its sender with the `X-Baton-Device` header (baton's Telegram adapter sends it only when
 //! pointed at a non-default API URL); the TCP peer address is recorded as well.
@@ -29,7 +33,7 @@
 //! Must never: listen on a non-loopback address by default, record the token, or panic on
 //! any request.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,6 +83,10 @@ pub struct FakeBotConfig {
     pub bot_username: String,
     /// The id of the first injected update.
     pub first_update_id: i64,
+    /// Serves the Bot API under this path (e.g. `/tg`), as a self-hosted server behind a
+    /// reverse proxy does; empty for the root. Requests outside it get 404 `Not Found`.
+    /// The `/_fake/` control routes stay at the root.
+    pub path_prefix: String,
 }
 
 impl Default for FakeBotConfig {
@@ -88,6 +96,7 @@ impl Default for FakeBotConfig {
             bot_user_id: 123456,
             bot_username: "baton_test_bot".to_owned(),
             first_update_id: 500_000,
+            path_prefix: String::new(),
         }
     }
 }
@@ -146,6 +155,8 @@ struct FakeState {
     webhook_url: Option<String>,
     /// Scripted failures: (lower-case method, HTTP status, body), used first-come.
     failures: VecDeque<(String, u16, Value)>,
+    /// Lower-case methods whose calls wait, unanswered, until released.
+    held: HashSet<String>,
 }
 
 struct Shared {
@@ -182,7 +193,13 @@ impl Drop for FakeBotApi {
 /// Starts a fake on `addr` (use port 0 for any) and returns its handle.
 ///
 /// For `baton fake-telegram`: bind, print [`FakeBotApi::api_url`], wait for a signal.
-pub async fn serve(addr: SocketAddr, config: FakeBotConfig) -> std::io::Result<FakeBotApi> {
+pub async fn serve(addr: SocketAddr, mut config: FakeBotConfig) -> std::io::Result<FakeBotApi> {
+    let prefix = config.path_prefix.trim_matches('/');
+    config.path_prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("/{prefix}")
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let (version, _) = watch::channel(0);
@@ -199,6 +216,7 @@ pub async fn serve(addr: SocketAddr, config: FakeBotConfig) -> std::io::Result<F
             commands: None,
             webhook_url: None,
             failures: VecDeque::new(),
+            held: HashSet::new(),
         }),
         version,
         shutdown: CancellationToken::new(),
@@ -227,9 +245,13 @@ impl FakeBotApi {
         serve(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
     }
 
-    /// The base URL for `Bot::set_api_url` / `--telegram-api-url`.
+    /// The base URL for `Bot::set_api_url` / `--telegram-api-url`, path prefix included,
+    /// with a trailing slash.
     pub fn api_url(&self) -> String {
-        format!("http://{}/", self.local_addr)
+        format!(
+            "http://{}{}/",
+            self.local_addr, self.shared.config.path_prefix
+        )
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -309,6 +331,20 @@ impl FakeBotApi {
             .lock()
             .failures
             .push_back((method, status, body));
+    }
+
+    /// Makes every call of `method` (new ones and those already waiting) hang unanswered
+    /// until [`FakeBotApi::release`]: what a caller sees of a black-holed network or a
+    /// stalled server. The call is logged on arrival with `status: None`.
+    pub fn hold(&self, method: &str) {
+        self.shared.lock().held.insert(method.to_ascii_lowercase());
+        self.shared.changed();
+    }
+
+    /// Lets held calls of `method` proceed (see [`FakeBotApi::hold`]).
+    pub fn release(&self, method: &str) {
+        self.shared.lock().held.remove(&method.to_ascii_lowercase());
+        self.shared.changed();
     }
 
     /// Waits until `check` returns `Some`, re-checking on every change; `None` on timeout.
@@ -430,7 +466,8 @@ async fn dispatch(
         return control_route(&shared, &method, control, &body);
     }
     let Some((token, api_method)) = path
-        .strip_prefix("/bot")
+        .strip_prefix(shared.config.path_prefix.as_str())
+        .and_then(|rest| rest.strip_prefix("/bot"))
         .and_then(|rest| rest.rsplit_once('/'))
     else {
         return respond(
@@ -485,6 +522,7 @@ async fn call(
     device: Option<String>,
 ) -> ApiResult {
     let lower = api_method.to_ascii_lowercase();
+    wait_while_held(shared, &lower).await?;
     if let Some(failure) = take_failure(shared, &lower) {
         return Err(failure);
     }
@@ -507,6 +545,26 @@ async fn call(
             Ok(json!(true))
         }
         _ => Err(api_error(404, "Not Found")),
+    }
+}
+
+/// Returns once `lower_method` is not held; a shutdown ends the wait as a 502.
+async fn wait_while_held(
+    shared: &Shared,
+    lower_method: &str,
+) -> Result<(), (u16, String, Option<Value>)> {
+    let mut version = shared.version.subscribe();
+    loop {
+        version.borrow_and_update();
+        if !shared.lock().held.contains(lower_method) {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = version.changed() => if changed.is_err() {
+                return Err(api_error(502, "Bad Gateway"));
+            },
+            () = shared.shutdown.cancelled() => return Err(api_error(502, "Bad Gateway")),
+        }
     }
 }
 

@@ -4,6 +4,10 @@
 //! a JSON Lines file (`update_id`, `text`, `received_at_ms`: its wall clock on receipt),
 //! so a test can count what every device's child received, and when.
 //!
+//! Like the mirror, it ignores messages dated before its own start (the mirror takes its
+//! start in whole Unix seconds and keeps `date >= start`): such an update is not written,
+//! `since` still moves past it, and one line per skipped update goes to stderr.
+//!
 //! It exits by itself once orphaned (its parent baton is gone, e.g. SIGKILLed in the
 //! demo's crash): an orphan has no gateway left to read, and must not outlive the demo.
 //!
@@ -43,6 +47,7 @@ pub enum StubError {
 
 /// Polls until killed, or until orphaned (then exits 0).
 pub async fn run(args: MirrorStubArgs) -> Result<i32, StubError> {
+    let started_s = unix_now_s();
     let parent_pid = std::os::unix::process::parent_id();
     let raw = std::env::var("TELEGRAM_UPDATES_URL").map_err(|_| StubError::NoUrl)?;
     let mut url = reqwest::Url::parse(&raw).map_err(|e| StubError::BadUrl(e.to_string()))?;
@@ -90,6 +95,14 @@ pub async fn run(args: MirrorStubArgs) -> Result<i32, StubError> {
                     continue;
                 }
                 since = update_id;
+                if let Some(date) = message_date(&entry["payload"])
+                    && date < started_s
+                {
+                    eprintln!(
+                        "mirror-stub: skipping update {update_id}: dated {date}, before this stub started at {started_s}"
+                    );
+                    continue;
+                }
                 let text = entry["payload"]["message"]["text"].as_str().unwrap_or("");
                 let received_at_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -107,4 +120,23 @@ pub async fn run(args: MirrorStubArgs) -> Result<i32, StubError> {
         }
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     }
+}
+
+/// The current Unix time in whole seconds, as the mirror takes its start time.
+fn unix_now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// The `date` (Unix seconds) of the message an update carries, of any message kind.
+fn message_date(update: &Value) -> Option<i64> {
+    [
+        "message",
+        "edited_message",
+        "channel_post",
+        "edited_channel_post",
+    ]
+    .iter()
+    .find_map(|kind| update.get(kind)?.get("date")?.as_i64())
 }

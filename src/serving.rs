@@ -197,6 +197,7 @@ impl Serving {
     }
 
     /// Starts serving for `term` from `start`; `known_foreign_chats` were reported before.
+    /// Never waits for Telegram: the poller does its set-up in its own task.
     pub async fn start(&mut self, term: u64, start: StartPosition, known_foreign_chats: Vec<i64>) {
         self.acting = true;
         tracing::info!(
@@ -213,9 +214,9 @@ impl Serving {
             side.paused_until = None;
             side.poller_config.known_foreign_chats = known_foreign_chats;
             if polls {
-                if let Err(error) = side.bot.prepare_polling().await {
-                    tracing::warn!(%error, "cannot remove the webhook or set the command menu; polling anyway");
-                }
+                // The poller removes the webhook and sets the command menu itself, before its
+                // first getUpdates, cancellably: awaiting that here would stall the run loop
+                // (heartbeats, signals, higher claims) for as long as Telegram does not answer.
                 side.spawn_poller();
             }
             let text = format!(

@@ -1,5 +1,6 @@
 //! Two pollers on one bot: the older waiting poll is answered 409 and the poller reports
-//! conflict evidence, backs off, and keeps going until the runtime stops it.
+//! conflict evidence, backs off, and keeps going until the runtime stops it. A 409 because
+//! another program set a webhook is not a second poller: the poller removes the webhook.
 
 mod common;
 
@@ -48,26 +49,50 @@ async fn older_poller_reports_conflict_and_stopping_one_settles_it() {
     b.poller.take().expect("running").stop().await;
 }
 
+/// Another program sets a webhook on the bot: getUpdates then answers 409 "Conflict: can't
+/// use getUpdates method while webhook is active…". No second poller is involved, so it is
+/// not conflict evidence: the poller removes the webhook, keeping the pending updates, and
+/// goes on polling.
 #[tokio::test]
-async fn a_webhook_conflict_is_conflict_evidence_too() {
+async fn a_webhook_set_by_another_program_is_removed_and_is_not_conflict_evidence() {
     let fake = FakeBotApi::start().await.expect("fake starts");
     let mut a = start_device(&fake, "a", None, StartPosition::default()).await;
     assert!(matches!(a.next_event().await, PollerEvent::Started { .. }));
     assert_eq!(fake.webhook_url(), None, "deleteWebhook ran on start");
+    let set_at = fake.requests().len();
     fake.set_webhook(Some("https://example.invalid/hook"));
-    fake.inject_text(common::CHAT_ID, None, "wake the poll");
+    // Ends the poll in flight; every getUpdates after it meets the webhook until removed.
+    fake.inject_text(common::CHAT_ID, None, "while the webhook was set");
+    fake.wait_for(PATIENCE, |f| {
+        f.requests()[set_at..]
+            .iter()
+            .any(|r| r.is("getUpdates") && r.status == Some(409))
+            .then_some(())
+    })
+    .await
+    .expect("getUpdates meets the webhook");
+    let after = fake.inject_text(common::CHAT_ID, None, "after the webhook");
     loop {
         match a.next_event().await {
-            PollerEvent::Conflict { description } => {
-                assert!(
-                    description.starts_with("Conflict: can't use getUpdates"),
-                    "{description}"
-                );
-                break;
-            }
+            PollerEvent::Forward { update_id, .. } if update_id == after => break,
             PollerEvent::Forward { .. } => {}
-            other => panic!("unexpected {other:?}"),
+            other => panic!("a webhook is no conflict evidence, got {other:?}"),
         }
     }
+    assert_eq!(fake.webhook_url(), None, "the poller removed the webhook");
+    let since_set = &fake.requests()[set_at..];
+    let refused = since_set
+        .iter()
+        .position(|r| r.is("getUpdates") && r.status == Some(409))
+        .expect("a refused getUpdates");
+    let removal = since_set[refused..]
+        .iter()
+        .find(|r| r.is("deleteWebhook") && r.device.as_deref() == Some("a"))
+        .expect("deleteWebhook after the refusal");
+    assert_ne!(
+        removal.params["drop_pending_updates"],
+        serde_json::json!(true),
+        "pending updates are kept"
+    );
     a.poller.take().expect("running").stop().await;
 }

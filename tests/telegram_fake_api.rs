@@ -191,3 +191,74 @@ async fn real_teloxide_understands_the_fake() {
     let updates = bot.get_updates().await.expect("getUpdates parses");
     assert_eq!(updates.len(), 1);
 }
+
+/// A self-hosted Bot API behind a proxy lives under a path: baton's own getUpdates and
+/// teloxide's calls (getMe, deleteWebhook, setMyCommands) must all go under it, whether the
+/// configured base ends with a slash or not. A call outside the prefix gets 404 `Not
+/// Found`, which baton reads as a refused token and stops polling.
+#[tokio::test]
+async fn every_call_goes_under_the_api_urls_path_prefix() {
+    use mirror_baton::adapters::telegram::{
+        BotSettings, PollerEvent, StartPosition, TelegramBot, spawn_poller,
+    };
+    use mirror_baton::adapters::telegram_config::Secret;
+    use mirror_baton::fake_bot_api::FakeBotConfig;
+    use std::time::Duration;
+
+    let fake = FakeBotApi::start_with(FakeBotConfig {
+        path_prefix: "/tg".into(),
+        ..FakeBotConfig::default()
+    })
+    .await
+    .expect("fake starts");
+    assert!(fake.api_url().ends_with("/tg/"), "{}", fake.api_url());
+    let with_slash = fake.api_url();
+    let without_slash = with_slash.trim_end_matches('/').to_owned();
+    for base in [with_slash, without_slash] {
+        let settings = BotSettings {
+            poll_timeout: Duration::from_secs(5),
+            api_url: Some(reqwest::Url::parse(&base).expect("URL")),
+            device_tag: Some("a".into()),
+        };
+        let bot = TelegramBot::new(&Secret::new(fake.token()), &settings).expect("client");
+        let (_acknowledged_tx, acknowledged) = tokio::sync::watch::channel(0);
+        let (events_tx, mut events) = tokio::sync::mpsc::channel(16);
+        let poller = spawn_poller(
+            bot,
+            common::fast_poller_config(None),
+            StartPosition::default(),
+            acknowledged,
+            events_tx,
+        );
+        let id = fake.inject_text(common::CHAT_ID, None, &format!("via {base}"));
+        loop {
+            let event = tokio::time::timeout(common::PATIENCE, events.recv())
+                .await
+                .expect("an event in time")
+                .expect("the poller runs");
+            match event {
+                PollerEvent::Started { bot_username } => {
+                    assert_eq!(bot_username, "baton_test_bot", "getMe under {base}")
+                }
+                PollerEvent::Forward { update_id, .. } if update_id == id => break,
+                other => panic!("with base {base}: unexpected {other:?}"),
+            }
+        }
+        poller.stop().await;
+        // Confirm it, so the next round starts clean.
+        let (status, _) = call(&fake, "getUpdates", json!({"offset": id + 1})).await;
+        assert_eq!(status, 200);
+    }
+    let answered: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.device.as_deref() == Some("a") && r.status == Some(200))
+        .map(|r| r.method.to_ascii_lowercase())
+        .collect();
+    for method in ["getme", "deletewebhook", "setmycommands", "getupdates"] {
+        assert!(
+            answered.iter().any(|m| m == method),
+            "{method}: {answered:?}"
+        );
+    }
+}

@@ -183,3 +183,65 @@ async fn withdraw_keeps_served_updates_and_allows_redelivery_later() {
         "it may come back in a later term"
     );
 }
+
+fn unix_now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+}
+
+fn dated(kind: &str, date: i64, text: &str) -> Value {
+    json!({ kind: {"chat": {"id": CHAT_ID}, "date": date, "text": text} })
+}
+
+/// The stand-in mirror is faithful to the real one: it ignores messages dated before its
+/// own start (not written, but `since` moves past them) and says so on stderr, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_stub_skips_messages_dated_before_its_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("updates.jsonl");
+    let stderr = dir.path().join("stderr");
+    let gateway = gateway(None, 10).await;
+    let an_hour_ago = unix_now_s() - 3600;
+    gateway.push(1, dated("message", an_hour_ago, "old"));
+    gateway.push(2, dated("edited_message", an_hour_ago, "old edit"));
+    let mut stub = std::process::Command::new(common::process::BATON)
+        .args(["mirror-stub", "--interval-ms", "20", "--out"])
+        .arg(&out)
+        .env("TELEGRAM_UPDATES_URL", gateway.updates_url().expose())
+        .env("TELEGRAM_CHAT_ID", CHAT_ID.to_string())
+        .env_remove("TELEGRAM_THREAD_ID")
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("the stub starts");
+    let mut acknowledged = gateway.acknowledged();
+    tokio::time::timeout(common::PATIENCE, acknowledged.wait_for(|a| *a >= 2))
+        .await
+        .expect("the stub moves `since` past the old updates")
+        .expect("gateway alive");
+    // The stub has fetched, so it started before this moment: "now" is not before it.
+    gateway.push(3, dated("message", unix_now_s(), "new"));
+    tokio::time::timeout(common::PATIENCE, acknowledged.wait_for(|a| *a >= 3))
+        .await
+        .expect("the stub reads the new update")
+        .expect("gateway alive");
+    stub.kill().expect("kill the stub");
+    stub.wait().expect("reap the stub");
+
+    let written: Vec<(i64, String)> = std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+        .map(|v| (v["update_id"].as_i64().expect("id"), v["text"].to_string()))
+        .collect();
+    assert_eq!(written, vec![(3, "\"new\"".to_owned())]);
+    let skipped: Vec<String> = std::fs::read_to_string(&stderr)
+        .expect("stderr")
+        .lines()
+        .filter(|l| l.contains("skipping update"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(skipped[0].contains("update 1:") && skipped[1].contains("update 2:"));
+}

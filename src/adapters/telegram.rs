@@ -3,7 +3,9 @@
 //!
 //! Owns: building the teloxide `Bot` (client timeout above the long poll, custom API URL);
 //! the getUpdates loop, started only when the runtime enters Active and stopped at once by
-//! a `CancellationToken` when it leaves; `deleteWebhook` + `setMyCommands` on start; the
+//! a `CancellationToken` when it leaves; `deleteWebhook` + `setMyCommands` on start, and
+//! `deleteWebhook` again when another program sets a webhook (a 409 that, unlike the
+//! "terminated by other getUpdates request" one, is no sign of another poller); the
 //! offset bookkeeping ([`OffsetLedger`]) that confirms an update to Telegram only after
 //! baton handled it (its own command, a foreign chat, an update with no chat) or the child
 //! acknowledged it through the gateway; authorization (only the configured chat/topic is
@@ -44,13 +46,21 @@ const FOREIGN_CHATS_MAX: usize = 100;
 /// Handled ids above the watermark kept in [`PollProgress`] at most.
 const HANDLED_ABOVE_MAX: usize = 100;
 const GET_UPDATES_LIMIT: u8 = 100;
+/// How Telegram's 409 to the older of two pollers begins (FACTS; teloxide matches the whole
+/// text). Every other "Conflict: …" means a webhook is set.
+const CONFLICT_OTHER_POLLER: &str = "Conflict: terminated by other getUpdates request";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TelegramError {
     #[error("Telegram refused the bot token (Unauthorized)")]
     Unauthorized,
+    /// 409 "Conflict: terminated by other getUpdates request…": another poller.
     #[error("{description}")]
     Conflict { description: String },
+    /// Any other 409 "Conflict: …", e.g. "can't use getUpdates method while webhook is
+    /// active": a webhook is set on the bot, so nobody can poll. Not another poller.
+    #[error("{description}")]
+    WebhookActive { description: String },
     #[error("flood control: retry after {0:?}")]
     RetryAfter(Duration),
     #[error("Telegram API error in {method}: {description}")]
@@ -90,8 +100,12 @@ impl TelegramError {
     }
 
     fn from_api_text(method: &'static str, description: &str, token: &Secret) -> Self {
-        if description.starts_with("Conflict:") {
+        if description.starts_with(CONFLICT_OTHER_POLLER) {
             Self::Conflict {
+                description: token.scrub(description),
+            }
+        } else if description.starts_with("Conflict:") {
+            Self::WebhookActive {
                 description: token.scrub(description),
             }
         } else if description == "Unauthorized" || description == "Not Found" {
@@ -163,7 +177,7 @@ impl TelegramBot {
             .map_err(|e| TelegramError::Client(token.scrub(&e.to_string())))?;
         let mut bot = Bot::with_client(token.expose(), client);
         if let Some(url) = &settings.api_url {
-            bot = bot.set_api_url(url.clone());
+            bot = bot.set_api_url(api_base(url)?);
         }
         Ok(TelegramBot {
             bot,
@@ -186,11 +200,7 @@ impl TelegramBot {
     /// into the commands already registered (the mirror's stay).
     pub async fn prepare_polling(&self) -> Result<(), TelegramError> {
         let scrub = |method, e: RequestError| TelegramError::from_request(method, &e, &self.token);
-        self.bot
-            .delete_webhook()
-            .drop_pending_updates(false)
-            .await
-            .map_err(|e| scrub("deleteWebhook", e))?;
+        self.delete_webhook().await?;
         let existing = self
             .bot
             .get_my_commands()
@@ -212,12 +222,21 @@ impl TelegramBot {
         Ok(())
     }
 
+    /// `deleteWebhook`, keeping the pending updates (they are the user's messages).
+    pub async fn delete_webhook(&self) -> Result<(), TelegramError> {
+        self.bot
+            .delete_webhook()
+            .drop_pending_updates(false)
+            .await
+            .map(|_| ())
+            .map_err(|e| TelegramError::from_request("deleteWebhook", &e, &self.token))
+    }
+
     /// One raw `getUpdates` call: the updates as JSON, so unknown kinds, missing fields and
     /// huge texts survive untouched (teloxide's typed `Update` would re-shape them).
     pub async fn get_updates_raw(&self, offset: Option<i64>) -> Result<Vec<Value>, TelegramError> {
         const METHOD: &str = "getUpdates";
-        let mut url = self.bot.api_url();
-        url.set_path(&format!("bot{}/{METHOD}", self.token.expose()));
+        let url = method_url(self.bot.api_url(), &self.token, METHOD);
         let mut body = serde_json::json!({
             "timeout": self.poll_timeout.as_secs(),
             "limit": GET_UPDATES_LIMIT,
@@ -261,6 +280,28 @@ impl TelegramBot {
             .map(|_| ())
             .map_err(|e| TelegramError::from_request("sendMessage", &e, &self.token))
     }
+}
+
+/// The API base as teloxide should see it: without a trailing slash after a path prefix
+/// (`https://host/tg/` → `https://host/tg`), because teloxide appends `/bot<token>/<method>`
+/// to the path as it is and would ask for `/tg//bot…`.
+fn api_base(url: &reqwest::Url) -> Result<reqwest::Url, TelegramError> {
+    let mut base = url.clone();
+    base.path_segments_mut()
+        .map_err(|()| TelegramError::Client("the Telegram API URL cannot take a path".into()))?
+        .pop_if_empty();
+    Ok(base)
+}
+
+/// `{base}/bot{token}/{method}`, built as teloxide builds its own requests' URLs, so that
+/// the raw getUpdates keeps a self-hosted server's path prefix and goes where every other
+/// call goes. `base` comes from [`api_base`] (http or https, so it always takes a path).
+fn method_url(mut base: reqwest::Url, token: &Secret, method: &str) -> reqwest::Url {
+    if let Ok(mut segments) = base.path_segments_mut() {
+        segments.push(&format!("bot{}", token.expose()));
+        segments.push(method);
+    }
+    base
 }
 
 fn parse_get_updates(status: u16, text: &str, token: &Secret) -> Result<Vec<Value>, TelegramError> {
@@ -307,7 +348,9 @@ pub enum PollerEvent {
         thread_id: Option<i64>,
         command: BatonCommand,
     },
-    /// Telegram answered 409: another poller, or a webhook. Conflict evidence for the core.
+    /// Telegram answered 409 "terminated by other getUpdates request": another poller.
+    /// Conflict evidence for the core. (A 409 because of a webhook is not: the poller
+    /// removes the webhook itself.)
     Conflict { description: String },
     /// An update from a chat that is not the configured one (reported once per chat).
     ForeignChat { chat_id: i64 },
@@ -588,6 +631,8 @@ impl PollLoop {
     }
 
     /// getMe, deleteWebhook and setMyCommands, retried with back-off until they succeed.
+    /// Runs inside the poll task and ends at once when the poller is stopped; no getUpdates
+    /// is sent before it succeeded.
     async fn prepare(&mut self) -> Step {
         let mut failures = 0u32;
         loop {
@@ -706,10 +751,28 @@ impl PollLoop {
     async fn on_error(&mut self, error: TelegramError, failures: u32) -> Step {
         match error {
             TelegramError::Conflict { description } => {
-                tracing::warn!(%description, "getUpdates conflict: another poller or a webhook");
+                tracing::warn!(%description, "getUpdates conflict: another poller");
                 self.emit(PollerEvent::Conflict { description }).await?;
                 let min = self.config.conflict_backoff_min;
                 let wait = min + min.mul_f64(self.rng.random::<f64>());
+                self.sleep(wait).await
+            }
+            TelegramError::WebhookActive { description } => {
+                // No second poller is involved: this is no evidence for the core.
+                let wait = self.error_backoff(failures);
+                tracing::warn!(
+                    %description,
+                    ?wait,
+                    "another program set a webhook on this bot; removing it (pending updates kept) and polling again"
+                );
+                let deleted = tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => return Err(PollerExit::Cancelled),
+                    deleted = self.bot.delete_webhook() => deleted,
+                };
+                if let Err(error) = deleted {
+                    tracing::warn!(%error, "cannot remove the webhook; trying again");
+                }
                 self.sleep(wait).await
             }
             TelegramError::RetryAfter(wait) => {
@@ -722,14 +785,19 @@ impl PollLoop {
                 Err(PollerExit::Fatal)
             }
             other => {
-                let exponent = failures.saturating_sub(1).min(16);
-                let base = Duration::from_secs(1).saturating_mul(1 << exponent);
-                let base = base.min(self.config.error_backoff_max);
-                let wait = base.mul_f64(0.5 + self.rng.random::<f64>() / 2.0);
+                let wait = self.error_backoff(failures);
                 tracing::warn!(error = %other, ?wait, "Telegram request failed; retrying");
                 self.sleep(wait).await
             }
         }
+    }
+
+    /// Doubles from 1 s per consecutive failure up to `error_backoff_max`, with jitter.
+    fn error_backoff(&mut self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(16);
+        let base = Duration::from_secs(1).saturating_mul(1 << exponent);
+        let base = base.min(self.config.error_backoff_max);
+        base.mul_f64(0.5 + self.rng.random::<f64>() / 2.0)
     }
 
     async fn sleep(&self, wait: Duration) -> Step {
@@ -870,14 +938,44 @@ mod tests {
     }
 
     #[test]
+    fn method_urls_keep_the_base_path_with_or_without_a_trailing_slash() {
+        let token = Secret::new("1:secret");
+        let url = |base: &str| {
+            let base = api_base(&reqwest::Url::parse(base).expect("URL")).expect("a base");
+            method_url(base, &token, "getUpdates").to_string()
+        };
+        for (base, wanted) in [
+            (
+                "https://api.telegram.org",
+                "https://api.telegram.org/bot1:secret/getUpdates",
+            ),
+            (
+                "https://api.telegram.org/",
+                "https://api.telegram.org/bot1:secret/getUpdates",
+            ),
+            ("https://host/tg", "https://host/tg/bot1:secret/getUpdates"),
+            ("https://host/tg/", "https://host/tg/bot1:secret/getUpdates"),
+            ("http://h:81/a/b/", "http://h:81/a/b/bot1:secret/getUpdates"),
+        ] {
+            assert_eq!(url(base), wanted, "{base}");
+        }
+    }
+
+    #[test]
     fn get_updates_errors_are_classified_and_scrubbed() {
         let token = Secret::new("1:secret");
         let conflict = parse_get_updates(
             409,
-            r#"{"ok":false,"error_code":409,"description":"Conflict: x"}"#,
+            r#"{"ok":false,"error_code":409,"description":"Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}"#,
             &token,
         );
         assert!(matches!(conflict, Err(TelegramError::Conflict { .. })));
+        let webhook = parse_get_updates(
+            409,
+            r#"{"ok":false,"error_code":409,"description":"Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"}"#,
+            &token,
+        );
+        assert!(matches!(webhook, Err(TelegramError::WebhookActive { .. })));
         let unauthorized =
             parse_get_updates(401, r#"{"ok":false,"description":"Unauthorized"}"#, &token);
         assert!(matches!(unauthorized, Err(TelegramError::Unauthorized)));
