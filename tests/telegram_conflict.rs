@@ -1,6 +1,7 @@
 //! Two pollers on one bot: the older waiting poll is answered 409 and the poller reports
 //! conflict evidence, backs off, and keeps going until the runtime stops it. A 409 because
 //! another program set a webhook is not a second poller: the poller removes the webhook.
+//! A command menu Telegram refuses does not keep the bot from polling.
 
 mod common;
 
@@ -95,4 +96,29 @@ async fn a_webhook_set_by_another_program_is_removed_and_is_not_conflict_evidenc
         "pending updates are kept"
     );
     a.poller.take().expect("running").stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_command_menu_does_not_stop_polling() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    // Telegram refuses the menu every time (say, an odd command another program set).
+    for _ in 0..100 {
+        fake.fail_next(
+            "setMyCommands",
+            400,
+            serde_json::json!({
+                "ok": false,
+                "error_code": 400,
+                "description": "Bad Request: BOT_COMMAND_INVALID"
+            }),
+        );
+    }
+    let mut device = start_device(&fake, "a", None, StartPosition::default()).await;
+    let id = fake.inject_text(common::CHAT_ID, None, "hello");
+    match tokio::time::timeout(PATIENCE, device.next_non_start_event()).await {
+        Ok(PollerEvent::Forward { update_id, .. }) => assert_eq!(update_id, id),
+        Ok(other) => panic!("expected the message, got {other:?}"),
+        Err(_) => panic!("no update within {PATIENCE:?}: the refused menu blocked polling"),
+    }
+    device.poller.take().expect("running").stop().await;
 }

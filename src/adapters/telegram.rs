@@ -199,8 +199,18 @@ impl TelegramBot {
     /// `deleteWebhook` keeping pending updates, then `setMyCommands` with baton's menu merged
     /// into the commands already registered (the mirror's stay).
     pub async fn prepare_polling(&self) -> Result<(), TelegramError> {
-        let scrub = |method, e: RequestError| TelegramError::from_request(method, &e, &self.token);
+        // Polling cannot work with a webhook set; the menu is a convenience, and a menu
+        // Telegram refuses (an odd command another program set) must not stop the bot.
         self.delete_webhook().await?;
+        if let Err(error) = self.set_command_menu().await {
+            tracing::warn!(%error, "cannot set the bot's command menu; polling anyway (the commands still work when typed)");
+        }
+        Ok(())
+    }
+
+    /// Adds baton's commands to the bot's menu, keeping any others already there.
+    async fn set_command_menu(&self) -> Result<(), TelegramError> {
+        let scrub = |method, e: RequestError| TelegramError::from_request(method, &e, &self.token);
         let existing = self
             .bot
             .get_my_commands()
