@@ -414,7 +414,9 @@ impl Runtime {
                 self.serving.pause(until.since(clock::now())).await;
             }
             Effect::Rescan => self.rescan().await,
-            Effect::RequestDownload { name } => self.store.request_download(&name),
+            Effect::RequestDownload { name } => {
+                self.store.request_download(&name);
+            }
             Effect::ProbePid { stem, pid } => {
                 let alive = local::pid_alive(pid);
                 self.pending

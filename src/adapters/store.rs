@@ -39,13 +39,21 @@ pub enum StoreError {
 pub struct Store {
     devices_dir: PathBuf,
     own_name: String,
+    /// When a download was last asked for each file: a file that stays evicted is seen
+    /// on every rescan, and each ask starts a process.
+    downloads:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
+
+/// One `brctl download` per file per this long at most.
+const DOWNLOAD_ASK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Store {
     pub fn new(sync_dir: &Path, group: &str, own_device_id: &str) -> Self {
         Store {
             devices_dir: devices_dir(sync_dir, group),
             own_name: record::file_name(own_device_id),
+            downloads: Default::default(),
         }
     }
 
@@ -175,16 +183,32 @@ impl Store {
         }
     }
 
-    /// Asks the sync tool to download an evicted file. On macOS: `brctl download PATH`
-    /// (fire and forget); elsewhere there is nothing to ask.
-    pub fn request_download(&self, name: &str) {
+    /// Asks the sync tool to download an evicted file, at most once a minute per file.
+    /// On macOS: `brctl download PATH`, not waited for (tokio reaps it); elsewhere there
+    /// is nothing to ask. Returns whether it asked.
+    pub fn request_download(&self, name: &str) -> bool {
         let real_name = match record::classify_name(name) {
             NameKind::IcloudStub { stem } => format!("{stem}.json"),
             _ => name.to_string(),
         };
+        {
+            let mut asked = self
+                .downloads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if asked
+                .get(&real_name)
+                .is_some_and(|at| now.duration_since(*at) < DOWNLOAD_ASK_INTERVAL)
+            {
+                return false;
+            }
+            asked.retain(|_, at| now.duration_since(*at) < DOWNLOAD_ASK_INTERVAL);
+            asked.insert(real_name.clone(), now);
+        }
         let path = self.devices_dir.join(real_name);
         if cfg!(target_os = "macos") {
-            let spawned = std::process::Command::new("brctl")
+            let spawned = tokio::process::Command::new("brctl")
                 .arg("download")
                 .arg(&path)
                 .stdin(std::process::Stdio::null())
@@ -197,6 +221,7 @@ impl Store {
         } else {
             tracing::debug!(path = %path.display(), "download requested; nothing to do off macOS");
         }
+        true
     }
 }
 
@@ -291,4 +316,24 @@ fn is_dataless(meta: &fs::Metadata) -> bool {
 #[cfg(not(target_os = "macos"))]
 fn is_dataless(_meta: &fs::Metadata) -> bool {
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_that_stays_evicted_is_asked_for_once_a_minute_at_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path(), "g", "host:/me");
+        let peer = record::file_name("host:/peer");
+        let stub = format!(".{}.icloud", peer);
+        assert!(store.request_download(&peer));
+        assert!(
+            !store.request_download(&stub),
+            "the stub names the same file"
+        );
+        assert!(!store.clone().request_download(&peer), "clones share it");
+        assert!(store.request_download(&record::file_name("host:/other")));
+    }
 }
