@@ -20,6 +20,11 @@ demo *args:
 test:
     cargo test --locked
 
+# Type-check and lint the macOS code paths from Linux (no SDK needed; nothing is linked).
+# Plain: scripts/check-macos
+check-macos:
+    scripts/check-macos
+
 # Install `baton` into ~/.cargo/bin.
 # Plain cargo: cargo install --path . --locked
 install:
