@@ -101,6 +101,44 @@ fn install_request(global: &GlobalArgs, args: &AgentInstallArgs) -> InstallReque
     }
 }
 
+/// A warning when this shell's environment completes the Telegram configuration but the
+/// service's will not: agents get PATH (and the variables listed for them), never the
+/// token, so a token exported only in the shell leaves the service coordinating without
+/// Telegram, in another group.
+fn telegram_only_in_this_shell(env: &AgentEnv, spec: &agent::AgentSpec) -> Option<String> {
+    use crate::adapters::telegram_config::{ConfigSources, load_telegram_config};
+    let shell: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let service: std::collections::HashMap<String, String> =
+        spec.environment().into_iter().collect();
+    let complete = |vars: &std::collections::HashMap<String, String>| {
+        load_telegram_config(&ConfigSources {
+            home_dir: Some(&env.home),
+            project_dir: &spec.working_dir,
+            env: vars,
+            overrides: Default::default(),
+        })
+        .is_ok()
+    };
+    if !complete(&shell) || complete(&service) {
+        return None;
+    }
+    let missing: Vec<&str> = shell
+        .keys()
+        .filter(|name| name.starts_with("TELEGRAM_") && !service.contains_key(*name))
+        .map(String::as_str)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Some(format!(
+        "warning: the Telegram configuration here comes from this shell ({}), which the service \
+         will not have (the token is never written into its file). Put botToken and chatId in \
+         ~/.config/opencode/telegram.json or {}/.opencode/telegram.json, or the service \
+         coordinates without Telegram.",
+        missing.join(", "),
+        spec.working_dir.display()
+    ))
+}
+
 /// Runs an `agent` verb.
 pub fn agent(global: &GlobalArgs, command: &AgentCommand) -> Result<i32, agent::AgentError> {
     let mut env = AgentEnv::detect()?;
@@ -119,6 +157,9 @@ pub fn agent(global: &GlobalArgs, command: &AgentCommand) -> Result<i32, agent::
                     "left out secret-looking variables: {}",
                     report.dropped_env.join(", ")
                 );
+            }
+            if let Some(warning) = telegram_only_in_this_shell(&env, &spec) {
+                println!("{warning}");
             }
             if report.loaded {
                 println!(

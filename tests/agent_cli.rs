@@ -112,3 +112,38 @@ fn install_no_load_writes_0644_where_launchd_looks() {
     );
     assert!(plist::Value::from_file(&path).is_ok());
 }
+
+#[test]
+fn install_warns_when_the_telegram_configuration_lives_only_in_this_shell() {
+    let install = |home: &std::path::Path, project: &std::path::Path| {
+        let output = baton(home)
+            .env("TELEGRAM_CHAT_ID", "-1001234567890")
+            .args(["agent", "install", "--no-load", "--manager", "launchd"])
+            .arg(project)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let said = install(home.path(), project.path());
+    assert!(
+        said.contains("warning: the Telegram configuration here comes from this shell")
+            && said.contains("TELEGRAM_BOT_TOKEN, TELEGRAM_CHAT_ID"),
+        "{said}"
+    );
+    assert!(!said.contains("AAAAAAAAAAAAAAAA"), "never the token itself");
+
+    // With the configuration in the mirror's own file, the service finds it too.
+    let config = home.path().join(".config/opencode");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("telegram.json"),
+        r#"{"botToken": "123456:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "chatId": -1001234567890}"#,
+    )
+    .unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let said = install(home.path(), project.path());
+    assert!(!said.contains("warning"), "{said}");
+}
