@@ -61,6 +61,9 @@ pub fn watch(
             Ok(event) if event.need_rescan() => WatchSignal::Rescan {
                 reason: "the watcher dropped events".into(),
             },
+            // inotify reports opens (notify watches IN_OPEN) and read-only closes: baton's
+            // own reads would come back as changes, each re-read causing the next.
+            Ok(event) if is_read_only(&event.kind) => return,
             Ok(event) => {
                 let names: BTreeSet<String> = event
                     .paths
@@ -98,6 +101,20 @@ pub fn watch(
         _watcher: watcher,
         dir: dir.to_path_buf(),
     })
+}
+
+/// An access that changes nothing: an open, a read, a close after reading. A close
+/// after writing (`IN_CLOSE_WRITE`) does count: a write just finished.
+fn is_read_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(
+        kind,
+        notify::EventKind::Access(
+            AccessKind::Open(_)
+                | AccessKind::Read
+                | AccessKind::Close(AccessMode::Read | AccessMode::Execute)
+        )
+    )
 }
 
 /// The watched folder as given and as the OS reports it. FSEvents reports real paths:
@@ -152,6 +169,28 @@ mod tests {
             .expect("a signal within 10 s")
             .unwrap();
         assert_eq!(signal, WatchSignal::Changed(["a.json".to_string()].into()));
+    }
+
+    #[tokio::test]
+    async fn reading_a_file_is_not_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), "{}").unwrap();
+        let (tx, mut rx) = mpsc::channel(SIGNALS_MAX);
+        let _watch = watch(dir.path(), WatchMode::Native, tx).unwrap();
+        for _ in 0..3 {
+            std::fs::read_to_string(dir.path().join("a.json")).unwrap();
+        }
+        // A write afterwards is the first thing reported.
+        std::fs::write(dir.path().join("b.json"), "{}").unwrap();
+        let signal = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a signal within 10 s")
+            .unwrap();
+        assert_eq!(
+            signal,
+            WatchSignal::Changed(["b.json".to_string()].into()),
+            "reads of a.json were reported as changes"
+        );
     }
 
     #[test]
