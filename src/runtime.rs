@@ -107,6 +107,8 @@ enum Asker {
 struct Runtime {
     core: Core,
     store: Store,
+    /// Where a refusal (a clone writes our record) is remembered between runs.
+    refusal_file: PathBuf,
     config_dir_mode: WatchMode,
     watch: Option<FolderWatch>,
     watch_tx: mpsc::Sender<WatchSignal>,
@@ -158,13 +160,19 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     let resignation_deadline = resignation_deadline(&config.timing);
     let reload = config.reload;
     let loaded = reload.as_ref().and_then(|read| read().ok());
+    let refusal_file = local::refusal_file(&config.state_dir, &config.group, &stem);
+    let mut core = Core::new(CoreConfig {
+        identity: config.identity,
+        timing: config.timing,
+        seed: config.seed,
+    });
+    if let Some(install_id) = local::recalled_refusal(&refusal_file) {
+        core.recall_refusal(&install_id);
+    }
     let mut runtime = Runtime {
-        core: Core::new(CoreConfig {
-            identity: config.identity,
-            timing: config.timing,
-            seed: config.seed,
-        }),
+        core,
         store,
+        refusal_file,
         config_dir_mode: config.watch_mode,
         watch: Some(watch),
         watch_tx,
@@ -414,6 +422,10 @@ impl Runtime {
                 self.serving.pause(until.since(clock::now())).await;
             }
             Effect::Rescan => self.rescan().await,
+            Effect::RememberRefusal { install_id } => {
+                local::remember_refusal(&self.refusal_file, Some(&install_id));
+            }
+            Effect::ForgetRefusal => local::remember_refusal(&self.refusal_file, None),
             Effect::RequestDownload { name } => {
                 self.store.request_download(&name);
             }

@@ -278,3 +278,156 @@ fn a_stop_during_a_slow_handoff_shortens_the_wait() {
         other => panic!("one clean exit, got {other:?}"),
     }
 }
+
+/// One core driven by hand: Start, then a complete scan holding `own_file`, the record
+/// at this device's own file name.
+fn start_with_own_record(core: &mut Core, own_file: &record::DeviceRecord) -> Vec<Effect> {
+    let input = |event| Input {
+        at: Moment(0),
+        wall_ms: 1_700_000_000_000,
+        event,
+    };
+    core.handle(input(Event::Start));
+    let mut effects = core.drain_effects();
+    let files = vec![FileObservation {
+        name: record::file_name(&own_file.device_id),
+        state: FileState::Contents {
+            text: own_file.to_json(),
+        },
+    }];
+    core.handle(input(Event::Scanned { files }));
+    effects.extend(core.drain_effects());
+    effects
+}
+
+fn twin_record(status: record::Status) -> record::DeviceRecord {
+    let mut twin = identity("a");
+    twin.install_id = "install-of-the-twin".into();
+    twin.instance = "twin-run".into();
+    let mut found = record::DeviceRecord::new(&twin);
+    found.seq = 40;
+    found.status = status;
+    found
+}
+
+#[test]
+fn a_refusal_remembered_from_the_last_run_refuses_at_once_while_the_twin_holds_the_record() {
+    let mut core = Core::new(CoreConfig {
+        identity: identity("a"),
+        timing: Timing::default(),
+        seed: 1,
+    });
+    core.recall_refusal("install-of-the-twin");
+    let effects = start_with_own_record(&mut core, &twin_record(record::Status::Standby));
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::WriteRecord { .. })),
+        "writes nothing into the twin's record: {effects:?}"
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Exit { code: 3, .. })),
+        "refuses without watching again: {effects:?}"
+    );
+}
+
+#[test]
+fn a_remembered_refusal_is_forgotten_once_the_twin_has_stopped() {
+    let mut core = Core::new(CoreConfig {
+        identity: identity("a"),
+        timing: Timing::default(),
+        seed: 1,
+    });
+    core.recall_refusal("install-of-the-twin");
+    let mut effects = start_with_own_record(&mut core, &twin_record(record::Status::Stopped));
+    // Another install's stopped record is still watched for one settle window first.
+    core.handle(Input {
+        at: Moment(Timing::default().settle_window.as_millis() as u64),
+        wall_ms: 1_700_000_100_000,
+        event: Event::Tick,
+    });
+    effects.extend(core.drain_effects());
+    assert_ne!(core.role(), Role::Registering, "took part: {effects:?}");
+    assert!(effects.iter().any(|e| matches!(e, Effect::ForgetRefusal)));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Exit { .. })));
+}
+
+#[test]
+fn a_clone_seen_writing_our_record_is_remembered_before_the_exit() {
+    let mut core = Core::new(CoreConfig {
+        identity: identity("a"),
+        timing: Timing::default(),
+        seed: 1,
+    });
+    let mut found = twin_record(record::Status::Standby);
+    let mut effects = start_with_own_record(&mut core, &found);
+    // The twin writes again while we watch: a second live writer.
+    found.seq += 1;
+    core.handle(Input {
+        at: Moment(2_000),
+        wall_ms: 1_700_000_002_000,
+        event: Event::FileChanged {
+            file: FileObservation {
+                name: record::file_name(&found.device_id),
+                state: FileState::Contents {
+                    text: found.to_json(),
+                },
+            },
+        },
+    });
+    effects.extend(core.drain_effects());
+    let remember = effects.iter().position(|e| {
+        matches!(e, Effect::RememberRefusal { install_id } if install_id == "install-of-the-twin")
+    });
+    let exit = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Exit { code: 3, .. }));
+    assert!(
+        matches!((remember, exit), (Some(r), Some(x)) if r < x),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn an_old_copy_of_the_record_we_took_over_is_not_a_second_writer() {
+    let mut core = Core::new(CoreConfig {
+        identity: identity("a"),
+        timing: Timing::default(),
+        seed: 1,
+    });
+    let prior = twin_record(record::Status::Stopped);
+    let mut effects = start_with_own_record(&mut core, &prior);
+    core.handle(Input {
+        at: Moment(Timing::default().settle_window.as_millis() as u64),
+        wall_ms: 1_700_000_016_000,
+        event: Event::Tick,
+    });
+    effects.extend(core.drain_effects());
+    assert_ne!(core.role(), Role::Registering, "took part: {effects:?}");
+    // The sync tool (or a read queued before our write) shows the old record again.
+    core.handle(Input {
+        at: Moment(17_000),
+        wall_ms: 1_700_000_017_000,
+        event: Event::FileChanged {
+            file: FileObservation {
+                name: record::file_name(&prior.device_id),
+                state: FileState::Contents {
+                    text: prior.to_json(),
+                },
+            },
+        },
+    });
+    let effects = core.drain_effects();
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Exit { .. })),
+        "not refused: {effects:?}"
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::WriteRecord { record } if record.instance == "inst-a")),
+        "ours is written again over the old copy: {effects:?}"
+    );
+}

@@ -253,3 +253,70 @@ fn zombie(pid: i32) -> bool {
             .starts_with('Z')
     })
 }
+
+/// A clone refused once is not restarted into a fight: launchd restarts a refused
+/// baton every 10 s, and each restart must refuse at once, writing nothing, while the
+/// twin's install still holds the record; it takes part again once the twin stopped.
+#[test]
+fn a_remembered_refusal_survives_a_restart_until_the_twin_stops() {
+    use mirror_baton::core::record::{self, DeviceRecord, Identity};
+    let folder = Folder::new(SCALE);
+    let project = folder.project("twin");
+    let device_id = record::device_id(
+        None,
+        &common::process::hostname(),
+        &project.to_string_lossy(),
+    );
+    let mut twin = DeviceRecord::new(&Identity {
+        device_id: device_id.clone(),
+        hostname: common::process::hostname(),
+        project_dir: project.to_string_lossy().into_owned(),
+        pid: 999_999,
+        instance: "twin-run".into(),
+        install_id: "0123456789abcdef0123456789abcdef".into(),
+        boot_id: String::new(),
+        priority: 0,
+        thread_id: None,
+        version: "0.1.0".into(),
+    });
+    twin.seq = 7;
+    twin.status = Status::Standby;
+    std::fs::create_dir_all(folder.devices_dir()).unwrap();
+    let own_file = folder.devices_dir().join(record::file_name(&device_id));
+    std::fs::write(&own_file, twin.to_json()).unwrap();
+    let marker = mirror_baton::adapters::local::refusal_file(
+        &folder.state_dir(),
+        "default",
+        &record::file_stem(&device_id),
+    );
+    mirror_baton::adapters::local::remember_refusal(&marker, Some(&twin.install_id));
+
+    let mut refused = folder.start("twin", &[]);
+    assert_eq!(
+        refused.wait_exit(Duration::from_secs(20)),
+        Some(3),
+        "{}",
+        refused.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&own_file).unwrap(),
+        twin.to_json(),
+        "nothing written into the twin's record"
+    );
+
+    // The twin stops cleanly: the next start takes part and forgets the refusal.
+    twin.seq += 1;
+    twin.status = Status::Stopped;
+    std::fs::write(&own_file, twin.to_json()).unwrap();
+    let mut back = folder.start("twin", &[]);
+    wait_for(Duration::from_secs(20), || {
+        folder
+            .record_of(&device_id)
+            .filter(|r| r.instance != "twin-run")
+            .map(|_| ())
+    })
+    .expect("takes part again");
+    assert!(!marker.exists(), "the refusal is forgotten: {}", back.log());
+    back.signal(libc::SIGTERM);
+    assert_eq!(back.wait_exit(Duration::from_secs(20)), Some(0));
+}

@@ -176,6 +176,38 @@ fn read_boot_id() -> Option<String> {
     None
 }
 
+/// Where a refusal of this device (another install writes its record) is remembered
+/// between runs: `<state>/refused/<group>/<stem>`, holding that install's id.
+pub fn refusal_file(state_dir: &Path, group: &str, stem: &str) -> PathBuf {
+    state_dir.join("refused").join(group).join(stem)
+}
+
+/// The install id a previous run refused for, if one was remembered (and reads sanely).
+pub fn recalled_refusal(file: &Path) -> Option<String> {
+    let text = fs::read_to_string(file).ok()?;
+    let id = text.trim();
+    (!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| id.to_string())
+}
+
+/// Remembers (or, with `None`, forgets) the install this device refused for. Failing to
+/// is logged, not fatal: the next run then only watches the record again.
+pub fn remember_refusal(file: &Path, install_id: Option<&str>) {
+    let result = match install_id {
+        Some(id) => file
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::write(file, format!("{id}\n"))),
+        None => match fs::remove_file(file) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+    };
+    if let Err(error) = result {
+        tracing::warn!(file = %file.display(), %error, "cannot update the remembered refusal");
+    }
+}
+
 /// `bytes` random bytes from the OS, as lowercase hex (instance nonces, install ids,
 /// gateway credentials).
 pub fn random_hex(bytes: usize) -> String {

@@ -87,6 +87,8 @@ pub struct Ctx {
     pub(crate) handoff_ticket: Option<u64>,
     /// Why we refused, until the exit is asked for.
     pub(crate) refusal: Option<String>,
+    /// The install a previous run of this device refused for (see `Core::recall_refusal`).
+    pub(crate) refused_by: Option<String>,
     /// The name of the stimulus being handled, for [`Effect::Transition`]'s `cause`.
     pub cause: String,
 }
@@ -119,6 +121,7 @@ impl Ctx {
             hold_off_until: Moment(0),
             refused: false,
             refusal: None,
+            refused_by: None,
             handoff_ticket: None,
             acting: false,
             resign_when_stopped: false,
@@ -433,6 +436,15 @@ impl Ctx {
                 } else {
                     OwnFileNews::Nothing
                 }
+            }
+            Some(prior)
+                if found.instance == prior.record.instance && found.seq <= prior.record.seq =>
+            {
+                // The record we found at start (a previous run's, or one we watched and
+                // took over), seen again after our own write: an old copy (a late read,
+                // or the sync tool serving a previous version), not a second writer.
+                self.write_record();
+                OwnFileNews::Nothing
             }
             _ if ours && found.seq <= self.own.seq => {
                 // Our previous incarnation's copy resurfaced (we continued its seq, so it is

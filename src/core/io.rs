@@ -197,6 +197,12 @@ pub enum Effect {
         ticket: u64,
         result: ActivationOutcome,
     },
+    /// Keep, locally, that another install (a clone) writes this device's record, for
+    /// [`crate::core::Core::recall_refusal`] on the next start. Emitted before the
+    /// refusal's `Exit`.
+    RememberRefusal { install_id: String },
+    /// The refusal remembered earlier no longer holds (this run registered): forget it.
+    ForgetRefusal,
     /// The process must exit with this code after carrying out the effects before it.
     Exit { code: i32, reason: String },
 }

@@ -119,6 +119,17 @@ impl Protocol {
                     && !context.timers.is_armed(TimerId::Registration)
                     && !context.refused =>
             {
+                if let Some(prior) = &context.prior_own
+                    && !prior.ours
+                    && prior.record.status != Status::Stopped
+                    && context.refused_by.as_deref() == Some(prior.record.install_id.as_str())
+                {
+                    // A previous run refused for this very install, and it still holds
+                    // the record: refuse now, before writing anything.
+                    let found = prior.record.clone();
+                    context.refuse(&found);
+                    return Transition(State::registering());
+                }
                 match &context.prior_own {
                     // Another install's record (a clone?), or ours not stopped cleanly (a
                     // crash, or a second process for this directory): watch it first.
@@ -164,6 +175,9 @@ impl Protocol {
 
     #[action]
     fn enter_standby(context: &mut Ctx) {
+        if context.refused_by.take().is_some() {
+            context.emit(Effect::ForgetRefusal);
+        }
         context.adopt_prior_record();
         context.own.status = Status::Standby;
         context.own.handoff = None;
@@ -802,11 +816,15 @@ fn yielding_evaluate(
 impl Ctx {
     /// Takes over the record found at our file name when we started (same install, or
     /// nobody wrote it while we watched): our seq continues from it, and we know its term.
+    /// The prior record is kept afterwards: a later copy of it is recognised as old
+    /// (`ingest_own`), not as a second writer. Adopting again changes nothing.
     fn adopt_prior_record(&mut self) {
-        if let Some(prior) = self.prior_own.take() {
-            self.own.seq = self.own.seq.max(prior.record.seq);
-            self.own.term = self.own.term.max(prior.record.term);
-            self.own.last_update_id = self.own.last_update_id.max(prior.record.last_update_id);
+        if let Some(prior) = &self.prior_own {
+            let prior = &prior.record;
+            let (seq, term, last_update_id) = (prior.seq, prior.term, prior.last_update_id);
+            self.own.seq = self.own.seq.max(seq);
+            self.own.term = self.own.term.max(term);
+            self.own.last_update_id = self.own.last_update_id.max(last_update_id);
         }
     }
 
@@ -873,6 +891,12 @@ impl Ctx {
         );
         self.notify(Level::Error, message.clone());
         self.refusal = Some(message);
+        // A restart (launchd's, every 10 s) would watch the twin's record again and, if
+        // the twin is a quiet standby, take it over: two writers, and the twin refuses in
+        // turn. Remembered, the next start refuses at once while that install holds it.
+        self.emit(Effect::RememberRefusal {
+            install_id: found.install_id.clone(),
+        });
     }
 
     pub(crate) fn answer(&mut self, ticket: u64, result: ActivationOutcome) {
@@ -1044,6 +1068,14 @@ pub struct Core {
 const REEVALUATIONS_MAX: usize = 8;
 
 impl Core {
+    /// A previous run of this device refused because install `install_id` writes its
+    /// record (kept by the runtime from [`Effect::RememberRefusal`]). Call before
+    /// [`Event::Start`]: while that install's record is not stopped, this run refuses
+    /// at once instead of watching it again.
+    pub fn recall_refusal(&mut self, install_id: &str) {
+        self.ctx.refused_by = Some(install_id.to_string());
+    }
+
     pub fn new(config: CoreConfig) -> Self {
         let mut ctx = Ctx::new(config);
         let machine = Protocol

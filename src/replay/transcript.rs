@@ -148,6 +148,10 @@ pub fn effect_line(effect: &Effect) -> String {
         Effect::PauseActing { until } => format!("pause acting until {until}"),
         Effect::Rescan => "rescan".into(),
         Effect::RequestDownload { name } => format!("request download of {name}"),
+        Effect::RememberRefusal { install_id } => {
+            format!("remember refusal (install {install_id})")
+        }
+        Effect::ForgetRefusal => "forget refusal".to_string(),
         Effect::ProbePid { stem, pid } => format!("probe pid {pid} of {stem}"),
         Effect::TimerArmed {
             timer,

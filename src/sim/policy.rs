@@ -193,7 +193,10 @@ fn translate(effect: Effect) -> Option<Action> {
             line: format!("{from} -> {to}"),
         },
         Effect::Notify { message, .. } => Action::Trace { line: message },
-        Effect::TimerArmed { .. } | Effect::ActivationResult { .. } => return None,
+        Effect::TimerArmed { .. }
+        | Effect::ActivationResult { .. }
+        | Effect::RememberRefusal { .. }
+        | Effect::ForgetRefusal => return None,
     })
 }
 
