@@ -37,6 +37,20 @@ async fn serving_for(fake: &FakeBotApi) -> Serving {
         .expect("serving starts")
 }
 
+/// Serving started while Telegram holds `deleteWebhook` unanswered. PATIENCE only
+/// bounds a failure: with the set-up awaited inline, start would never return.
+async fn start_with_set_up_held(fake: &FakeBotApi) -> Serving {
+    fake.hold("deleteWebhook");
+    let mut serving = serving_for(fake).await;
+    tokio::time::timeout(
+        PATIENCE,
+        serving.start(1, StartPosition::default(), Vec::new()),
+    )
+    .await
+    .expect("start returns while Telegram does not answer the set-up");
+    serving
+}
+
 fn sent_containing(fake: &FakeBotApi, needle: &str) -> usize {
     fake.sent_messages()
         .iter()
@@ -122,16 +136,7 @@ async fn held_call(fake: &FakeBotApi, method: &str) {
 async fn start_returns_while_telegram_set_up_hangs_and_polling_begins_after_it() {
     let fake = FakeBotApi::start().await.expect("fake starts");
     fake.set_webhook(Some("https://example.invalid/hook"));
-    fake.hold("deleteWebhook");
-    let mut serving = serving_for(&fake).await;
-    // PATIENCE only bounds a failure: with the set-up awaited inline, start never returns
-    // while deleteWebhook hangs.
-    tokio::time::timeout(
-        PATIENCE,
-        serving.start(1, StartPosition::default(), Vec::new()),
-    )
-    .await
-    .expect("start returns while Telegram does not answer the set-up");
+    let mut serving = start_with_set_up_held(&fake).await;
     assert!(
         answered(&fake, "deleteWebhook").is_empty() && fake.commands().is_none(),
         "start returned before the set-up completed"
@@ -172,14 +177,7 @@ async fn start_returns_while_telegram_set_up_hangs_and_polling_begins_after_it()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_during_a_hanging_set_up_abandons_it_and_never_polls() {
     let fake = FakeBotApi::start().await.expect("fake starts");
-    fake.hold("deleteWebhook");
-    let mut serving = serving_for(&fake).await;
-    tokio::time::timeout(
-        PATIENCE,
-        serving.start(1, StartPosition::default(), Vec::new()),
-    )
-    .await
-    .expect("start returns while Telegram does not answer the set-up");
+    let mut serving = start_with_set_up_held(&fake).await;
     held_call(&fake, "deleteWebhook").await;
     tokio::time::timeout(PATIENCE, serving.stop("handing over"))
         .await

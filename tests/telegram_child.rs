@@ -42,6 +42,22 @@ async fn wait_for_file(path: &Path) -> String {
     panic!("{} never appeared", path.display());
 }
 
+/// Starts a supervisor for `spec` and waits until the child wrote `<dir>/ready`.
+async fn start_until_ready(
+    spec: ChildSpec,
+    dir: &Path,
+) -> (ChildSupervisor, mpsc::Receiver<ChildEvent>) {
+    let (events_tx, mut events) = mpsc::channel(64);
+    let supervisor = ChildSupervisor::spawn(spec, Some(events_tx));
+    supervisor.start().await;
+    assert!(matches!(
+        next(&mut events).await,
+        ChildEvent::Started { .. }
+    ));
+    wait_for_file(&dir.join("ready")).await;
+    (supervisor, events)
+}
+
 /// Alive = exists and is not a zombie (PID 1 in a container may not reap orphans).
 fn alive(pid: &str) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -102,18 +118,11 @@ async fn graceful_stop_of_a_guarded_child() {
 async fn graceful_stop(guard: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let script = "echo $$ >> runs; trap 'echo term > got_term; exit 0' TERM; echo ready > ready; while true; do sleep 0.05; done";
-    let (events_tx, mut events) = mpsc::channel(64);
     let mut spec = spec(dir.path(), script);
     if guard {
         spec = guarded(spec);
     }
-    let supervisor = ChildSupervisor::spawn(spec, Some(events_tx));
-    supervisor.start().await;
-    assert!(matches!(
-        next(&mut events).await,
-        ChildEvent::Started { .. }
-    ));
-    wait_for_file(&dir.path().join("ready")).await;
+    let (supervisor, mut events) = start_until_ready(spec, dir.path()).await;
     // It keeps running: nothing (the guard's lifeline least of all) ends it early.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -155,18 +164,11 @@ async fn sigkill_after_the_grace(guard: bool) {
     // The grandchild ignores SIGTERM and outlives its parent unless the group is killed.
     let script = "sh -c 'trap \"\" TERM; echo $$ > grandchild; while true; do sleep 0.05; done' & \
                   trap '' TERM; echo ready > ready; while true; do sleep 0.05; done";
-    let (events_tx, mut events) = mpsc::channel(64);
     let mut spec = spec(dir.path(), script);
     if guard {
         spec = guarded(spec);
     }
-    let supervisor = ChildSupervisor::spawn(spec, Some(events_tx));
-    supervisor.start().await;
-    assert!(matches!(
-        next(&mut events).await,
-        ChildEvent::Started { .. }
-    ));
-    wait_for_file(&dir.path().join("ready")).await;
+    let (supervisor, mut events) = start_until_ready(spec, dir.path()).await;
     let grandchild = wait_for_file(&dir.path().join("grandchild"))
         .await
         .trim()
@@ -194,13 +196,6 @@ async fn a_vanished_baton_binary_runs_the_child_unguarded_rather_than_not_at_all
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spec = spec(dir.path(), "echo ready > ready; sleep 1000");
     spec.guard = Some(dir.path().join("replaced-by-an-upgrade/baton"));
-    let (events_tx, mut events) = mpsc::channel(64);
-    let supervisor = ChildSupervisor::spawn(spec, Some(events_tx));
-    supervisor.start().await;
-    assert!(matches!(
-        next(&mut events).await,
-        ChildEvent::Started { .. }
-    ));
-    wait_for_file(&dir.path().join("ready")).await;
+    let (supervisor, _events) = start_until_ready(spec, dir.path()).await;
     supervisor.shutdown(Duration::from_secs(1)).await;
 }
