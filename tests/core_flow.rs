@@ -311,14 +311,37 @@ fn twin_record(status: record::Status) -> record::DeviceRecord {
 }
 
 #[test]
-fn a_refusal_remembered_from_the_last_run_refuses_at_once_while_the_twin_holds_the_record() {
+fn a_remembered_refusal_watches_long_enough_to_see_a_quiet_twin_write() {
     let mut core = Core::new(CoreConfig {
         identity: identity("a"),
         timing: Timing::default(),
         seed: 1,
     });
     core.recall_refusal("install-of-the-twin");
-    let effects = start_with_own_record(&mut core, &twin_record(record::Status::Standby));
+    let mut twin = twin_record(record::Status::Standby);
+    let mut effects = start_with_own_record(&mut core, &twin);
+    // Past the usual watch (one settle window), still watching: a standby twin writes
+    // only every 390-450 s.
+    core.handle(Input {
+        at: Moment(60_000),
+        wall_ms: 1_700_000_060_000,
+        event: Event::Tick,
+    });
+    assert_eq!(core.role(), Role::Registering);
+    twin.seq += 1;
+    core.handle(Input {
+        at: Moment(420_000),
+        wall_ms: 1_700_000_420_000,
+        event: Event::FileChanged {
+            file: FileObservation {
+                name: record::file_name(&twin.device_id),
+                state: FileState::Contents {
+                    text: twin.to_json(),
+                },
+            },
+        },
+    });
+    effects.extend(core.drain_effects());
     assert!(
         !effects
             .iter()
@@ -329,8 +352,33 @@ fn a_refusal_remembered_from_the_last_run_refuses_at_once_while_the_twin_holds_t
         effects
             .iter()
             .any(|e| matches!(e, Effect::Exit { code: 3, .. })),
-        "refuses without watching again: {effects:?}"
+        "refuses once the twin writes: {effects:?}"
     );
+}
+
+#[test]
+fn a_remembered_refusal_expires_when_the_twin_stays_silent() {
+    let mut core = Core::new(CoreConfig {
+        identity: identity("a"),
+        timing: Timing::default(),
+        seed: 1,
+    });
+    core.recall_refusal("install-of-the-twin");
+    let mut effects = start_with_own_record(&mut core, &twin_record(record::Status::Active));
+    let silent = Timing::default().liveness_standby.as_millis() as u64;
+    core.handle(Input {
+        at: Moment(silent),
+        wall_ms: 1_700_000_000_000 + silent,
+        event: Event::Tick,
+    });
+    effects.extend(core.drain_effects());
+    assert_ne!(
+        core.role(),
+        Role::Registering,
+        "took the record over: {effects:?}"
+    );
+    assert!(effects.iter().any(|e| matches!(e, Effect::ForgetRefusal)));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Exit { .. })));
 }
 
 #[test]

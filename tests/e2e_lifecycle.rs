@@ -255,8 +255,9 @@ fn zombie(pid: i32) -> bool {
 }
 
 /// A clone refused once is not restarted into a fight: launchd restarts a refused
-/// baton every 10 s, and each restart must refuse at once, writing nothing, while the
-/// twin's install still holds the record; it takes part again once the twin stopped.
+/// baton every 10 s, and the restart must not take over a quiet twin's record after
+/// one settle window. It watches for a standby's heartbeat period, refuses when the
+/// twin writes (writing nothing), and takes part again once the twin stopped.
 #[test]
 fn a_remembered_refusal_survives_a_restart_until_the_twin_stops() {
     use mirror_baton::core::record::{self, DeviceRecord, Identity};
@@ -292,6 +293,17 @@ fn a_remembered_refusal_survives_a_restart_until_the_twin_stops() {
     mirror_baton::adapters::local::remember_refusal(&marker, Some(&twin.install_id));
 
     let mut refused = folder.start("twin", &[]);
+    // It watches far longer than one settle window (0.8 s here) for the quiet twin to
+    // write; the twin's next heartbeat comes after 2 s.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        refused.wait_exit(Duration::from_millis(100)),
+        None,
+        "still watching: {}",
+        refused.log()
+    );
+    twin.seq += 1;
+    std::fs::write(&own_file, twin.to_json()).unwrap();
     assert_eq!(
         refused.wait_exit(Duration::from_secs(20)),
         Some(3),

@@ -119,23 +119,27 @@ impl Protocol {
                     && !context.timers.is_armed(TimerId::Registration)
                     && !context.refused =>
             {
-                if let Some(prior) = &context.prior_own
-                    && !prior.ours
-                    && prior.record.status != Status::Stopped
-                    && context.refused_by.as_deref() == Some(prior.record.install_id.as_str())
-                {
-                    // A previous run refused for this very install, and it still holds
-                    // the record: refuse now, before writing anything.
-                    let found = prior.record.clone();
-                    context.refuse(&found);
-                    return Transition(State::registering());
-                }
                 match &context.prior_own {
                     // Another install's record (a clone?), or ours not stopped cleanly (a
                     // crash, or a second process for this directory): watch it first.
                     Some(prior) if !prior.ours || prior.record.status != Status::Stopped => {
+                        // A previous run refused for this very install: a quiet standby
+                        // twin writes only every few minutes, so watch long enough to see
+                        // it write (any change refuses). A twin that is gone for good
+                        // stays silent, and its record is taken over in the end.
+                        let recalled = !prior.ours
+                            && prior.record.status != Status::Stopped
+                            && context.refused_by.as_deref()
+                                == Some(prior.record.install_id.as_str());
+                        let watch = if recalled {
+                            context.timing.liveness_standby
+                        } else {
+                            context.timing.settle_window
+                        };
                         let whose = if prior.ours {
                             "this install, not stopped cleanly"
+                        } else if recalled {
+                            "the install this device refused for last time"
                         } else {
                             "another install"
                         };
@@ -145,10 +149,10 @@ impl Protocol {
                             context.me(),
                             prior.record.pid,
                             prior.record.hostname,
-                            context.timing.settle_window
+                            watch
                         );
                         context.notify(Level::Info, message);
-                        let at = context.now.plus(context.timing.settle_window);
+                        let at = context.now.plus(watch);
                         context.arm_at(TimerId::Registration, at, 0);
                         Handled
                     }
