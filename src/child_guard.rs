@@ -17,8 +17,10 @@
 //! Otherwise the guard stays out of the way:
 //! - CMD inherits its environment, directory, stdout and stderr; its stdin is null.
 //! - The guard ends as CMD ended: the same exit code, or the same signal re-raised.
-//! - SIGTERM, SIGINT or SIGHUP sent to the guard alone is passed on to CMD. The
-//!   supervisor signals the whole group, so CMD may see a SIGTERM twice.
+//! - The first SIGTERM the guard gets is passed to its whole group, CMD and what CMD
+//!   started; later ones (its own, coming back) are not. The supervisor sends SIGTERM
+//!   to the guard alone, so CMD sees one SIGTERM, as it would unguarded. SIGINT and
+//!   SIGHUP are passed to CMD.
 //!
 //! Owns: one child and the group it leads. Must never: exit while CMD runs (except by
 //! SIGKILL), or log CMD's environment.
@@ -86,6 +88,7 @@ pub async fn run(args: ChildGuardArgs) -> i32 {
         }
     };
     let pid = child.id().and_then(|id| libc::pid_t::try_from(id).ok());
+    let mut terminating = false;
     let mut lifeline = tokio::io::stdin();
     let mut buffer = [0u8; 64];
     loop {
@@ -114,7 +117,11 @@ pub async fn run(args: ChildGuardArgs) -> i32 {
                 signal_own_group(libc::SIGKILL);
                 return end_as(status);
             }
-            _ = term.recv() => forward(pid, libc::SIGTERM),
+            _ = term.recv() => {
+                if !std::mem::replace(&mut terminating, true) {
+                    signal_own_group(libc::SIGTERM);
+                }
+            }
             _ = int.recv() => forward(pid, libc::SIGINT),
             _ = hup.recv() => forward(pid, libc::SIGHUP),
         }
@@ -164,6 +171,23 @@ fn end_as(status: std::io::Result<ExitStatus>) -> i32 {
         return code;
     }
     if let Some(signal) = status.signal() {
+        if status.core_dumped()
+            || matches!(
+                signal,
+                libc::SIGSEGV
+                    | libc::SIGBUS
+                    | libc::SIGILL
+                    | libc::SIGFPE
+                    | libc::SIGABRT
+                    | libc::SIGQUIT
+                    | libc::SIGTRAP
+                    | libc::SIGSYS
+            )
+        {
+            // Re-raised, it would dump the guard's core and a crash report would blame
+            // baton; the shell's convention says the same without that.
+            return 128 + signal;
+        }
         // SAFETY: restoring the default action and raising a signal at ourselves; the
         // process ends here for every signal CMD could have died of.
         unsafe {

@@ -133,6 +133,11 @@ fn the_guard_ends_as_its_child_ended() {
     let mut killed = guard(dir.path(), 1_000, "kill -USR1 $$; sleep 5");
     assert_eq!(wait_exit(&mut killed).signal(), Some(libc::SIGUSR1));
 
+    // A crash is reported the shell's way, not re-raised (no core dump blamed on baton).
+    let mut crashed = guard(dir.path(), 1_000, "kill -SEGV $$; sleep 5");
+    let status = wait_exit(&mut crashed);
+    assert_eq!(status.code(), Some(128 + libc::SIGSEGV), "{status:?}");
+
     // The supervisor's stop: SIGTERM to the whole group while baton still lives.
     let mut stopped = guard(
         dir.path(),

@@ -117,7 +117,8 @@ async fn graceful_stop_of_a_guarded_child() {
 
 async fn graceful_stop(guard: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let script = "echo $$ >> runs; trap 'echo term > got_term; exit 0' TERM; echo ready > ready; while true; do sleep 0.05; done";
+    // The trap lingers, so a second SIGTERM would be counted too.
+    let script = "echo $$ >> runs; trap 'echo term >> got_term; sleep 0.3; exit 0' TERM; echo ready > ready; while true; do sleep 0.05; done";
     let mut spec = spec(dir.path(), script);
     if guard {
         spec = guarded(spec);
@@ -139,7 +140,8 @@ async fn graceful_stop(guard: bool) {
     assert_eq!(next(&mut events).await, ChildEvent::Stopped);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("got_term")).expect("trap ran"),
-        "term\n"
+        "term\n",
+        "exactly one SIGTERM reached the child"
     );
     supervisor.start().await;
     assert!(

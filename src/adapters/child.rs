@@ -115,8 +115,9 @@ enum Phase {
         pid: u32,
         started: Instant,
         /// The guard's lifeline, held apart from `child`: `Child::wait` closes the
-        /// child's stdin before waiting. Dropped when this phase ends.
-        _lifeline: Option<tokio::process::ChildStdin>,
+        /// child's stdin before waiting. Dropped when this phase ends, which makes the
+        /// guard stop the group. `None` when CMD runs unguarded.
+        lifeline: Option<tokio::process::ChildStdin>,
     },
     BackingOff {
         until: Instant,
@@ -267,18 +268,20 @@ impl Supervision {
                 command
             }
         };
+        // Unguarded, a dropped `Child` must take CMD with it. Guarded, SIGKILL would hit
+        // the guard alone and orphan CMD; dropping the lifeline stops the whole group.
         command
             .current_dir(&self.spec.dir)
             .envs(self.spec.extra_env.iter().map(|(k, v)| (k, v)))
             .process_group(0)
-            .kill_on_drop(true);
+            .kill_on_drop(guard.is_none());
         match command.spawn() {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 tracing::info!(pid, program = ?self.spec.program, "child started");
                 self.emit(ChildEvent::Started { pid });
                 Phase::Running {
-                    _lifeline: child.stdin.take(),
+                    lifeline: child.stdin.take(),
                     child: Box::new(child),
                     pid,
                     started: Instant::now(),
@@ -336,10 +339,11 @@ impl Supervision {
             mut child,
             pid,
             started,
-            ..
+            lifeline,
         } = phase
         {
-            let status = terminate(&mut child, pid, grace).await;
+            let status = terminate(&mut child, pid, lifeline.is_some(), grace).await;
+            drop(lifeline);
             let status = describe(status);
             let ran_for = started.elapsed();
             tracing::info!(pid, %status, "child stopped");
@@ -362,10 +366,22 @@ fn describe(status: std::io::Result<ExitStatus>) -> String {
 }
 
 /// SIGTERM to the group; SIGKILL to the group once `grace` has passed or the leader left
-/// and the rest of the group did not follow within `grace`.
-async fn terminate(child: &mut Child, pid: u32, grace: Duration) -> std::io::Result<ExitStatus> {
+/// and the rest of the group did not follow within `grace`. A guard gets the SIGTERM
+/// alone and passes it to its group itself: a group-wide SIGTERM would reach CMD twice
+/// (once directly, once from the guard), and many programs take a second SIGTERM as
+/// "quit now, skip the clean-up".
+async fn terminate(
+    child: &mut Child,
+    pid: u32,
+    guarded: bool,
+    grace: Duration,
+) -> std::io::Result<ExitStatus> {
     let deadline = Instant::now() + grace;
-    signal_group(pid, libc::SIGTERM);
+    if guarded {
+        signal_process(pid, libc::SIGTERM);
+    } else {
+        signal_group(pid, libc::SIGTERM);
+    }
     let status = match tokio::time::timeout_at(deadline, child.wait()).await {
         Ok(status) => status,
         Err(_) => {
@@ -380,6 +396,17 @@ async fn terminate(child: &mut Child, pid: u32, grace: Duration) -> std::io::Res
     }
     signal_group(pid, libc::SIGKILL);
     status
+}
+
+fn signal_process(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid)
+        && pid > 0
+    {
+        // SAFETY: kill(2) has no memory effects; ESRCH (already gone) is fine.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
 }
 
 fn signal_group(pid: u32, signal: libc::c_int) {
