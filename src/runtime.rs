@@ -80,16 +80,23 @@ const WATCHER_REFRESH: Duration = Duration::from_secs(30 * 60);
 const SHUTDOWN_GRACE_EXTRA: Duration = Duration::from_secs(5);
 
 /// After a stop signal, the runtime stops waiting for its resignation this long later:
-/// the last acknowledgements from the child, then the wait for the handoff's target.
-pub fn resignation_deadline(timing: &Timing) -> Duration {
-    ACK_WAIT_MAX + timing.resign_wait + SHUTDOWN_GRACE_EXTRA
+/// stopping (the child's last acknowledgements; or, when the child runs only while
+/// active, the child's own stop), then the wait for the handoff's target.
+pub fn resignation_deadline(timing: &Timing, child_stops_with_role: bool) -> Duration {
+    let stopping = if child_stops_with_role {
+        CHILD_GRACE
+    } else {
+        ACK_WAIT_MAX
+    };
+    stopping + timing.resign_wait + SHUTDOWN_GRACE_EXTRA
 }
 
 /// The longest a stop signal can take to become an exit: the resignation's deadline,
-/// then the child's grace and the last replies. The service manager's stop timeout
-/// (`agent::STOP_TIMEOUT`) must exceed it, or it SIGKILLs baton mid-resignation.
+/// then the child's grace (if it still runs) and the last replies. The service
+/// manager's stop timeout (`agent::STOP_TIMEOUT`) must exceed it, or it SIGKILLs baton
+/// mid-resignation. The child is stopped once, in either order, so both modes fit.
 pub fn exit_budget(timing: &Timing) -> Duration {
-    resignation_deadline(timing) + CHILD_GRACE + REPLY_FLUSH_MAX
+    ACK_WAIT_MAX + CHILD_GRACE + timing.resign_wait + SHUTDOWN_GRACE_EXTRA + REPLY_FLUSH_MAX
 }
 
 /// Exit code after a forced stop (second signal).
@@ -157,7 +164,8 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
-    let resignation_deadline = resignation_deadline(&config.timing);
+    let resignation_deadline =
+        resignation_deadline(&config.timing, serving.child_stops_with_role());
     let reload = config.reload;
     let loaded = reload.as_ref().and_then(|read| read().ok());
     let refusal_file = local::refusal_file(&config.state_dir, &config.group, &stem);

@@ -157,6 +157,12 @@ impl Serving {
         self.telegram.is_some()
     }
 
+    /// True when the child runs only while Active (`--child-when-active`): leaving the
+    /// role then waits for the child's stop.
+    pub fn child_stops_with_role(&self) -> bool {
+        matches!(self.child, Some((_, true)))
+    }
+
     fn polls(&self) -> bool {
         self.telegram.is_some() && !matches!(self.child, Some((_, true)))
     }

@@ -479,3 +479,52 @@ fn an_old_copy_of_the_record_we_took_over_is_not_a_second_writer() {
         "ours is written again over the old copy: {effects:?}"
     );
 }
+
+#[test]
+fn the_handoff_wait_starts_when_the_handoff_is_published_not_before() {
+    let mut group = Group::new(&["a", "b"]);
+    group.input(0, Event::Start);
+    group.run_until(30_000);
+    group.input(1, Event::Start);
+    group.run_until(60_000);
+    assert_eq!(group.devices[0].core.role(), Role::Active);
+    // Stopping takes longer than the resign wait (a child's 10 s grace, say): drive a
+    // by hand so StopActing is answered late.
+    let a = &mut group.devices[0].core;
+    let at = |ms: u64| Input {
+        at: Moment(ms),
+        wall_ms: 1_700_000_000_000 + ms,
+        event: Event::Tick,
+    };
+    a.handle(Input {
+        event: Event::ShutdownAsked,
+        ..at(61_000)
+    });
+    let mut effects = a.drain_effects();
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::StopActing { .. }))
+    );
+    let wait = Timing::default().resign_wait.as_millis() as u64;
+    a.handle(at(61_000 + wait + 1_000));
+    effects.extend(a.drain_effects());
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Exit { .. })),
+        "gave up before the handoff was even published: {effects:?}"
+    );
+    a.handle(Input {
+        event: Event::ActingStopped {
+            last_update_id: None,
+        },
+        ..at(61_000 + wait + 2_000)
+    });
+    let published = a.drain_effects();
+    assert!(
+        published
+            .iter()
+            .any(|e| matches!(e, Effect::WriteRecord { record } if record.handoff.is_some())),
+        "the handoff is published: {published:?}"
+    );
+    assert_eq!(a.role(), Role::Yielding);
+}

@@ -412,6 +412,13 @@ impl Protocol {
                 context.arm(TimerId::Heartbeat, context.timing.heartbeat_active);
                 Handled
             }
+            Stimulus::Timer(TimerId::HandoffTimeout) if context.awaiting_stop => {
+                // Not published yet (stopping a child can take its grace): the target
+                // has not even been asked. The wait runs from publication.
+                let at = context.now.plus(context.handoff_wait(*shutting_down));
+                context.arm_at(TimerId::HandoffTimeout, at, 0);
+                Handled
+            }
             Stimulus::Timer(TimerId::HandoffTimeout) => {
                 if *shutting_down {
                     let reason = format!("stopped; {to} did not take over in time");
