@@ -232,7 +232,19 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     // answer them (their replies go out within the shutdown's flush).
     runtime.serving.stop("shutting down").await;
     while let Some(event) = runtime.serving.take_leftover() {
-        runtime.on_serving(event).await;
+        match event {
+            // The core has resigned: it can no longer carry a handoff out.
+            ServingEvent::Command {
+                chat_id,
+                thread_id,
+                command: BatonCommand::Activate { .. },
+            } => runtime.serving.say(
+                Some(chat_id),
+                thread_id,
+                telegram_text::activate_while_stopping(),
+            ),
+            event => runtime.on_serving(event).await,
+        }
     }
     runtime.serving.shutdown().await;
     listener.abort();

@@ -82,6 +82,12 @@ pub fn help() -> String {
         .into()
 }
 
+/// `/activate` caught by a device that is exiting.
+pub fn activate_while_stopping() -> String {
+    "⚠ this device is stopping and could not carry out /activate; send it again in a moment"
+        .to_string()
+}
+
 pub fn activate_usage() -> String {
     "usage: <code>/activate &lt;n|device&gt;</code> — see /devices for the numbers".into()
 }
