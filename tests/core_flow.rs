@@ -137,6 +137,16 @@ impl Group {
         self.now = until;
     }
 
+    /// a starts alone and leads; b joins as standby; 60 s in.
+    fn a_active_b_standby() -> Self {
+        let mut group = Group::new(&["a", "b"]);
+        group.input(0, Event::Start);
+        group.run_until(30_000);
+        group.input(1, Event::Start);
+        group.run_until(60_000);
+        group
+    }
+
     fn roles(&self) -> Vec<(String, Role)> {
         self.devices
             .iter()
@@ -185,11 +195,7 @@ fn three_devices_elect_one_and_fail_over_when_it_dies() {
 
 #[test]
 fn activation_moves_the_role_and_shutdown_hands_it_over() {
-    let mut group = Group::new(&["a", "b"]);
-    group.input(0, Event::Start);
-    group.run_until(30_000);
-    group.input(1, Event::Start);
-    group.run_until(60_000);
+    let mut group = Group::a_active_b_standby();
     group.input(
         0,
         Event::ActivateAsked {
@@ -217,11 +223,7 @@ fn activation_moves_the_role_and_shutdown_hands_it_over() {
 
 #[test]
 fn a_stopping_device_waits_only_the_resign_wait_for_a_silent_target() {
-    let mut group = Group::new(&["a", "b"]);
-    group.input(0, Event::Start);
-    group.run_until(30_000);
-    group.input(1, Event::Start);
-    group.run_until(60_000);
+    let mut group = Group::a_active_b_standby();
     assert_eq!(group.devices[0].core.role(), Role::Active);
     // b freezes (cut off from sync, say): its standby record stays live for a while, so
     // a hands over to it, and b never answers.
@@ -254,11 +256,7 @@ fn a_stopping_device_waits_only_the_resign_wait_for_a_silent_target() {
 
 #[test]
 fn a_stop_during_a_slow_handoff_shortens_the_wait() {
-    let mut group = Group::new(&["a", "b"]);
-    group.input(0, Event::Start);
-    group.run_until(30_000);
-    group.input(1, Event::Start);
-    group.run_until(60_000);
+    let mut group = Group::a_active_b_standby();
     group.devices.truncate(1);
     group.input(
         0,
@@ -482,11 +480,7 @@ fn an_old_copy_of_the_record_we_took_over_is_not_a_second_writer() {
 
 #[test]
 fn the_handoff_wait_starts_when_the_handoff_is_published_not_before() {
-    let mut group = Group::new(&["a", "b"]);
-    group.input(0, Event::Start);
-    group.run_until(30_000);
-    group.input(1, Event::Start);
-    group.run_until(60_000);
+    let mut group = Group::a_active_b_standby();
     assert_eq!(group.devices[0].core.role(), Role::Active);
     // Stopping takes longer than the resign wait (a child's 10 s grace, say): drive a
     // by hand so StopActing is answered late.
