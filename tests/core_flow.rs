@@ -277,15 +277,28 @@ fn a_stop_during_a_slow_handoff_shortens_the_wait() {
     }
 }
 
+/// Device a's core on its own, driven by hand.
+fn lone_core() -> Core {
+    Core::new(CoreConfig {
+        identity: identity("a"),
+        timing: Timing::default(),
+        seed: 1,
+    })
+}
+
+/// `event` at `ms` on the core's clock (the wall clock reads the same, plus an epoch).
+fn input_at(ms: u64, event: Event) -> Input {
+    Input {
+        at: Moment(ms),
+        wall_ms: 1_700_000_000_000 + ms,
+        event,
+    }
+}
+
 /// One core driven by hand: Start, then a complete scan holding `own_file`, the record
 /// at this device's own file name.
 fn start_with_own_record(core: &mut Core, own_file: &record::DeviceRecord) -> Vec<Effect> {
-    let input = |event| Input {
-        at: Moment(0),
-        wall_ms: 1_700_000_000_000,
-        event,
-    };
-    core.handle(input(Event::Start));
+    core.handle(input_at(0, Event::Start));
     let mut effects = core.drain_effects();
     let files = vec![FileObservation {
         name: record::file_name(&own_file.device_id),
@@ -293,7 +306,7 @@ fn start_with_own_record(core: &mut Core, own_file: &record::DeviceRecord) -> Ve
             text: own_file.to_json(),
         },
     }];
-    core.handle(input(Event::Scanned { files }));
+    core.handle(input_at(0, Event::Scanned { files }));
     effects.extend(core.drain_effects());
     effects
 }
@@ -310,27 +323,18 @@ fn twin_record(status: record::Status) -> record::DeviceRecord {
 
 #[test]
 fn a_remembered_refusal_watches_long_enough_to_see_a_quiet_twin_write() {
-    let mut core = Core::new(CoreConfig {
-        identity: identity("a"),
-        timing: Timing::default(),
-        seed: 1,
-    });
+    let mut core = lone_core();
     core.recall_refusal("install-of-the-twin");
     let mut twin = twin_record(record::Status::Standby);
     let mut effects = start_with_own_record(&mut core, &twin);
     // Past the usual watch (one settle window), still watching: a standby twin writes
     // only every 390-450 s.
-    core.handle(Input {
-        at: Moment(60_000),
-        wall_ms: 1_700_000_060_000,
-        event: Event::Tick,
-    });
+    core.handle(input_at(60_000, Event::Tick));
     assert_eq!(core.role(), Role::Registering);
     twin.seq += 1;
-    core.handle(Input {
-        at: Moment(420_000),
-        wall_ms: 1_700_000_420_000,
-        event: Event::FileChanged {
+    core.handle(input_at(
+        420_000,
+        Event::FileChanged {
             file: FileObservation {
                 name: record::file_name(&twin.device_id),
                 state: FileState::Contents {
@@ -338,7 +342,7 @@ fn a_remembered_refusal_watches_long_enough_to_see_a_quiet_twin_write() {
                 },
             },
         },
-    });
+    ));
     effects.extend(core.drain_effects());
     assert!(
         !effects
@@ -356,19 +360,11 @@ fn a_remembered_refusal_watches_long_enough_to_see_a_quiet_twin_write() {
 
 #[test]
 fn a_remembered_refusal_expires_when_the_twin_stays_silent() {
-    let mut core = Core::new(CoreConfig {
-        identity: identity("a"),
-        timing: Timing::default(),
-        seed: 1,
-    });
+    let mut core = lone_core();
     core.recall_refusal("install-of-the-twin");
     let mut effects = start_with_own_record(&mut core, &twin_record(record::Status::Active));
     let silent = Timing::default().liveness_standby.as_millis() as u64;
-    core.handle(Input {
-        at: Moment(silent),
-        wall_ms: 1_700_000_000_000 + silent,
-        event: Event::Tick,
-    });
+    core.handle(input_at(silent, Event::Tick));
     effects.extend(core.drain_effects());
     assert_ne!(
         core.role(),
@@ -381,19 +377,14 @@ fn a_remembered_refusal_expires_when_the_twin_stays_silent() {
 
 #[test]
 fn a_remembered_refusal_is_forgotten_once_the_twin_has_stopped() {
-    let mut core = Core::new(CoreConfig {
-        identity: identity("a"),
-        timing: Timing::default(),
-        seed: 1,
-    });
+    let mut core = lone_core();
     core.recall_refusal("install-of-the-twin");
     let mut effects = start_with_own_record(&mut core, &twin_record(record::Status::Stopped));
     // Another install's stopped record is still watched for one settle window first.
-    core.handle(Input {
-        at: Moment(Timing::default().settle_window.as_millis() as u64),
-        wall_ms: 1_700_000_100_000,
-        event: Event::Tick,
-    });
+    core.handle(input_at(
+        Timing::default().settle_window.as_millis() as u64,
+        Event::Tick,
+    ));
     effects.extend(core.drain_effects());
     assert_ne!(core.role(), Role::Registering, "took part: {effects:?}");
     assert!(effects.iter().any(|e| matches!(e, Effect::ForgetRefusal)));
@@ -402,19 +393,14 @@ fn a_remembered_refusal_is_forgotten_once_the_twin_has_stopped() {
 
 #[test]
 fn a_clone_seen_writing_our_record_is_remembered_before_the_exit() {
-    let mut core = Core::new(CoreConfig {
-        identity: identity("a"),
-        timing: Timing::default(),
-        seed: 1,
-    });
+    let mut core = lone_core();
     let mut found = twin_record(record::Status::Standby);
     let mut effects = start_with_own_record(&mut core, &found);
     // The twin writes again while we watch: a second live writer.
     found.seq += 1;
-    core.handle(Input {
-        at: Moment(2_000),
-        wall_ms: 1_700_000_002_000,
-        event: Event::FileChanged {
+    core.handle(input_at(
+        2_000,
+        Event::FileChanged {
             file: FileObservation {
                 name: record::file_name(&found.device_id),
                 state: FileState::Contents {
@@ -422,7 +408,7 @@ fn a_clone_seen_writing_our_record_is_remembered_before_the_exit() {
                 },
             },
         },
-    });
+    ));
     effects.extend(core.drain_effects());
     let remember = effects.iter().position(|e| {
         matches!(e, Effect::RememberRefusal { install_id } if install_id == "install-of-the-twin")
@@ -438,25 +424,19 @@ fn a_clone_seen_writing_our_record_is_remembered_before_the_exit() {
 
 #[test]
 fn an_old_copy_of_the_record_we_took_over_is_not_a_second_writer() {
-    let mut core = Core::new(CoreConfig {
-        identity: identity("a"),
-        timing: Timing::default(),
-        seed: 1,
-    });
+    let mut core = lone_core();
     let prior = twin_record(record::Status::Stopped);
     let mut effects = start_with_own_record(&mut core, &prior);
-    core.handle(Input {
-        at: Moment(Timing::default().settle_window.as_millis() as u64),
-        wall_ms: 1_700_000_016_000,
-        event: Event::Tick,
-    });
+    core.handle(input_at(
+        Timing::default().settle_window.as_millis() as u64,
+        Event::Tick,
+    ));
     effects.extend(core.drain_effects());
     assert_ne!(core.role(), Role::Registering, "took part: {effects:?}");
     // The sync tool (or a read queued before our write) shows the old record again.
-    core.handle(Input {
-        at: Moment(17_000),
-        wall_ms: 1_700_000_017_000,
-        event: Event::FileChanged {
+    core.handle(input_at(
+        17_000,
+        Event::FileChanged {
             file: FileObservation {
                 name: record::file_name(&prior.device_id),
                 state: FileState::Contents {
@@ -464,7 +444,7 @@ fn an_old_copy_of_the_record_we_took_over_is_not_a_second_writer() {
                 },
             },
         },
-    });
+    ));
     let effects = core.drain_effects();
     assert!(
         !effects.iter().any(|e| matches!(e, Effect::Exit { .. })),
@@ -485,15 +465,7 @@ fn the_handoff_wait_starts_when_the_handoff_is_published_not_before() {
     // Stopping takes longer than the resign wait (a child's 10 s grace, say): drive a
     // by hand so StopActing is answered late.
     let a = &mut group.devices[0].core;
-    let at = |ms: u64| Input {
-        at: Moment(ms),
-        wall_ms: 1_700_000_000_000 + ms,
-        event: Event::Tick,
-    };
-    a.handle(Input {
-        event: Event::ShutdownAsked,
-        ..at(61_000)
-    });
+    a.handle(input_at(61_000, Event::ShutdownAsked));
     let mut effects = a.drain_effects();
     assert!(
         effects
@@ -501,18 +473,18 @@ fn the_handoff_wait_starts_when_the_handoff_is_published_not_before() {
             .any(|e| matches!(e, Effect::StopActing { .. }))
     );
     let wait = Timing::default().resign_wait.as_millis() as u64;
-    a.handle(at(61_000 + wait + 1_000));
+    a.handle(input_at(61_000 + wait + 1_000, Event::Tick));
     effects.extend(a.drain_effects());
     assert!(
         !effects.iter().any(|e| matches!(e, Effect::Exit { .. })),
         "gave up before the handoff was even published: {effects:?}"
     );
-    a.handle(Input {
-        event: Event::ActingStopped {
+    a.handle(input_at(
+        61_000 + wait + 2_000,
+        Event::ActingStopped {
             last_update_id: None,
         },
-        ..at(61_000 + wait + 2_000)
-    });
+    ));
     let published = a.drain_effects();
     assert!(
         published
