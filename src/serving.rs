@@ -169,14 +169,12 @@ impl Serving {
 
     /// The next event for the runtime. Forwards are pushed to the gateway here.
     pub async fn next_event(&mut self) -> Option<ServingEvent> {
+        // Leftovers are only added by a stop, which cannot happen while this waits.
+        if let Some(event) = self.take_leftover() {
+            return Some(event);
+        }
         let side = self.telegram.as_mut()?;
         loop {
-            if let Some(event) = side.leftover.pop_front() {
-                if let Some(event) = side.on_poller_event(event) {
-                    return Some(event);
-                }
-                continue;
-            }
             let resume = side.paused_until;
             let event = tokio::select! {
                 event = side.poller_rx.recv() => event?,
@@ -276,8 +274,8 @@ impl Serving {
         }
     }
 
-    /// The next command or foreign-chat report a stopped poller left behind, for the
-    /// runtime to answer before it exits (`next_event` yields them too while it runs).
+    /// The next command or foreign-chat report a stopped poller left behind
+    /// (`next_event` yields them first; the runtime drains them before it exits).
     pub fn take_leftover(&mut self) -> Option<ServingEvent> {
         let side = self.telegram.as_mut()?;
         while let Some(event) = side.leftover.pop_front() {
