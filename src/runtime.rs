@@ -324,6 +324,8 @@ impl Runtime {
             // Watchers have gone silently dead across sleep (FACTS): a fresh one now, not
             // at the next 30-minute refresh, which counts awake time only.
             self.recreate_watcher("woke from sleep");
+            // The core answers Woke with a Rescan in every state: one listing is enough.
+            self.rescan_pending = false;
             self.handle(Event::Woke {
                 slept_ms: slept.as_millis() as u64,
             });
