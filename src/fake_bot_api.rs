@@ -4,7 +4,7 @@
 //! carry a path prefix like a self-hosted Bot API behind a proxy (method names
 //! matched case-insensitively, parameters from the query string and a JSON or form body)
 //! for `getMe`, `getUpdates`, `sendMessage`, `setMyCommands`, `getMyCommands`,
-//! `deleteWebhook` and `setWebhook`, with Telegram's semantics where baton depends on them:
+//! `deleteMyCommands`, `deleteWebhook` and `setWebhook`, with Telegram's semantics where baton depends on them:
 //!
 //! - `getUpdates` long-polls for `timeout` seconds (clamped to 0–50); `offset` N > 0
 //!   confirms (forgets) every update with id < N; a negative offset -k keeps only the last k
@@ -16,7 +16,12 @@
 //!   balanced) and answers 400 "can't parse entities" otherwise; text over 4096 characters
 //!   is refused.
 //! - `setMyCommands` requires names of 1–32 characters `[a-z0-9_]` and descriptions of
-//!   3–256 characters (400 otherwise).
+//!   3–256 characters (400 otherwise). Menus are kept per `scope` and `language_code`
+//!   (`setMyCommands`, `getMyCommands`, `deleteMyCommands`), and a user in a chat sees
+//!   the first list set in Telegram's order (a chat's own list before the default): see
+//!   [`menus`] and [`FakeBotApi::menu_seen_in`].
+//! - `getUpdates` keeps the last `allowed_updates` it was given (by any caller), and an
+//!   update of a kind not allowed is never created: see [`kinds`].
 //!
 //! Tests can script the next answer of a method ([`FakeBotApi::fail_next`]) or make its
 //! calls hang unanswered until released ([`FakeBotApi::hold`]).
@@ -47,6 +52,12 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+pub mod kinds;
+pub mod menus;
+
+use kinds::AllowedUpdates;
+use menus::{Menus, Scope};
 
 /// The header a caller may use to say which device it is.
 pub const DEVICE_HEADER: &str = "x-baton-device";
@@ -151,7 +162,10 @@ struct FakeState {
     poll_generation: u64,
     requests: Vec<RequestRecord>,
     sent: Vec<SentMessage>,
-    commands: Option<Value>,
+    menus: Menus,
+    allowed_updates: AllowedUpdates,
+    /// Ids of injected updates never created because their kind was not allowed.
+    filtered: Vec<i64>,
     webhook_url: Option<String>,
     /// Scripted failures: (lower-case method, HTTP status, body), used first-come.
     failures: VecDeque<(String, u16, Value)>,
@@ -213,7 +227,9 @@ pub async fn serve(addr: SocketAddr, mut config: FakeBotConfig) -> std::io::Resu
             poll_generation: 0,
             requests: Vec::new(),
             sent: Vec::new(),
-            commands: None,
+            menus: Menus::default(),
+            allowed_updates: AllowedUpdates::default(),
+            filtered: Vec::new(),
             webhook_url: None,
             failures: VecDeque::new(),
             held: HashSet::new(),
@@ -308,9 +324,53 @@ impl FakeBotApi {
         self.shared.lock().pending.iter().map(|u| u.id).collect()
     }
 
-    /// The last `setMyCommands` list.
+    /// The default scope's command list (what `setMyCommands` without a scope set).
     pub fn commands(&self) -> Option<Value> {
-        self.shared.lock().commands.clone()
+        self.commands_in(Scope::Default)
+    }
+
+    /// The list set for exactly `scope` (no language code), as `getMyCommands` answers it.
+    pub fn commands_in(&self, scope: Scope) -> Option<Value> {
+        self.shared.lock().menus.get(scope, "").cloned()
+    }
+
+    /// The menu a (non-admin) member of `chat_id` sees: Telegram's scope order.
+    pub fn menu_seen_in(&self, chat_id: i64) -> Value {
+        let user_id = 4242; // the tester of `inject_text`
+        self.shared
+            .lock()
+            .menus
+            .seen_in(chat_id, user_id, false, "")
+    }
+
+    /// The command names of [`FakeBotApi::menu_seen_in`].
+    pub fn menu_names_seen_in(&self, chat_id: i64) -> Vec<String> {
+        let menu = self.menu_seen_in(chat_id);
+        menu.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["command"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Sets a scope's command list directly, as another program using the bot might.
+    pub fn set_commands_in(&self, scope: Scope, commands: Value) {
+        self.shared.lock().menus.set(scope, "", commands);
+        self.shared.changed();
+    }
+
+    /// The `allowed_updates` in force (`None`: Telegram's default).
+    pub fn allowed_updates(&self) -> Option<Vec<String>> {
+        self.shared
+            .lock()
+            .allowed_updates
+            .kinds()
+            .map(<[String]>::to_vec)
+    }
+
+    /// Ids of injected updates that were never created: their kind was not allowed.
+    pub fn filtered_update_ids(&self) -> Vec<i64> {
+        self.shared.lock().filtered.clone()
     }
 
     pub fn webhook_url(&self) -> Option<String> {
@@ -380,10 +440,14 @@ fn inject(shared: &Shared, mut update: Value) -> i64 {
     if let Some(object) = update.as_object_mut() {
         object.insert("update_id".to_owned(), json!(id));
     }
-    state.pending.push_back(StoredUpdate {
-        id,
-        body: Arc::new(update),
-    });
+    if state.allowed_updates.admits(&update) {
+        state.pending.push_back(StoredUpdate {
+            id,
+            body: Arc::new(update),
+        });
+    } else {
+        state.filtered.push(id);
+    }
     drop(state);
     shared.changed();
     id
@@ -531,7 +595,20 @@ async fn call(
         "getupdates" => get_updates(shared, params).await,
         "sendmessage" => send_message(shared, params, device),
         "setmycommands" => set_my_commands(shared, params),
-        "getmycommands" => Ok(shared.lock().commands.clone().unwrap_or_else(|| json!([]))),
+        "getmycommands" => {
+            let (scope, language) = menu_key(params)?;
+            let state = shared.lock();
+            Ok(state
+                .menus
+                .get(scope, &language)
+                .cloned()
+                .unwrap_or_else(|| json!([])))
+        }
+        "deletemycommands" => {
+            let (scope, language) = menu_key(params)?;
+            shared.lock().menus.delete(scope, &language);
+            Ok(json!(true))
+        }
         "deletewebhook" => {
             let mut state = shared.lock();
             state.webhook_url = None;
@@ -602,10 +679,15 @@ async fn get_updates(shared: &Shared, params: &Map<String, Value>) -> ApiResult 
     let offset = param_i64(params, "offset").unwrap_or(0);
     let limit = param_i64(params, "limit").unwrap_or(100).clamp(1, 100) as usize;
     let timeout_s = param_i64(params, "timeout").unwrap_or(0).clamp(0, 50) as u64;
+    let allowed = AllowedUpdates::from_param(params.get("allowed_updates").map(|v| v as &Value))
+        .map_err(|reason| api_error(400, &reason))?;
     let my_generation = {
         let mut state = shared.lock();
         if state.webhook_url.is_some() {
             return Err(api_error(409, CONFLICT_WEBHOOK));
+        }
+        if let Some(allowed) = allowed {
+            state.allowed_updates = allowed;
         }
         state.poll_generation += 1;
         if offset > 0 {
@@ -719,8 +801,17 @@ fn set_my_commands(shared: &Shared, params: &Map<String, Value>) -> ApiResult {
             ));
         }
     }
-    shared.lock().commands = Some(commands);
+    let (scope, language) = menu_key(params)?;
+    shared.lock().menus.set(scope, &language, commands);
     Ok(json!(true))
+}
+
+/// The `scope` and `language_code` of a command-menu call.
+fn menu_key(params: &Map<String, Value>) -> Result<(Scope, String), (u16, String, Option<Value>)> {
+    let scope = Scope::from_param(params.get("scope")).map_err(|reason| api_error(400, &reason))?;
+    let language = menus::language_from_param(params.get("language_code"))
+        .map_err(|reason| api_error(400, &reason))?;
+    Ok((scope, language))
 }
 
 /// The control routes for other processes (see the module doc).

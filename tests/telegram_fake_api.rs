@@ -262,3 +262,59 @@ async fn every_call_goes_under_the_api_urls_path_prefix() {
         );
     }
 }
+
+/// Menus live per scope, `getMyCommands` answers exactly the asked scope, and a member
+/// of a chat sees the chat's own list before the default one, as on Telegram.
+#[tokio::test]
+async fn command_menus_are_kept_per_scope_and_the_chat_list_wins_in_its_chat() {
+    use mirror_baton::fake_bot_api::menus::Scope;
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    let chat = json!({"type": "chat", "chat_id": common::CHAT_ID});
+    let mirror = json!([{"command": "interrupt", "description": "stop it"}]);
+    let both = json!([
+        {"command": "interrupt", "description": "stop it"},
+        {"command": "devices", "description": "list devices"}
+    ]);
+    let (status, _) = call(&fake, "setMyCommands", json!({"commands": mirror})).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &fake,
+        "setMyCommands",
+        json!({"commands": both, "scope": chat}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, default) = call(&fake, "getMyCommands", json!({})).await;
+    assert_eq!(default["result"], mirror, "the default scope alone");
+    let (_, in_chat) = call(&fake, "getMyCommands", json!({"scope": chat})).await;
+    assert_eq!(in_chat["result"], both);
+    let (_, groups) = call(
+        &fake,
+        "getMyCommands",
+        json!({"scope": {"type": "all_group_chats"}}),
+    )
+    .await;
+    assert_eq!(groups["result"], json!([]), "no fallback between scopes");
+    assert_eq!(fake.menu_seen_in(common::CHAT_ID), both);
+    assert_eq!(
+        fake.menu_seen_in(-42),
+        mirror,
+        "other chats see the default"
+    );
+
+    // The mirror replaces the default list: the chat's own list is untouched.
+    let other = json!([{"command": "plan", "description": "plan mode"}]);
+    call(&fake, "setMyCommands", json!({"commands": other})).await;
+    assert_eq!(fake.menu_seen_in(common::CHAT_ID), both);
+    let (status, _) = call(&fake, "deleteMyCommands", json!({"scope": chat})).await;
+    assert_eq!(status, 200);
+    assert_eq!(fake.commands_in(Scope::Chat(common::CHAT_ID)), None);
+    assert_eq!(fake.menu_seen_in(common::CHAT_ID), other);
+    let (status, _) = call(
+        &fake,
+        "setMyCommands",
+        json!({"commands": other, "scope": {"type": "moon"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "an unknown scope type is refused");
+}

@@ -46,6 +46,17 @@ const FOREIGN_CHATS_MAX: usize = 100;
 /// Handled ids above the watermark kept in [`PollProgress`] at most.
 const HANDLED_ABOVE_MAX: usize = 100;
 const GET_UPDATES_LIMIT: u8 = 100;
+/// The update kinds asked for on every `getUpdates`, by name. Telegram keeps the list the
+/// previous call passed (by any program using the token) when a call omits it, so an
+/// earlier program's narrow list could otherwise starve the bot. The mirror handles
+/// messages and button presses; it and baton also see edits and reactions, which
+/// Telegram sends only when asked.
+pub const ALLOWED_UPDATES: &[&str] = &[
+    "message",
+    "edited_message",
+    "callback_query",
+    "message_reaction",
+];
 /// How Telegram's 409 to the older of two pollers begins (FACTS; teloxide matches the whole
 /// text). Every other "Conflict: …" means a webhook is set.
 const CONFLICT_OTHER_POLLER: &str = "Conflict: terminated by other getUpdates request";
@@ -250,6 +261,7 @@ impl TelegramBot {
         let mut body = serde_json::json!({
             "timeout": self.poll_timeout.as_secs(),
             "limit": GET_UPDATES_LIMIT,
+            "allowed_updates": ALLOWED_UPDATES,
         });
         if let Some(offset) = offset {
             body["offset"] = offset.into();
