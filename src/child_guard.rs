@@ -14,8 +14,15 @@
 //! A stdin that is not such a pipe (a null device, a closed descriptor) reads as baton
 //! being gone at once: the guard is only for the supervisor to start.
 //!
+//! CMD's stdout and stderr are pipes the guard drains and passes on to its own (baton's
+//! pipes). When baton dies, its end of those pipes closes with it: a CMD writing into
+//! them directly would meet SIGPIPE or EPIPE and could die before its clean stop. The
+//! guard outlives baton for as long as CMD runs, keeps draining CMD's output (dropping
+//! what can no longer be passed on), and never fails on a write itself: its own words
+//! are best effort.
+//!
 //! Otherwise the guard stays out of the way:
-//! - CMD inherits its environment, directory, stdout and stderr; its stdin is null.
+//! - CMD inherits its environment and directory; its stdin is null.
 //! - The guard ends as CMD ended: the same exit code, or the same signal re-raised.
 //! - The first SIGTERM the guard gets is passed to its whole group, CMD and what CMD
 //!   started; later ones (its own, coming back) are not. The supervisor sends SIGTERM
@@ -26,16 +33,30 @@
 //! SIGKILL), or log CMD's environment.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use clap::Args;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
 
 /// Exit code when CMD cannot be started (as a shell says "command not found").
 pub const EXIT_CANNOT_START: i32 = 127;
+/// After CMD ended, how long what it printed last may take to be passed on. Bounded: a
+/// process CMD left behind may hold its pipes open.
+const OUTPUT_DRAIN_MAX: Duration = Duration::from_secs(1);
+
+/// Writes one line of the guard's own to stderr, ignoring failure: once baton is gone
+/// nobody reads it, and the guard's duty (stopping the group) must go on. (`eprintln!`
+/// panics when stderr is a closed pipe.)
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct ChildGuardArgs {
@@ -51,7 +72,7 @@ pub struct ChildGuardArgs {
 /// that killed CMD, which normally does not return).
 pub async fn run(args: ChildGuardArgs) -> i32 {
     let Some((program, rest)) = args.command.split_first() else {
-        eprintln!("baton child-guard: no command given");
+        say!("baton child-guard: no command given");
         return EXIT_CANNOT_START;
     };
     // Lead a group of our own (the supervisor already made us one), so the signals
@@ -59,7 +80,7 @@ pub async fn run(args: ChildGuardArgs) -> i32 {
     // SAFETY: getpid, getpgrp and setpgid have no memory effects.
     unsafe {
         if libc::getpgrp() != libc::getpid() && libc::setpgid(0, 0) != 0 {
-            eprintln!("baton child-guard: cannot lead a process group; refusing to guard");
+            say!("baton child-guard: cannot lead a process group; refusing to guard");
             return EXIT_CANNOT_START;
         }
     }
@@ -70,17 +91,19 @@ pub async fn run(args: ChildGuardArgs) -> i32 {
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
     ) else {
-        eprintln!("baton child-guard: cannot install signal handlers");
+        say!("baton child-guard: cannot install signal handlers");
         return EXIT_CANNOT_START;
     };
     let mut child = match Command::new(program)
         .args(rest)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
     {
         Ok(child) => child,
         Err(error) => {
-            eprintln!(
+            say!(
                 "baton child-guard: cannot start {}: {error}",
                 program.to_string_lossy()
             );
@@ -88,17 +111,53 @@ pub async fn run(args: ChildGuardArgs) -> i32 {
         }
     };
     let pid = child.id().and_then(|id| libc::pid_t::try_from(id).ok());
+    let relays = [
+        child
+            .stdout
+            .take()
+            .map(|out| tokio::spawn(relay(out, tokio::io::stdout()))),
+        child
+            .stderr
+            .take()
+            .map(|err| tokio::spawn(relay(err, tokio::io::stderr()))),
+    ];
+    let status = guard(
+        &mut child,
+        pid,
+        &args,
+        program,
+        (&mut term, &mut int, &mut hup),
+    )
+    .await;
+    drain(relays).await;
+    end_as(status)
+}
+
+/// Waits for CMD while watching the lifeline and passing signals on; returns how CMD
+/// ended.
+async fn guard(
+    child: &mut tokio::process::Child,
+    pid: Option<libc::pid_t>,
+    args: &ChildGuardArgs,
+    program: &OsString,
+    signals: (
+        &mut tokio::signal::unix::Signal,
+        &mut tokio::signal::unix::Signal,
+        &mut tokio::signal::unix::Signal,
+    ),
+) -> std::io::Result<ExitStatus> {
+    let (term, int, hup) = signals;
     let mut terminating = false;
     let mut lifeline = tokio::io::stdin();
     let mut buffer = [0u8; 64];
     loop {
         tokio::select! {
-            status = child.wait() => return end_as(status),
+            status = child.wait() => return status,
             read = lifeline.read(&mut buffer) => {
                 if matches!(read, Ok(n) if n > 0) {
                     continue; // baton never writes; ignore anything that comes
                 }
-                eprintln!(
+                say!(
                     "baton child-guard: baton is gone; stopping {} (SIGTERM, SIGKILL after {} ms)",
                     program.to_string_lossy(),
                     args.grace_ms
@@ -108,14 +167,14 @@ pub async fn run(args: ChildGuardArgs) -> i32 {
                 let status = match tokio::time::timeout(grace, child.wait()).await {
                     Ok(status) => status,
                     Err(_) => {
-                        eprintln!("baton child-guard: still running after the grace; SIGKILL");
-                        kill_and_wait(&mut child, pid).await
+                        say!("baton child-guard: still running after the grace; SIGKILL");
+                        kill_and_wait(child, pid).await
                     }
                 };
                 // CMD is gone; what it left in the group goes now, the guard with it
                 // (nobody is left to read its status).
                 signal_own_group(libc::SIGKILL);
-                return end_as(status);
+                return status;
             }
             _ = term.recv() => {
                 if !std::mem::replace(&mut terminating, true) {
@@ -126,6 +185,35 @@ pub async fn run(args: ChildGuardArgs) -> i32 {
             _ = hup.recv() => forward(pid, libc::SIGHUP),
         }
     }
+}
+
+/// Copies CMD's output to the guard's own, until CMD's side closes. A failed write
+/// (baton gone) stops the passing on, never the draining: CMD must not block on a full
+/// pipe, nor meet a closed one.
+async fn relay(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) {
+    let mut chunk = vec![0u8; 4096];
+    let mut passing_on = true;
+    loop {
+        let read = match from.read(&mut chunk).await {
+            Ok(0) => return,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        if passing_on {
+            passing_on = to.write_all(&chunk[..read]).await.is_ok() && to.flush().await.is_ok();
+        }
+    }
+}
+
+/// Lets the relays pass on what CMD printed last, for at most [`OUTPUT_DRAIN_MAX`].
+async fn drain(relays: [Option<JoinHandle<()>>; 2]) {
+    let all = async {
+        for relay in relays.into_iter().flatten() {
+            let _ = relay.await;
+        }
+    };
+    let _ = tokio::time::timeout(OUTPUT_DRAIN_MAX, all).await;
 }
 
 async fn kill_and_wait(
@@ -163,7 +251,7 @@ fn end_as(status: std::io::Result<ExitStatus>) -> i32 {
     let status = match status {
         Ok(status) => status,
         Err(error) => {
-            eprintln!("baton child-guard: lost track of the child: {error}");
+            say!("baton child-guard: lost track of the child: {error}");
             return 1;
         }
     };

@@ -3,8 +3,10 @@
 
 use clap::Parser;
 use mirror_baton::adapters::child::ChildSpec;
-use mirror_baton::adapters::local::LocalError;
+use mirror_baton::adapters::child_env::MirrorContext;
+use mirror_baton::adapters::local::{self, LocalError};
 use mirror_baton::adapters::telegram::PollerConfig;
+use mirror_baton::adapters::telegram_config::config_files;
 use mirror_baton::cli::{self, Cli, Command, LogFormat, UsageError, exit};
 use mirror_baton::core::Timing;
 use mirror_baton::runtime::{self, RunConfig, RunError};
@@ -73,9 +75,19 @@ async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32
                 "cannot find this baton binary to guard the child; if baton crashes, the child may outlive it"
             ),
         }
+        let stem = mirror_baton::core::record::file_stem(&identity.device_id);
         ChildPlan {
             spec,
             only_when_active: args.child_when_active,
+            mirror: MirrorContext {
+                // Names and values that are not UTF-8 cannot matter to the mirror's
+                // configuration: they are passed on as inherited, only not read here.
+                inherited: std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                    .collect(),
+                config_files: config_files(dirs::home_dir().as_deref(), &project),
+                db_path: local::mirror_db_path(&settings.state_dir, &settings.group, &stem),
+            },
         }
     });
     let telegram = telegram.map(|config| TelegramPlan {

@@ -79,12 +79,13 @@ const WATCHER_REFRESH: Duration = Duration::from_secs(30 * 60);
 /// Slack on top of the resignation's own waits before a stop signal's deadline.
 const SHUTDOWN_GRACE_EXTRA: Duration = Duration::from_secs(5);
 
-/// After a stop signal, the runtime stops waiting for its resignation this long later:
-/// stopping (the child's last acknowledgements; or, when the child runs only while
-/// active, the child's own stop), then the wait for the handoff's target.
+/// After a stop signal, the runtime stops waiting for its resignation this long after the
+/// signal arrived: stopping (the child's last acknowledgements; and, when the child runs
+/// only while active, the child's own stop, the two sharing their budget, see
+/// `serving::child_grace_after`), then the wait for the handoff's target.
 pub fn resignation_deadline(timing: &Timing, child_stops_with_role: bool) -> Duration {
     let stopping = if child_stops_with_role {
-        CHILD_GRACE
+        ACK_WAIT_MAX + CHILD_GRACE
     } else {
         ACK_WAIT_MAX
     };
@@ -94,7 +95,9 @@ pub fn resignation_deadline(timing: &Timing, child_stops_with_role: bool) -> Dur
 /// The longest a stop signal can take to become an exit: the resignation's deadline,
 /// then the child's grace (if it still runs) and the last replies. The service
 /// manager's stop timeout (`agent::STOP_TIMEOUT`) must exceed it, or it SIGKILLs baton
-/// mid-resignation. The child is stopped once, in either order, so both modes fit.
+/// mid-resignation. The child is stopped once, in either order, so both modes fit; an
+/// acknowledgement wait longer than `ACK_WAIT_MAX` (the child still processing) takes
+/// the excess out of the child's grace (`serving::child_grace_after`), so the sum holds.
 pub fn exit_budget(timing: &Timing) -> Duration {
     ACK_WAIT_MAX + CHILD_GRACE + timing.resign_wait + SHUTDOWN_GRACE_EXTRA + REPLY_FLUSH_MAX
 }
@@ -143,12 +146,13 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     let store = Store::new(&config.sync_dir, &config.group, &config.identity.device_id);
     store.ensure_dir()?;
     // Only now that the lock is ours may a child start.
-    let serving = Serving::new(
+    let mut serving = Serving::new(
         config.identity.device_id.clone(),
         config.telegram,
         config.child,
     )
     .await?;
+    serving.watch_stop_signals();
     // Inside the caller's `device{id}` span (see main.rs): lines add the role.
     let span = tracing::info_span!("baton", role = "Registering");
     let (watch_tx, mut watch_rx) = mpsc::channel(watcher::SIGNALS_MAX);
@@ -667,7 +671,10 @@ impl Runtime {
             return;
         }
         tracing::info!(parent: &self.span, "stop signal: resigning");
-        *deadline = Some(tokio::time::Instant::now() + resignation_deadline);
+        // Dated from the signal's arrival: a stop that was blocking the loop when it came
+        // (a handoff's wait for the child) is inside the budget, not added to it.
+        let arrived = self.serving.stop_signal_at();
+        *deadline = Some(arrived.unwrap_or_else(tokio::time::Instant::now) + resignation_deadline);
         self.feed(Event::ShutdownAsked).await;
     }
 }

@@ -3,17 +3,38 @@
 //! Owns: starting and stopping whatever serves the bot when the core says so — with no
 //! Telegram configured, only a log line; with Telegram, the poller (only while Active and
 //! not paused), the loopback gateway the child reads its updates from, the replier, and
-//! the child (always running, or only while Active with `--child-when-active`). It hands
-//! the runtime the poller's events and the offset progress for the device record. Must
-//! never: poll Telegram outside Active, decide a role, or log the token.
+//! the child (always running, or only while Active with `--child-when-active`), with the
+//! environment baton gives it ([`crate::adapters::child_env`]). It hands the runtime the
+//! poller's events and the offset progress for the device record.
+//!
+//! baton is the only poller in every mode: with `--child-when-active` it polls while
+//! Active and serves the child through the gateway, exactly as in the default mode; the
+//! child merely runs only then. (The mirror, given an updates URL, never polls Telegram
+//! itself.)
+//!
+//! Leaving Active waits for the child's acknowledgement as long as the child is busy with
+//! what it was served, within the stop budget ([`acknowledgement`]). After every start of
+//! the child, the chat's command menu is re-asserted ([`menu`]).
+//!
+//! Must never: poll Telegram outside Active, decide a role, or log the token.
+
+mod acknowledgement;
+mod menu;
+
+pub use acknowledgement::{
+    ACK_WAIT_BUSY_MAX, ACK_WAIT_MAX, AckWaitEnd, CHILD_GRACE, CHILD_GRACE_MIN, child_grace_after,
+};
+pub use menu::CHECKS_AFTER_START;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::adapters::child::{ChildSpec, ChildSupervisor};
+use crate::adapters::child::{ChildSpec, ChildState, ChildSupervisor};
+use crate::adapters::child_env::{self, MirrorContext, Note};
 use crate::adapters::clock::{SLEEP_THRESHOLD, SleepDetector};
 use crate::adapters::gateway::{Gateway, GatewayConfig, PushOutcome};
 use crate::adapters::telegram::{
@@ -26,12 +47,6 @@ use crate::core::Event;
 
 /// Updates buffered for the child at most (see `adapters::gateway` for the overflow policy).
 pub const GATEWAY_CAPACITY: usize = 10_000;
-/// On leaving Active, how long to wait for the child to acknowledge what it was served
-/// (the mirror fetches about once a second). Past it, the unacknowledged updates are
-/// left for the next active device: delivered twice rather than lost.
-pub const ACK_WAIT_MAX: Duration = Duration::from_secs(5);
-/// The child's grace between SIGTERM and SIGKILL.
-pub const CHILD_GRACE: Duration = Duration::from_secs(10);
 /// On shutdown, how long queued replies (the last "handing over", a command's answer)
 /// may take to go out. The replier sends about one message a second per chat.
 pub const REPLY_FLUSH_MAX: Duration = Duration::from_secs(3);
@@ -53,9 +68,11 @@ pub enum ServingEvent {
 #[derive(Debug, Clone)]
 pub struct ChildPlan {
     pub spec: ChildSpec,
-    /// Run only while Active (for programs that poll Telegram themselves); baton then
-    /// does not poll.
+    /// Run only while Active (started on taking the role, stopped on leaving it); baton
+    /// polls and serves it through the gateway as in the default mode.
     pub only_when_active: bool,
+    /// What the child's environment is built from (see `adapters::child_env`).
+    pub mirror: MirrorContext,
 }
 
 /// Telegram side of a run.
@@ -90,11 +107,26 @@ struct TelegramSide {
     leftover: VecDeque<PollerEvent>,
 }
 
+/// The supervised child.
+struct ChildSide {
+    supervisor: ChildSupervisor,
+    only_when_active: bool,
+    state: watch::Receiver<ChildState>,
+    /// Its grace for the next stop: [`CHILD_GRACE`], less what an acknowledgement wait
+    /// took beyond [`ACK_WAIT_MAX`].
+    grace: Duration,
+}
+
 pub struct Serving {
     telegram: Option<TelegramSide>,
-    child: Option<(ChildSupervisor, bool)>,
+    child: Option<ChildSide>,
     acting: bool,
     device_id: String,
+    /// Fires at the first stop signal ([`Serving::watch_stop_signals`]).
+    stop_signal: Option<CancellationToken>,
+    stop_signal_at: watch::Receiver<Option<tokio::time::Instant>>,
+    /// Ends the command-menu keeper.
+    menu_keeper: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,18 +149,29 @@ impl Serving {
             Some(plan) => Some(TelegramSide::new(plan).await?),
             None => None,
         };
+        let menu_keeper = CancellationToken::new();
         let child = child.map(|plan| {
-            let mut spec = plan.spec;
-            spec.extra_env
-                .push(("BATON_DEVICE_ID".into(), device_id.clone()));
+            let only_when_active = plan.only_when_active;
+            let supervisor = ChildSupervisor::spawn(child_spec(plan, &device_id, &telegram), None);
+            let state = supervisor.state();
             if let Some(side) = &telegram {
-                let url = side.gateway.updates_url().expose().to_string();
-                spec.extra_env.push(("TELEGRAM_UPDATES_URL".into(), url));
+                let keeper = menu::keep_menu(
+                    side.bot.clone(),
+                    side.config.chat_id,
+                    state.clone(),
+                    menu_keeper.clone(),
+                );
+                tokio::spawn(tracing::Instrument::in_current_span(keeper));
             }
-            (ChildSupervisor::spawn(spec, None), plan.only_when_active)
+            ChildSide {
+                supervisor,
+                only_when_active,
+                state,
+                grace: CHILD_GRACE,
+            }
         });
-        if let Some((supervisor, false)) = &child {
-            supervisor.start().await;
+        if let Some(child) = child.as_ref().filter(|c| !c.only_when_active) {
+            child.supervisor.start().await;
         }
         if telegram.is_some() && child.is_none() {
             tracing::warn!(
@@ -140,7 +183,44 @@ impl Serving {
             child,
             acting: false,
             device_id,
+            stop_signal: None,
+            stop_signal_at: watch::channel(None).1,
+            menu_keeper,
         })
+    }
+
+    /// Watches for SIGTERM and SIGINT alongside the runtime (call once, from `baton run`):
+    /// a stop signal ends a handoff's acknowledgement wait at once, makes the wait of
+    /// the shutdown's own stop share the child's grace, and dates the stop budget from
+    /// the signal's arrival ([`Serving::stop_signal_at`]) even while a stop is blocking
+    /// the run loop.
+    pub fn watch_stop_signals(&mut self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut terminate), Ok(mut interrupt)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!("cannot watch stop signals for serving; waits keep their own bounds");
+            return;
+        };
+        let token = CancellationToken::new();
+        let (at_tx, at_rx) = watch::channel(None);
+        let fired = token.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            at_tx.send_replace(Some(tokio::time::Instant::now()));
+            fired.cancel();
+        });
+        self.stop_signal = Some(token);
+        self.stop_signal_at = at_rx;
+    }
+
+    /// When the first stop signal arrived, if one did (see [`Serving::watch_stop_signals`]).
+    pub fn stop_signal_at(&self) -> Option<tokio::time::Instant> {
+        *self.stop_signal_at.borrow()
     }
 
     /// Coordination only: acting is a log line.
@@ -150,6 +230,9 @@ impl Serving {
             child: None,
             acting: false,
             device_id: String::new(),
+            stop_signal: None,
+            stop_signal_at: watch::channel(None).1,
+            menu_keeper: CancellationToken::new(),
         }
     }
 
@@ -160,11 +243,7 @@ impl Serving {
     /// True when the child runs only while Active (`--child-when-active`): leaving the
     /// role then waits for the child's stop.
     pub fn child_stops_with_role(&self) -> bool {
-        matches!(self.child, Some((_, true)))
-    }
-
-    fn polls(&self) -> bool {
-        self.telegram.is_some() && !matches!(self.child, Some((_, true)))
+        self.child.as_ref().is_some_and(|c| c.only_when_active)
     }
 
     /// The next event for the runtime. Forwards are pushed to the gateway here.
@@ -209,20 +288,17 @@ impl Serving {
             skip_through = start.skip_through,
             "ACTIVE: this device serves the bot"
         );
-        if let Some((supervisor, true)) = &self.child {
-            supervisor.start().await;
+        if let Some(child) = self.child.as_ref().filter(|c| c.only_when_active) {
+            child.supervisor.start().await;
         }
-        let polls = self.polls();
         if let Some(side) = self.telegram.as_mut() {
             side.start = start;
             side.paused_until = None;
             side.poller_config.known_foreign_chats = known_foreign_chats;
-            if polls {
-                // The poller removes the webhook and sets the command menu itself, before its
-                // first getUpdates, cancellably: awaiting that here would stall the run loop
-                // (heartbeats, signals, higher claims) for as long as Telegram does not answer.
-                side.spawn_poller();
-            }
+            // The poller removes the webhook and sets the command menu itself, before its
+            // first getUpdates, cancellably: awaiting that here would stall the run loop
+            // (heartbeats, signals, higher claims) for as long as Telegram does not answer.
+            side.spawn_poller();
             let text = format!(
                 "✅ <b>{}</b> is now ACTIVE (term {term})",
                 escape_html(&self.device_id)
@@ -232,18 +308,32 @@ impl Serving {
     }
 
     /// Stops serving at once; returns the progress to record (what was handled, including
-    /// what the child acknowledged while we waited a moment for it).
+    /// what the child acknowledged while we waited for it, see [`acknowledgement`]). With
+    /// `--child-when-active`, the child is stopped after that wait.
     pub async fn stop(&mut self, reason: &str) -> Option<PollProgress> {
         if self.acting {
             tracing::info!(reason, "no longer serving the bot");
         }
         self.acting = false;
-        if let Some((supervisor, true)) = &self.child {
-            supervisor.stop(CHILD_GRACE).await;
+        let progress = match self.telegram.as_mut() {
+            Some(side) => {
+                side.paused_until = None;
+                let child = self.child.as_ref().map(|c| c.state.clone());
+                let stopped = side.stop_poller(child, self.stop_signal.clone()).await;
+                stopped.map(|(progress, waited)| {
+                    if let Some(child) = self.child.as_mut() {
+                        child.grace = child.grace.min(child_grace_after(waited));
+                    }
+                    progress
+                })
+            }
+            None => None,
+        };
+        if let Some(child) = self.child.as_mut().filter(|c| c.only_when_active) {
+            child.supervisor.stop(child.grace).await;
+            child.grace = CHILD_GRACE;
         }
-        let side = self.telegram.as_mut()?;
-        side.paused_until = None;
-        side.stop_poller().await
+        progress
     }
 
     /// Pauses polling (after a 409) and resumes by itself.
@@ -289,8 +379,9 @@ impl Serving {
     /// Stops everything; queued replies get [`REPLY_FLUSH_MAX`] to go out.
     pub async fn shutdown(&mut self) {
         self.stop("shutting down").await;
-        if let Some((supervisor, _)) = self.child.take() {
-            supervisor.shutdown(CHILD_GRACE).await;
+        self.menu_keeper.cancel();
+        if let Some(child) = self.child.take() {
+            child.supervisor.shutdown(child.grace).await;
         }
         if let Some(side) = self.telegram.take() {
             side.gateway.shutdown();
@@ -308,6 +399,77 @@ impl Serving {
                     "replies still queued at exit were not sent"
                 );
             }
+        }
+    }
+}
+
+/// The child's spec with the environment baton gives it and the secrets to scrub from
+/// its output; logs which variables baton set and which the user's setting kept.
+fn child_spec(plan: ChildPlan, device_id: &str, telegram: &Option<TelegramSide>) -> ChildSpec {
+    let mut spec = plan.spec;
+    let startup_timestamp_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let side = telegram.as_ref().map(|side| child_env::TelegramSide {
+        config: &side.config,
+        updates_url: side.gateway.updates_url(),
+    });
+    let env = child_env::child_env(&plan.mirror, side, device_id, startup_timestamp_s);
+    log_child_env(&env.notes);
+    let sets_db = env
+        .vars
+        .iter()
+        .any(|(name, _)| name == child_env::ENV_DB_PATH);
+    if let Some(folder) = plan.mirror.db_path.parent().filter(|_| sets_db)
+        && let Err(error) = std::fs::create_dir_all(folder)
+    {
+        tracing::warn!(folder = %folder.display(), %error, "cannot create the folder for the mirror's database");
+    }
+    if let Some(side) = telegram {
+        let send_url = side
+            .config
+            .api_url
+            .as_ref()
+            .map(|url| child_env::send_url(url, &side.config.bot_token));
+        spec.secrets = child_env::child_secrets(
+            &side.config.bot_token,
+            send_url.as_ref(),
+            &side.gateway.secrets(),
+        );
+    }
+    spec.extra_env.extend(env.vars);
+    spec
+}
+
+fn log_child_env(notes: &[Note]) {
+    let set: Vec<&str> = notes
+        .iter()
+        .filter_map(|note| match note {
+            Note::Set { name } => Some(*name),
+            _ => None,
+        })
+        .collect();
+    tracing::info!(set = ?set, "the child's environment: baton sets these (and TELEGRAM_UPDATES_URL, BATON_DEVICE_ID)");
+    for note in notes {
+        match note {
+            Note::Set { .. } => {}
+            Note::Kept { name, origin } => {
+                tracing::info!(name, %origin, "the child's environment: the user's own setting is kept")
+            }
+            Note::Differs {
+                name,
+                theirs,
+                served,
+            } => tracing::warn!(
+                name,
+                %theirs,
+                %served,
+                "the child's environment sets {name}={theirs}, but baton serves {served}: the gateway will refuse the child (403) until they agree"
+            ),
+            Note::Replaced { name } => tracing::info!(
+                name,
+                "the child's environment: baton's gateway replaces the user's {name}"
+            ),
         }
     }
 }
@@ -369,14 +531,35 @@ impl TelegramSide {
         ));
     }
 
-    async fn stop_poller(&mut self) -> Option<PollProgress> {
+    /// Stops the poller, withdraws what the child was not served, waits for its
+    /// acknowledgement of the rest; returns the progress and how long the wait took.
+    async fn stop_poller(
+        &mut self,
+        child: Option<watch::Receiver<ChildState>>,
+        stop_signal: Option<CancellationToken>,
+    ) -> Option<(PollProgress, Duration)> {
         let poller = self.poller.take()?;
         let (_, mut ledger) = poller.stop().await;
         let served = self.gateway.withdraw_unserved();
-        let mut acknowledged = self.acknowledged.clone();
-        let wait = acknowledged.wait_for(|ack| *ack >= served);
-        let _ = tokio::time::timeout(ACK_WAIT_MAX, wait).await;
-        ledger.acknowledged(*self.acknowledged.borrow());
+        let context = acknowledgement::AckWaitContext {
+            gateway: &self.gateway,
+            acknowledged: self.acknowledged.clone(),
+            child,
+            stop_signal,
+        };
+        let (end, waited) = acknowledgement::wait_for_acknowledgement(context, served).await;
+        let acknowledged = *self.acknowledged.borrow();
+        match end {
+            AckWaitEnd::Acknowledged => {}
+            end => tracing::warn!(
+                ?end,
+                ?waited,
+                served,
+                acknowledged,
+                "the child did not acknowledge everything it was served before this device stopped serving; the next active device delivers the rest again"
+            ),
+        }
+        ledger.acknowledged(acknowledged);
         // Events the stopped poller left behind. Commands and foreign chats were counted
         // handled, so they are kept and answered. Forwards stay unconfirmed until the
         // child acknowledges them, which it now never will from here: the next active
@@ -391,7 +574,7 @@ impl TelegramSide {
         }
         let progress = ledger.progress();
         self.reported_progress = progress.clone();
-        Some(progress)
+        Some((progress, waited))
     }
 
     fn on_poller_event(&mut self, event: PollerEvent) -> Option<ServingEvent> {

@@ -735,7 +735,20 @@ fn bad_directories_are_clear_errors_not_panics() {
 
 #[test]
 fn the_stop_timeout_covers_the_longest_clean_stop() {
-    let budget = mirror_baton::runtime::exit_budget(&mirror_baton::core::Timing::default());
+    use mirror_baton::runtime::resignation_deadline;
+    use mirror_baton::serving::{
+        ACK_WAIT_BUSY_MAX, ACK_WAIT_MAX, CHILD_GRACE, REPLY_FLUSH_MAX, child_grace_after,
+    };
+    let timing = mirror_baton::core::Timing::default();
+    let budget = mirror_baton::runtime::exit_budget(&timing);
+    // Default mode: the resignation, then the child's stop at exit with what grace the
+    // acknowledgement wait left it. --child-when-active: the child stops inside it.
+    for waited in [std::time::Duration::ZERO, ACK_WAIT_MAX, ACK_WAIT_BUSY_MAX] {
+        let grace = child_grace_after(waited);
+        assert!(waited.max(ACK_WAIT_MAX) + grace <= ACK_WAIT_MAX + CHILD_GRACE);
+        assert!(resignation_deadline(&timing, false) + grace + REPLY_FLUSH_MAX <= budget);
+    }
+    assert!(resignation_deadline(&timing, true) + REPLY_FLUSH_MAX <= budget);
     assert!(
         budget < agent::STOP_TIMEOUT,
         "a clean stop may take {budget:?}; the service manager kills after {:?}",

@@ -182,3 +182,34 @@ fn a_command_that_cannot_start_is_reported_with_127() {
     let said = stderr_of(&mut guard);
     assert!(said.contains("cannot start /nonexistent/mirror"), "{said}");
 }
+
+/// baton's end of the output pipes closes with baton. The child must still get its clean
+/// stop: it keeps printing while it stops (into the guard, which drains it), and the
+/// guard's own words into the closed pipe must not stop the guard.
+#[test]
+fn when_baton_dies_its_closed_output_pipes_harm_neither_the_guard_nor_the_child() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = "trap 'i=0; while [ $i -lt 300 ]; do echo stopping $i; echo still $i >&2; \
+                  i=$((i+1)); done; echo done > clean; exit 0' TERM; \
+                  echo $$ > child; while true; do echo working; sleep 0.05; done";
+    let mut guard = Command::new(BATON)
+        .args(["child-guard", "--grace-ms", "5000", "--"])
+        .args(["sh", "-c", script])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("baton child-guard starts");
+    let child = wait_pid(&dir.path().join("child"));
+    // "baton" dies: every pipe end it held closes, its output pipes first.
+    drop(guard.stdout.take());
+    drop(guard.stderr.take());
+    std::thread::sleep(Duration::from_millis(200));
+    drop(guard.stdin.take());
+    wait_exit(&mut guard);
+    assert!(wait_dead(&[child]), "the child {child} outlived baton");
+    let clean = std::fs::read_to_string(dir.path().join("clean")).unwrap_or_default();
+    assert_eq!(clean, "done\n", "the child finished its clean stop");
+}

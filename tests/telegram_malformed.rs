@@ -20,7 +20,7 @@ async fn odd_updates_are_handled_and_the_loop_goes_on() {
     let not_an_object = fake.inject_raw(json!(["just", "a", "list"]));
     let huge_text = "x".repeat(4 * 1024 * 1024);
     let huge = fake.inject_text(CHAT_ID, None, &huge_text);
-    let after = fake.inject_text(CHAT_ID, None, "/help");
+    let after = fake.inject_text(CHAT_ID, None, "/devices");
 
     let mut forwarded = Vec::new();
     loop {

@@ -11,22 +11,32 @@
 //! child-guard` (see [`crate::child_guard`]), which leads the group and stops it when this
 //! process dies, by any means: a crashed baton leaves no child behind.
 //!
+//! The child's stdout and stderr are pipes that baton drains continuously into its own
+//! log, line by line, scrubbed of every secret in [`ChildSpec::secrets`] (see
+//! [`super::child_output`]); the child never inherits baton's log file.
+//!
 //! Events ([`ChildEvent`]) go to an optional bounded channel; when it is full, events are
-//! dropped (they are also logged), so a slow reader never stalls supervision.
+//! dropped (they are also logged), so a slow reader never stalls supervision. The child's
+//! state (how many times it started, whether it runs) is also published on a `watch`
+//! channel, which loses nothing that matters: [`ChildSupervisor::state`].
 //!
 //! Must never: leave a process of the group running after [`ChildSupervisor::shutdown`]
-//! returns, log the values of the extra variables (the updates URL holds credentials), or
-//! restart faster than the back-off allows.
+//! returns, log the values of the extra variables (the updates URL holds credentials) or
+//! any secret the child prints, or restart faster than the back-off allows.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use super::child_output::{Scrubber, pass_on};
+use super::telegram_config::Secret;
 
 /// What to run and how to restart it.
 #[derive(Clone)]
@@ -36,6 +46,8 @@ pub struct ChildSpec {
     pub dir: PathBuf,
     /// Added to the inherited environment. Values are never logged.
     pub extra_env: Vec<(String, String)>,
+    /// Exact values removed from the child's output before it reaches baton's log.
+    pub secrets: Vec<Secret>,
     /// First restart delay; doubles per quick failure up to `backoff_max`.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -56,6 +68,7 @@ impl ChildSpec {
             args,
             dir: dir.into(),
             extra_env: Vec::new(),
+            secrets: Vec::new(),
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
@@ -85,6 +98,15 @@ pub enum ChildControl {
     Start,
     /// Stop it: SIGTERM to the group, SIGKILL after `grace`. No restarts until `Start`.
     Stop { grace: Duration },
+}
+
+/// The child as others may watch it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChildState {
+    /// Launches so far (restarts included).
+    pub starts: u64,
+    /// A launched child has not exited yet.
+    pub running: bool,
 }
 
 /// What happened, for the runtime and tests.
@@ -128,21 +150,34 @@ enum Phase {
 pub struct ChildSupervisor {
     control: mpsc::Sender<(ChildControl, oneshot::Sender<()>)>,
     task: JoinHandle<()>,
+    state: watch::Receiver<ChildState>,
 }
 
 impl ChildSupervisor {
     /// Starts the supervisor (the child itself starts on [`ChildSupervisor::start`]).
     pub fn spawn(spec: ChildSpec, events: Option<mpsc::Sender<ChildEvent>>) -> ChildSupervisor {
         let (control, receiver) = mpsc::channel(8);
+        let (state_tx, state) = watch::channel(ChildState::default());
         let supervisor = Supervision {
+            scrubber: Arc::new(Scrubber::new(&spec.secrets)),
             spec,
             events,
             quick_failures: 0,
+            state: state_tx,
         };
         let task = tokio::spawn(tracing::Instrument::in_current_span(
             supervisor.run(receiver),
         ));
-        ChildSupervisor { control, task }
+        ChildSupervisor {
+            control,
+            task,
+            state,
+        }
+    }
+
+    /// The child's state: a new value at every start and exit.
+    pub fn state(&self) -> watch::Receiver<ChildState> {
+        self.state.clone()
     }
 
     /// Asks for the child to run; returns once the request was taken.
@@ -175,8 +210,10 @@ impl ChildSupervisor {
 
 struct Supervision {
     spec: ChildSpec,
+    scrubber: Arc<Scrubber>,
     events: Option<mpsc::Sender<ChildEvent>>,
     quick_failures: u32,
+    state: watch::Sender<ChildState>,
 }
 
 /// When `control` closes without a stop, the child still gets this much grace.
@@ -273,12 +310,19 @@ impl Supervision {
         command
             .current_dir(&self.spec.dir)
             .envs(self.spec.extra_env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(guard.is_none());
         match command.spawn() {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 tracing::info!(pid, program = ?self.spec.program, "child started");
+                self.pass_on_output(&mut child);
+                self.state.send_modify(|state| {
+                    state.starts = state.starts.saturating_add(1);
+                    state.running = true;
+                });
                 self.emit(ChildEvent::Started { pid });
                 Phase::Running {
                     lifeline: child.stdin.take(),
@@ -298,12 +342,31 @@ impl Supervision {
         }
     }
 
+    /// Drains the child's stdout and stderr into the log, each in its own task: the
+    /// child never waits on a full pipe, whatever the supervisor is doing. A task ends
+    /// when the last writer of its pipe is gone.
+    fn pass_on_output(&self, child: &mut Child) {
+        if let Some(stdout) = child.stdout.take() {
+            let scrubber = self.scrubber.clone();
+            tokio::spawn(tracing::Instrument::in_current_span(pass_on(
+                stdout, "stdout", scrubber,
+            )));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let scrubber = self.scrubber.clone();
+            tokio::spawn(tracing::Instrument::in_current_span(pass_on(
+                stderr, "stderr", scrubber,
+            )));
+        }
+    }
+
     fn after_exit(
         &mut self,
         pid: u32,
         started: Instant,
         status: std::io::Result<ExitStatus>,
     ) -> Phase {
+        self.state.send_modify(|state| state.running = false);
         let ran_for = started.elapsed();
         let status = describe(status);
         tracing::warn!(pid, %status, ?ran_for, "child exited; restarting after back-off");
@@ -344,6 +407,7 @@ impl Supervision {
         {
             let status = terminate(&mut child, pid, lifeline.is_some(), grace).await;
             drop(lifeline);
+            self.state.send_modify(|state| state.running = false);
             let status = describe(status);
             let ran_for = started.elapsed();
             tracing::info!(pid, %status, "child stopped");

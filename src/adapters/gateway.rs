@@ -15,6 +15,12 @@
 //! ends when the buffer falls below capacity again). A later `since` still acknowledges
 //! the dropped ids, so confirmation to Telegram never stalls behind a hole.
 //!
+//! Trouble between baton and its child is visible: the first request refused in a run of
+//! refusals (401 without the credentials, 400 for a malformed query, 403 for another
+//! chat or topic) is a warning in baton's log saying what the child asked and what baton
+//! serves; a served request ends the run. (The mirror retries a refused request every
+//! 5 s, silently.)
+//!
 //! Must never: listen on anything but loopback, serve without the credentials, serve an
 //! update outside the configured chat/topic, let `since` acknowledge an id it never
 //! pushed, or log the credentials.
@@ -84,6 +90,11 @@ struct Buffer {
     entries: VecDeque<(i64, Arc<Value>)>,
     in_overflow: bool,
     stats: GatewayStats,
+    /// The last response carried updates and the child has not asked again since: it is
+    /// processing them (the mirror asks again only when it is done with a batch).
+    processing: bool,
+    /// Inside a run of refused requests (only the first of a run is a warning).
+    refusing: bool,
 }
 
 struct Shared {
@@ -104,6 +115,8 @@ impl Shared {
 pub struct Gateway {
     shared: Arc<Shared>,
     updates_url: Secret,
+    /// The password and the Basic header value, for scrubbing the child's output.
+    credentials: [Secret; 2],
     local_addr: SocketAddr,
     shutdown: CancellationToken,
 }
@@ -146,6 +159,8 @@ impl Gateway {
                 entries: VecDeque::new(),
                 in_overflow: false,
                 stats: GatewayStats::default(),
+                processing: false,
+                refusing: false,
             }),
             acknowledged_tx,
         });
@@ -167,6 +182,7 @@ impl Gateway {
         Ok(Gateway {
             shared,
             updates_url,
+            credentials: [Secret::new(password), Secret::new(credentials)],
             local_addr,
             shutdown,
         })
@@ -175,6 +191,14 @@ impl Gateway {
     /// The value for the child's `TELEGRAM_UPDATES_URL` (credentials included).
     pub fn updates_url(&self) -> &Secret {
         &self.updates_url
+    }
+
+    /// Every form of the credentials a child may print: the URL, the password, the
+    /// Basic header value (scrubbed from its output before it reaches the log).
+    pub fn secrets(&self) -> Vec<Secret> {
+        let mut secrets = vec![self.updates_url.clone()];
+        secrets.extend(self.credentials.iter().cloned());
+        secrets
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -190,6 +214,13 @@ impl Gateway {
 
     pub fn stats(&self) -> GatewayStats {
         self.shared.lock().stats
+    }
+
+    /// True while the child is processing the last batch it was served: the response
+    /// carried updates and it has not asked again since. A child that polls without
+    /// acknowledging, or is not polling at all, is not processing.
+    pub fn child_is_processing(&self) -> bool {
+        self.shared.lock().processing
     }
 
     /// Buffers one update for the child. Call for every `PollerEvent::Forward`, in order.
@@ -265,24 +296,48 @@ struct UpdatesQuery {
 async fn serve_updates(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     query: Result<Query<UpdatesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let asked = uri.query().unwrap_or("");
     if !authorized(&shared.expected_authorization, &headers) {
         shared.lock().stats.unauthorized_requests += 1;
+        refused(
+            &shared,
+            401,
+            asked,
+            "it did not send baton's credentials: it must use TELEGRAM_UPDATES_URL exactly as baton sets it (user and password included)",
+        );
         let body = Json(json!({"error": "unauthorized"}));
         let challenge = [(header::WWW_AUTHENTICATE, "Basic realm=\"baton\"")];
         return (StatusCode::UNAUTHORIZED, challenge, body).into_response();
     }
     let Ok(Query(query)) = query else {
+        refused(
+            &shared,
+            400,
+            asked,
+            "since, chat_id and thread_id must be integers",
+        );
         let body = Json(json!({"error": "since, chat_id and thread_id must be integers"}));
         return (StatusCode::BAD_REQUEST, body).into_response();
     };
     let config = &shared.config;
-    if query.chat_id.is_some_and(|c| c != config.chat_id) {
+    if let Some(chat) = query.chat_id.filter(|c| *c != config.chat_id) {
+        let why = format!(
+            "it asked for chat {chat}; baton serves chat {}: set the mirror's chat (TELEGRAM_CHAT_ID, or chatId in its telegram.json) and baton's (--chat-id) alike",
+            config.chat_id
+        );
+        refused(&shared, 403, asked, &why);
         return forbidden("chat_id is not the chat this baton serves");
     }
     let thread_id = match (query.thread_id, config.thread_id) {
-        (Some(asked), Some(served)) if asked != served => {
+        (Some(asked_thread), Some(served)) if asked_thread != served => {
+            let why = format!(
+                "it asked for topic {asked_thread}; baton serves topic {served} of chat {}: set the mirror's topic (TELEGRAM_THREAD_ID, or threadId) and baton's (--thread-id) alike",
+                config.chat_id
+            );
+            refused(&shared, 403, asked, &why);
             return forbidden("thread_id is not the topic this baton serves");
         }
         (asked, served) => asked.or(served),
@@ -303,15 +358,34 @@ async fn serve_updates(
             .map(|(id, payload)| json!({"payload": payload.as_ref(), "update_id": id}))
             .collect()
     };
-    if let Some(last) = updates
-        .last()
-        .and_then(|u| u.get("update_id"))
-        .and_then(Value::as_i64)
     {
         let mut buffer = shared.lock();
-        buffer.stats.highest_served = buffer.stats.highest_served.max(last);
+        buffer.refusing = false;
+        buffer.processing = !updates.is_empty();
+        if let Some(last) = updates
+            .last()
+            .and_then(|u| u.get("update_id"))
+            .and_then(Value::as_i64)
+        {
+            buffer.stats.highest_served = buffer.stats.highest_served.max(last);
+        }
     }
     Json(json!({ "updates": updates })).into_response()
+}
+
+/// Notes a refused request; the first of a run of refusals is a warning.
+fn refused(shared: &Shared, status: u16, asked: &str, why: &str) {
+    let first = !std::mem::replace(&mut shared.lock().refusing, true);
+    if first {
+        // The query carries no credentials (they travel in the Authorization header);
+        // it is bounded and escaped, as it is the child's text.
+        let asked: String = asked.chars().take(200).collect();
+        tracing::warn!(
+            status,
+            asked = ?asked,
+            "the updates gateway refused the child's request ({status}): {why}; the child keeps asking, and gets nothing until this is fixed"
+        );
+    }
 }
 
 fn forbidden(reason: &str) -> Response {

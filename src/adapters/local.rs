@@ -289,6 +289,16 @@ pub fn pid_alive(pid: u32) -> bool {
     result == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// This device's own database for the mirror (`TELEGRAM_DB_PATH`):
+/// `<state>/mirror/<group>/<stem>.db`. Without it every mirror on a machine shares
+/// `/tmp/telegram-opencode.db`, its session id and its `since`.
+pub fn mirror_db_path(state_dir: &Path, group: &str, stem: &str) -> PathBuf {
+    state_dir
+        .join("mirror")
+        .join(group)
+        .join(format!("{stem}.db"))
+}
+
 /// The control socket path for a device of a group on this host. Kept short: macOS
 /// limits socket paths to 104 bytes.
 pub fn control_socket(state_dir: &Path, group: &str, stem: &str) -> PathBuf {

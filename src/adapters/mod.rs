@@ -3,6 +3,8 @@
 //! into inputs for the core or carries out its effects.
 
 pub mod child;
+pub mod child_env;
+pub mod child_output;
 pub mod clock;
 pub mod control;
 pub mod gateway;

@@ -3,7 +3,8 @@
 //!
 //! Owns: building the teloxide `Bot` (client timeout above the long poll, custom API URL);
 //! the getUpdates loop, started only when the runtime enters Active and stopped at once by
-//! a `CancellationToken` when it leaves; `deleteWebhook` + `setMyCommands` on start, and
+//! a `CancellationToken` when it leaves; `deleteWebhook` + the chat's command menu on start
+//! ([`TelegramBot::assert_command_menu`], also called after the child restarts), and
 //! `deleteWebhook` again when another program sets a webhook (a 409 that, unlike the
 //! "terminated by other getUpdates request" one, is no sign of another poller); the
 //! offset bookkeeping ([`OffsetLedger`]) that confirms an update to Telegram only after
@@ -24,15 +25,20 @@ use std::time::Duration;
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
-use teloxide::payloads::{DeleteWebhookSetters as _, SendMessageSetters as _};
+use teloxide::payloads::{
+    DeleteWebhookSetters as _, GetMyCommandsSetters as _, SendMessageSetters as _,
+    SetMyCommandsSetters as _,
+};
 use teloxide::prelude::Requester as _;
-use teloxide::types::{BotCommand, ChatId, MessageId, ParseMode, ThreadId};
+use teloxide::types::{
+    BotCommand, BotCommandScope, ChatId, MessageId, ParseMode, Recipient, ThreadId,
+};
 use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::telegram_commands::{BatonCommand, COMMAND_MENU, parse_command};
+use super::telegram_commands::{BatonCommand, COMMAND_MENU, merged_menu, parse_command};
 use super::telegram_config::Secret;
 use super::update_route::{UpdateRoute, message_text};
 
@@ -141,6 +147,15 @@ fn api_text(error: &ApiError) -> String {
     }
 }
 
+/// What [`TelegramBot::assert_command_menu`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MenuOutcome {
+    /// The chat's menu already held the mirror's commands and baton's.
+    Unchanged,
+    /// The chat's menu was written, with this many of the mirror's commands.
+    Set { mirror_commands: usize },
+}
+
 /// How to reach Telegram.
 #[derive(Debug, Clone)]
 pub struct BotSettings {
@@ -207,40 +222,64 @@ impl TelegramBot {
         Ok(me.user.username.clone().unwrap_or_default())
     }
 
-    /// `deleteWebhook` keeping pending updates, then `setMyCommands` with baton's menu merged
-    /// into the commands already registered (the mirror's stay).
-    pub async fn prepare_polling(&self) -> Result<(), TelegramError> {
+    /// `deleteWebhook` keeping pending updates, then the chat's command menu
+    /// ([`TelegramBot::assert_command_menu`]).
+    pub async fn prepare_polling(&self, chat_id: i64) -> Result<(), TelegramError> {
         // Polling cannot work with a webhook set; the menu is a convenience, and a menu
         // Telegram refuses (an odd command another program set) must not stop the bot.
         self.delete_webhook().await?;
-        if let Err(error) = self.set_command_menu().await {
+        if let Err(error) = self.assert_command_menu(chat_id).await {
             tracing::warn!(%error, "cannot set the bot's command menu; polling anyway (the commands still work when typed)");
         }
         Ok(())
     }
 
-    /// Adds baton's commands to the bot's menu, keeping any others already there.
-    async fn set_command_menu(&self) -> Result<(), TelegramError> {
+    /// Makes the menu seen in `chat_id` hold the mirror's commands and baton's.
+    ///
+    /// The mirror replaces the DEFAULT scope's list at every start. baton writes the
+    /// chat's own scope (`BotCommandScopeChat`), which Telegram shows in that chat instead
+    /// of the default: the mirror's commands, as read from the default scope, then
+    /// baton's ([`merged_menu`]). The mirror never touches the chat's list, so a mirror
+    /// (re)start cannot wipe baton's commands; calling this again after one picks up the
+    /// mirror's new list. Writes only when the chat's list differs.
+    pub async fn assert_command_menu(&self, chat_id: i64) -> Result<MenuOutcome, TelegramError> {
         let scrub = |method, e: RequestError| TelegramError::from_request(method, &e, &self.token);
-        let existing = self
+        let chat_scope = BotCommandScope::Chat {
+            chat_id: Recipient::Id(ChatId(chat_id)),
+        };
+        let mirror: Vec<(String, String)> = self
             .bot
             .get_my_commands()
             .await
-            .map_err(|e| scrub("getMyCommands", e))?;
-        let ours: Vec<BotCommand> = COMMAND_MENU
-            .iter()
-            .map(|(name, description)| BotCommand::new(*name, *description))
-            .collect();
-        let mut merged: Vec<BotCommand> = existing
+            .map_err(|e| scrub("getMyCommands", e))?
             .into_iter()
-            .filter(|c| !ours.iter().any(|o| o.command == c.command))
+            .map(|c| (c.command, c.description))
             .collect();
-        merged.extend(ours);
+        let wanted = merged_menu(&mirror);
+        let current: Vec<(String, String)> = self
+            .bot
+            .get_my_commands()
+            .scope(chat_scope.clone())
+            .await
+            .map_err(|e| scrub("getMyCommands", e))?
+            .into_iter()
+            .map(|c| (c.command, c.description))
+            .collect();
+        if current == wanted {
+            return Ok(MenuOutcome::Unchanged);
+        }
+        let commands: Vec<BotCommand> = wanted
+            .iter()
+            .map(|(name, description)| BotCommand::new(name, description))
+            .collect();
         self.bot
-            .set_my_commands(merged)
+            .set_my_commands(commands)
+            .scope(chat_scope)
             .await
             .map_err(|e| scrub("setMyCommands", e))?;
-        Ok(())
+        Ok(MenuOutcome::Set {
+            mirror_commands: wanted.len() - COMMAND_MENU.len(),
+        })
     }
 
     /// `deleteWebhook`, keeping the pending updates (they are the user's messages).
@@ -660,7 +699,7 @@ impl PollLoop {
         loop {
             let attempt = async {
                 let username = self.bot.username().await?;
-                self.bot.prepare_polling().await?;
+                self.bot.prepare_polling(self.config.chat_id).await?;
                 Ok::<_, TelegramError>(username)
             };
             let result = tokio::select! {
@@ -735,6 +774,7 @@ impl PollLoop {
             message_text(&payload).and_then(|text| parse_command(text, &self.bot_username));
         match command {
             Some(command) => {
+                let shared = command.also_for_mirror();
                 let event = PollerEvent::Command {
                     update_id,
                     chat_id,
@@ -742,7 +782,14 @@ impl PollLoop {
                     command,
                 };
                 self.emit(event).await?;
-                self.ledger.handled(update_id);
+                if shared {
+                    // Answered by baton AND the mirror's: confirmed once the child has it.
+                    self.emit(PollerEvent::Forward { update_id, payload })
+                        .await?;
+                    self.ledger.forwarded(update_id);
+                } else {
+                    self.ledger.handled(update_id);
+                }
             }
             None => {
                 self.emit(PollerEvent::Forward { update_id, payload })

@@ -1,8 +1,15 @@
 //! baton's own chat commands: recognising them in a message text, and escaping replies.
 //!
 //! Owns: the command grammar (`/devices` alias `/dev`, `/activate <n|device>` alias `/use`,
-//! `/status`, `/help`, each optionally suffixed `@<botname>`), the menu registered with
-//! `setMyCommands`, and HTML escaping for Telegram's HTML parse mode.
+//! `/status`, `/help`, each optionally suffixed `@<botname>`); which of them the mirror
+//! gets too (`/help`: baton answers with its own commands and the mirror, which may have
+//! a `/help` of its own, gets the message as it would without baton); the menu baton
+//! registers, merged with the mirror's ([`merged_menu`]); and HTML escaping for
+//! Telegram's HTML parse mode.
+//!
+//! `/devices`, `/dev`, `/activate`, `/use` and `/status` are baton's alone: `/dev` and
+//! `/use` are the seed design's names for the first two, which the utensil fork of the
+//! mirror also answers from its own iCloud election (disabled under baton).
 //!
 //! Must never: decide what a command does (the runtime and core do), or do IO.
 
@@ -22,13 +29,43 @@ pub enum ActivateTarget {
     Device(String),
 }
 
-/// The menu sent with `setMyCommands` (names 1–32 `[a-z0-9_]`, descriptions 3–256 chars).
+impl BatonCommand {
+    /// True when the update also goes to the mirror (`/help`): a command the mirror may
+    /// handle itself must not be shadowed by baton.
+    pub fn also_for_mirror(&self) -> bool {
+        matches!(self, BatonCommand::Help)
+    }
+}
+
+/// baton's entries of the menu (names 1–32 `[a-z0-9_]`, descriptions 3–256 chars).
 pub const COMMAND_MENU: &[(&str, &str)] = &[
     ("devices", "List the devices, active first"),
     ("activate", "Make a device active: /activate <n|device>"),
     ("status", "This device, its role and health"),
-    ("help", "What baton's commands do"),
+    ("help", "Help: baton's commands (the mirror answers too)"),
 ];
+
+/// Telegram takes at most this many commands in one list.
+pub const MENU_COMMANDS_MAX: usize = 100;
+
+/// The chat's menu: the mirror's commands (as it set them, in its order) without those
+/// baton lists itself, then baton's. Bounded by [`MENU_COMMANDS_MAX`]: when the mirror
+/// has too many, its last ones are left out, never baton's.
+pub fn merged_menu(mirror: &[(String, String)]) -> Vec<(String, String)> {
+    let room = MENU_COMMANDS_MAX.saturating_sub(COMMAND_MENU.len());
+    let mut menu: Vec<(String, String)> = mirror
+        .iter()
+        .filter(|(name, _)| !COMMAND_MENU.iter().any(|(ours, _)| ours == name))
+        .take(room)
+        .cloned()
+        .collect();
+    menu.extend(
+        COMMAND_MENU
+            .iter()
+            .map(|(name, description)| (name.to_string(), description.to_string())),
+    );
+    menu
+}
 
 /// Recognises a baton command at the start of `text`.
 ///
@@ -126,6 +163,23 @@ mod tests {
             );
             assert!((3..=256).contains(&description.chars().count()));
         }
+    }
+
+    #[test]
+    fn the_merged_menu_keeps_the_mirrors_commands_first_and_every_one_of_batons() {
+        let own = |name: &str| (name.to_string(), format!("the mirror's {name}"));
+        let mirror = vec![own("interrupt"), own("help"), own("plan")];
+        let names: Vec<String> = merged_menu(&mirror).into_iter().map(|c| c.0).collect();
+        assert_eq!(
+            names,
+            ["interrupt", "plan", "devices", "activate", "status", "help"]
+        );
+        let crowded: Vec<(String, String)> = (0..150).map(|n| own(&format!("c{n}"))).collect();
+        let menu = merged_menu(&crowded);
+        assert_eq!(menu.len(), MENU_COMMANDS_MAX);
+        assert_eq!(menu[MENU_COMMANDS_MAX - 1].0, "help");
+        assert!(BatonCommand::Help.also_for_mirror());
+        assert!(!BatonCommand::Status.also_for_mirror());
     }
 
     #[test]

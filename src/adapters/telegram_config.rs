@@ -118,11 +118,7 @@ struct Layer {
 ///
 /// Call once at start-up; an error names the file (or variable, or flag) and the key.
 pub fn load_telegram_config(sources: &ConfigSources<'_>) -> Result<TelegramConfig, ConfigError> {
-    let mut files = Vec::new();
-    if let Some(home) = sources.home_dir {
-        files.push(home.join(".config/opencode/telegram.json"));
-    }
-    files.push(sources.project_dir.join(".opencode/telegram.json"));
+    let files = config_files(sources.home_dir, sources.project_dir);
 
     let mut merged = Layer::default();
     for path in &files {
@@ -157,6 +153,16 @@ pub fn load_telegram_config(sources: &ConfigSources<'_>) -> Result<TelegramConfi
         thread_id: merged.thread_id.map(|(id, _)| id),
         api_url,
     })
+}
+
+/// The mirror's configuration files, lowest precedence first (baton reads the same).
+pub fn config_files(home_dir: Option<&Path>, project_dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Some(home) = home_dir {
+        files.push(home.join(".config/opencode/telegram.json"));
+    }
+    files.push(project_dir.join(".opencode/telegram.json"));
+    files
 }
 
 impl Layer {
