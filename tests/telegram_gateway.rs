@@ -191,8 +191,10 @@ fn unix_now_s() -> i64 {
         .as_secs() as i64
 }
 
-fn dated(kind: &str, date: i64, text: &str) -> Value {
-    json!({ kind: {"chat": {"id": CHAT_ID}, "date": date, "text": text} })
+/// A Telegram update as the gateway passes it on: the payload carries its own
+/// `update_id`, which is what the mirror stores as `since`.
+fn dated(id: i64, kind: &str, date: i64, text: &str) -> Value {
+    json!({ "update_id": id, kind: {"chat": {"id": CHAT_ID}, "date": date, "text": text} })
 }
 
 /// The stand-in mirror is faithful to the real one: it ignores messages dated before its
@@ -204,8 +206,8 @@ async fn the_mirror_stub_skips_messages_dated_before_its_start() {
     let stderr = dir.path().join("stderr");
     let gateway = gateway(None, 10).await;
     let an_hour_ago = unix_now_s() - 3600;
-    gateway.push(1, dated("message", an_hour_ago, "old"));
-    gateway.push(2, dated("edited_message", an_hour_ago, "old edit"));
+    gateway.push(1, dated(1, "message", an_hour_ago, "old"));
+    gateway.push(2, dated(2, "edited_message", an_hour_ago, "old edit"));
     let mut stub = std::process::Command::new(common::process::BATON)
         .args(["mirror-stub", "--interval-ms", "20", "--out"])
         .arg(&out)
@@ -221,7 +223,7 @@ async fn the_mirror_stub_skips_messages_dated_before_its_start() {
         .expect("the stub moves `since` past the old updates")
         .expect("gateway alive");
     // The stub has fetched, so it started before this moment: "now" is not before it.
-    gateway.push(3, dated("message", unix_now_s(), "new"));
+    gateway.push(3, dated(3, "message", unix_now_s(), "new"));
     tokio::time::timeout(common::PATIENCE, acknowledged.wait_for(|a| *a >= 3))
         .await
         .expect("the stub reads the new update")

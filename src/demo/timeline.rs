@@ -308,7 +308,9 @@ impl PollWatch {
                 news.conflicts
                     .push((request.received_at_ms, device.clone()));
             }
-            if request.is("sendMessage") && status == 200 {
+            // Messages from baton only (it names its device); the stand-in mirrors'
+            // replies to every user message would drown the story.
+            if request.is("sendMessage") && status == 200 && request.device.is_some() {
                 let html = request.params["text"].as_str().unwrap_or_default();
                 news.said
                     .push((request.received_at_ms, device, plain_text(html)));
