@@ -264,8 +264,12 @@ impl Stub {
             .query(&query)
             .send()
             .await
-            .map_err(|_| ())?;
+            .map_err(|error| {
+                eprintln!("mirror-stub: poll error, retrying: {}", error.without_url());
+            })?;
         if !response.status().is_success() {
+            // As the mirror logs it ("DO poll failed"), then retries after its error pause.
+            eprintln!("mirror-stub: poll failed: {}", response.status().as_u16());
             return Err(());
         }
         let body: Value = response.json().await.map_err(|_| ())?;

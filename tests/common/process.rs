@@ -49,6 +49,12 @@ impl Folder {
             .env_remove("TELEGRAM_API_URL")
             .env_remove("DEVICE_NAME")
             .env_remove("TELEGRAM_BOT_TOKEN")
+            // What baton gives the mirror, so none of the machine's own leaks in.
+            .env_remove("TELEGRAM_UPDATES_URL")
+            .env_remove("TELEGRAM_SEND_URL")
+            .env_remove("TELEGRAM_DB_PATH")
+            .env_remove("STARTUP_TIMESTAMP")
+            .env_remove("USE_ICLOUD_COORDINATOR")
             .env("RUST_LOG", "info,mirror_baton::runtime=debug")
             .stdin(Stdio::null());
         command
@@ -126,6 +132,89 @@ impl Folder {
         ];
         self.start_with(name, &stub, command)
     }
+}
+
+/// How to start a device with a stand-in mirror: see [`Folder::start_mirror`].
+#[derive(Debug, Clone, Default)]
+pub struct MirrorSetup {
+    /// `TELEGRAM_CHAT_ID` in baton's environment (the user's own setting), if any.
+    pub chat_env: Option<i64>,
+    /// More `baton run` options (`--thread-id`, `--child-when-active`, …).
+    pub baton_args: Vec<String>,
+    /// More `mirror-stub` options (`--process-ms`, `--menu`, `--log-env`, …).
+    pub stub_args: Vec<String>,
+    /// More variables for baton (and so the child).
+    pub env: Vec<(String, String)>,
+}
+
+impl Folder {
+    /// `<root>/<name>.updates`: what the device's stand-in mirror processed.
+    pub fn updates_path(&self, name: &str) -> PathBuf {
+        self.root.path().join(format!("{name}.updates"))
+    }
+
+    /// `<root>/<name>.env`: one line per start of the stand-in, with its variables.
+    pub fn env_path(&self, name: &str) -> PathBuf {
+        self.root.path().join(format!("{name}.env"))
+    }
+
+    /// Starts `baton run` for `name` against a fake Bot API, JSON logs, its stand-in
+    /// mirror polling every 50 ms when idle and writing `updates_path`/`env_path`.
+    pub fn start_mirror(
+        &self,
+        name: &str,
+        api_url: &str,
+        token: &str,
+        setup: &MirrorSetup,
+    ) -> Device {
+        let mut command = self.baton();
+        command
+            .env("TELEGRAM_BOT_TOKEN", token)
+            .env("TELEGRAM_API_URL", api_url)
+            .args(["--log-format", "json"]);
+        if let Some(chat) = setup.chat_env {
+            command.env("TELEGRAM_CHAT_ID", chat.to_string());
+        }
+        command.envs(setup.env.iter().map(|(k, v)| (k, v)));
+        let updates = self.updates_path(name).to_string_lossy().into_owned();
+        let env = self.env_path(name).to_string_lossy().into_owned();
+        let mut extra: Vec<&str> = setup.baton_args.iter().map(String::as_str).collect();
+        extra.extend([
+            "--",
+            BATON,
+            "mirror-stub",
+            "--out",
+            &updates,
+            "--env-out",
+            &env,
+            "--interval-ms",
+            "50",
+        ]);
+        extra.extend(setup.stub_args.iter().map(String::as_str));
+        self.start_with(name, &extra, command)
+    }
+}
+
+/// The stand-in's processed updates in `path`: (update id, text), in order.
+pub fn processed(path: &Path) -> Vec<(i64, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|v| {
+            let id = v["update_id"].as_i64().unwrap_or(0);
+            (id, v["text"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// The stand-in's starts in `path`: the variables each was given, and its pid.
+pub fn starts(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
 }
 
 /// Polls `check` every 20 ms until it returns Some or `limit` passes, without blocking
