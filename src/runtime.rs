@@ -666,11 +666,13 @@ impl Runtime {
     ) {
         if deadline.is_some() {
             tracing::warn!(parent: &self.span, "second stop signal: exiting now");
+            self.serving.note_stop_signal(true);
             self.serving.stop("forced exit").await;
             self.exit_code = Some(EXIT_FORCED);
             return;
         }
         tracing::info!(parent: &self.span, "stop signal: resigning");
+        self.serving.note_stop_signal(false);
         // Dated from the signal's arrival: a stop that was blocking the loop when it came
         // (a handoff's wait for the child) is inside the budget, not added to it.
         let arrived = self.serving.stop_signal_at();

@@ -18,11 +18,12 @@
 //!
 //! Must never: poll Telegram outside Active, decide a role, or log the token.
 
-mod acknowledgement;
+pub mod acknowledgement;
 mod menu;
 
 pub use acknowledgement::{
-    ACK_WAIT_BUSY_MAX, ACK_WAIT_MAX, AckWaitEnd, CHILD_GRACE, CHILD_GRACE_MIN, child_grace_after,
+    ACK_WAIT_BUSY_MAX, ACK_WAIT_MAX, AckWaitEnd, CHILD_GRACE, CHILD_GRACE_MIN, StopSignals,
+    child_grace_after,
 };
 pub use menu::CHECKS_AFTER_START;
 
@@ -122,9 +123,10 @@ pub struct Serving {
     child: Option<ChildSide>,
     acting: bool,
     device_id: String,
-    /// Fires at the first stop signal ([`Serving::watch_stop_signals`]).
-    stop_signal: Option<CancellationToken>,
+    /// The stop signals ([`Serving::watch_stop_signals`]).
+    signals: StopSignals,
     stop_signal_at: watch::Receiver<Option<tokio::time::Instant>>,
+    stop_signal_at_tx: Option<watch::Sender<Option<tokio::time::Instant>>>,
     /// Ends the command-menu keeper.
     menu_keeper: CancellationToken,
 }
@@ -183,8 +185,9 @@ impl Serving {
             child,
             acting: false,
             device_id,
-            stop_signal: None,
+            signals: StopSignals::default(),
             stop_signal_at: watch::channel(None).1,
+            stop_signal_at_tx: None,
             menu_keeper,
         })
     }
@@ -203,19 +206,30 @@ impl Serving {
             tracing::warn!("cannot watch stop signals for serving; waits keep their own bounds");
             return;
         };
-        let token = CancellationToken::new();
+        let signals = StopSignals::default();
         let (at_tx, at_rx) = watch::channel(None);
-        let fired = token.clone();
+        let at_tx_runtime = at_tx.clone();
+        let fire = signals.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
+            for seen in 1..=2 {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+                note(&fire, &at_tx, seen == 2);
             }
-            at_tx.send_replace(Some(tokio::time::Instant::now()));
-            fired.cancel();
         });
-        self.stop_signal = Some(token);
+        self.signals = signals;
         self.stop_signal_at = at_rx;
+        self.stop_signal_at_tx = Some(at_tx_runtime);
+    }
+
+    /// The runtime's word that it is handling a stop signal (`forced`: the second), so
+    /// the stop it asks for next knows, whichever of the two listeners ran first.
+    pub fn note_stop_signal(&self, forced: bool) {
+        if let Some(at_tx) = &self.stop_signal_at_tx {
+            note(&self.signals, at_tx, forced);
+        }
     }
 
     /// When the first stop signal arrived, if one did (see [`Serving::watch_stop_signals`]).
@@ -230,8 +244,9 @@ impl Serving {
             child: None,
             acting: false,
             device_id: String::new(),
-            stop_signal: None,
+            signals: StopSignals::default(),
             stop_signal_at: watch::channel(None).1,
+            stop_signal_at_tx: None,
             menu_keeper: CancellationToken::new(),
         }
     }
@@ -319,7 +334,7 @@ impl Serving {
             Some(side) => {
                 side.paused_until = None;
                 let child = self.child.as_ref().map(|c| c.state.clone());
-                let stopped = side.stop_poller(child, self.stop_signal.clone()).await;
+                let stopped = side.stop_poller(child, self.signals.clone()).await;
                 stopped.map(|(progress, waited)| {
                     if let Some(child) = self.child.as_mut() {
                         child.grace = child.grace.min(child_grace_after(waited));
@@ -401,6 +416,23 @@ impl Serving {
             }
         }
     }
+}
+
+/// Records a stop signal: the first one's arrival (the earliest seen) and token, or the
+/// second's.
+fn note(signals: &StopSignals, at: &watch::Sender<Option<tokio::time::Instant>>, forced: bool) {
+    if forced {
+        signals.second.cancel();
+        return;
+    }
+    at.send_if_modified(|at| {
+        let first = at.is_none();
+        if first {
+            *at = Some(tokio::time::Instant::now());
+        }
+        first
+    });
+    signals.first.cancel();
 }
 
 /// The child's spec with the environment baton gives it and the secrets to scrub from
@@ -536,7 +568,7 @@ impl TelegramSide {
     async fn stop_poller(
         &mut self,
         child: Option<watch::Receiver<ChildState>>,
-        stop_signal: Option<CancellationToken>,
+        signals: StopSignals,
     ) -> Option<(PollProgress, Duration)> {
         let poller = self.poller.take()?;
         let (_, mut ledger) = poller.stop().await;
@@ -545,7 +577,7 @@ impl TelegramSide {
             gateway: &self.gateway,
             acknowledged: self.acknowledged.clone(),
             child,
-            stop_signal,
+            signals,
         };
         let (end, waited) = acknowledgement::wait_for_acknowledgement(context, served).await;
         let acknowledged = *self.acknowledged.borrow();

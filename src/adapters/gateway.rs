@@ -90,8 +90,9 @@ struct Buffer {
     entries: VecDeque<(i64, Arc<Value>)>,
     in_overflow: bool,
     stats: GatewayStats,
-    /// The last response carried updates and the child has not asked again since: it is
-    /// processing them (the mirror asks again only when it is done with a batch).
+    /// The last response carried updates new to the child, and it has not asked again
+    /// since: it is processing them (the mirror asks again only when it is done with a
+    /// batch, and acknowledges it then).
     processing: bool,
     /// Inside a run of refused requests (only the first of a run is a warning).
     refusing: bool,
@@ -217,8 +218,8 @@ impl Gateway {
     }
 
     /// True while the child is processing the last batch it was served: the response
-    /// carried updates and it has not asked again since. A child that polls without
-    /// acknowledging, or is not polling at all, is not processing.
+    /// carried updates it had not been served before, and it has not asked again since.
+    /// A child that asks again without acknowledging, or is not asking at all, is not.
     pub fn child_is_processing(&self) -> bool {
         self.shared.lock().processing
     }
@@ -361,12 +362,14 @@ async fn serve_updates(
     {
         let mut buffer = shared.lock();
         buffer.refusing = false;
-        buffer.processing = !updates.is_empty();
-        if let Some(last) = updates
+        let last = updates
             .last()
             .and_then(|u| u.get("update_id"))
-            .and_then(Value::as_i64)
-        {
+            .and_then(Value::as_i64);
+        // Processing only what it had not been served before: a child asking again
+        // without acknowledging gets the same updates, and is not busy with them.
+        buffer.processing = last.is_some_and(|last| last > buffer.stats.highest_served);
+        if let Some(last) = last {
             buffer.stats.highest_served = buffer.stats.highest_served.max(last);
         }
     }

@@ -7,12 +7,14 @@
 //! child ([`wait_for_acknowledgement`]):
 //!
 //! - acknowledged: done at once;
-//! - the child is processing a batch (it was served updates and has not asked again,
-//!   and it runs): up to [`ACK_WAIT_BUSY_MAX`];
-//! - otherwise (it asked again without acknowledging, or it is not running, or it has
-//!   not been served anything new): up to [`ACK_WAIT_MAX`], as before;
+//! - the child is processing a batch (it runs, it was served updates new to it and has
+//!   not asked again since, [`Gateway::child_is_processing`]): up to
+//!   [`ACK_WAIT_BUSY_MAX`];
+//! - otherwise (it asked again without acknowledging, or it is not running): up to
+//!   [`ACK_WAIT_MAX`], as before;
 //! - a stop signal that arrives during the wait of a handoff ends it at once (the stop
-//!   budget is the shutdown's, see below).
+//!   budget is the shutdown's, see below), and so does a second stop signal (a forced
+//!   exit) at any time.
 //!
 //! The stop budget (`runtime::exit_budget`, below the agent's 40 s `ExitTimeOut`) gives
 //! the child's last acknowledgement [`ACK_WAIT_MAX`] and its stop [`CHILD_GRACE`]. The
@@ -56,8 +58,17 @@ pub enum AckWaitEnd {
     TimedOut {
         busy: bool,
     },
-    /// A stop signal arrived during a handoff's wait.
+    /// A stop signal arrived during a handoff's wait, or a second one (forced exit).
     Interrupted,
+}
+
+/// The stop signals as serving sees them. Tokens that never fire by default.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignals {
+    /// Fires at the first SIGTERM/SIGINT: the shutdown.
+    pub first: CancellationToken,
+    /// Fires at the second: a forced exit.
+    pub second: CancellationToken,
 }
 
 /// What the wait knows about the child and the stop.
@@ -66,8 +77,8 @@ pub struct AckWaitContext<'a> {
     pub acknowledged: watch::Receiver<i64>,
     /// `None` when baton runs no child.
     pub child: Option<watch::Receiver<ChildState>>,
-    /// Fires at a stop signal; already fired when this stop is the shutdown's.
-    pub stop_signal: Option<CancellationToken>,
+    /// The first has already fired when this stop is the shutdown's.
+    pub signals: StopSignals,
 }
 
 /// Waits until the child acknowledged `served` (see the module doc for the bounds);
@@ -80,13 +91,22 @@ pub async fn wait_for_acknowledgement(
         gateway,
         mut acknowledged,
         child,
-        stop_signal,
+        signals,
     } = context;
     let started = Instant::now();
-    let interruptible = stop_signal.filter(|signal| !signal.is_cancelled());
+    // A handoff's wait ends at the first stop signal; the shutdown's own wait, at the
+    // second.
+    let interrupt = if signals.first.is_cancelled() {
+        signals.second
+    } else {
+        signals.first
+    };
     let end = loop {
         if *acknowledged.borrow_and_update() >= served {
             break AckWaitEnd::Acknowledged;
+        }
+        if interrupt.is_cancelled() {
+            break AckWaitEnd::Interrupted;
         }
         let running = child.as_ref().is_some_and(|state| state.borrow().running);
         let busy = running && gateway.child_is_processing();
@@ -101,19 +121,13 @@ pub async fn wait_for_acknowledgement(
             break AckWaitEnd::TimedOut { busy };
         }
         let look_again = deadline.min(now + RECHECK);
-        let signal = async {
-            match &interruptible {
-                Some(signal) => signal.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             changed = acknowledged.changed() => if changed.is_err() {
                 // The gateway is gone: no acknowledgement will come.
                 break AckWaitEnd::TimedOut { busy };
             },
             () = tokio::time::sleep_until(look_again) => {}
-            () = signal => break AckWaitEnd::Interrupted,
+            () = interrupt.cancelled() => break AckWaitEnd::Interrupted,
         }
     };
     (end, started.elapsed())
