@@ -95,6 +95,8 @@
 //!   - [`adapters::telegram`] — the poller, offset ledger and replier.
 //!   - [`adapters::gateway`] — the loopback gateway the child reads.
 //!   - [`adapters::child`] — the child supervisor.
+//!   - [`adapters::child_env`] — what the child's environment gets from baton.
+//!   - [`adapters::child_output`] — the child's output, scrubbed, into baton's log.
 //! - [`child_guard`] — `baton child-guard`, which stops the child's group when baton dies.
 //!   - [`adapters::telegram_config`] — configuration and the token `Secret`.
 //! - [`runtime`] — the tokio run loop of `baton run`.

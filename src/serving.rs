@@ -14,7 +14,7 @@
 //!
 //! Leaving Active waits for the child's acknowledgement as long as the child is busy with
 //! what it was served, within the stop budget ([`acknowledgement`]). After every start of
-//! the child, the chat's command menu is re-asserted ([`menu`]).
+//! the child, the chat's command menu is re-asserted (`serving::menu`).
 //!
 //! Must never: poll Telegram outside Active, decide a role, or log the token.
 
@@ -330,13 +330,18 @@ impl Serving {
             tracing::info!(reason, "no longer serving the bot");
         }
         self.acting = false;
+        let shutting_down = self.signals.first.is_cancelled();
         let progress = match self.telegram.as_mut() {
             Some(side) => {
                 side.paused_until = None;
                 let child = self.child.as_ref().map(|c| c.state.clone());
                 let stopped = side.stop_poller(child, self.signals.clone()).await;
                 stopped.map(|(progress, waited)| {
-                    if let Some(child) = self.child.as_mut() {
+                    // The wait and the child's next stop share one budget when that stop
+                    // comes now (--child-when-active) or at this shutdown's exit.
+                    if let Some(child) = self.child.as_mut()
+                        && (child.only_when_active || shutting_down)
+                    {
                         child.grace = child.grace.min(child_grace_after(waited));
                     }
                     progress
