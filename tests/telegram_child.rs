@@ -201,3 +201,40 @@ async fn a_vanished_baton_binary_runs_the_child_unguarded_rather_than_not_at_all
     let (supervisor, _events) = start_until_ready(spec, dir.path()).await;
     supervisor.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The child's output is a pipe baton drains at once: a child printing a lot (long
+/// lines, binary) runs to its end without waiting on baton, guarded or not, and its
+/// state is published (one start, then not running).
+#[tokio::test]
+async fn a_child_printing_a_lot_never_waits_on_baton() {
+    for guard in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // ~2 MB on each stream: far beyond a pipe's 64 KiB buffer.
+        let script = "i=0; while [ $i -lt 20 ]; do head -c 100000 /dev/urandom; \
+                      head -c 100000 /dev/zero | tr '\\0' x >&2; i=$((i+1)); done; \
+                      echo done > finished; exit 4";
+        let mut spec = spec(dir.path(), script);
+        spec.backoff_initial = Duration::from_secs(60);
+        if guard {
+            spec = guarded(spec);
+        }
+        let (events_tx, mut events) = mpsc::channel(64);
+        let supervisor = ChildSupervisor::spawn(spec, Some(events_tx));
+        let state = supervisor.state();
+        supervisor.start().await;
+        loop {
+            match next(&mut events).await {
+                ChildEvent::Exited { status, .. } => {
+                    assert!(status.contains('4'), "{status}");
+                    break;
+                }
+                ChildEvent::Started { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(dir.path().join("finished").exists(), "guard: {guard}");
+        let state = *state.borrow();
+        assert_eq!((state.starts, state.running), (1, false));
+        supervisor.shutdown(Duration::from_secs(1)).await;
+    }
+}

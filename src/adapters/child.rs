@@ -140,6 +140,8 @@ enum Phase {
         /// child's stdin before waiting. Dropped when this phase ends, which makes the
         /// guard stop the group. `None` when CMD runs unguarded.
         lifeline: Option<tokio::process::ChildStdin>,
+        /// The tasks passing its output on (see [`Supervision::pass_on_output`]).
+        output: Vec<JoinHandle<()>>,
     },
     BackingOff {
         until: Instant,
@@ -218,6 +220,15 @@ struct Supervision {
 
 /// When `control` closes without a stop, the child still gets this much grace.
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// After a stop, how long the child's last output may take to reach the log at most.
+const OUTPUT_DRAIN_MAX: Duration = Duration::from_millis(500);
+
+/// Waits for every task.
+async fn join_all_tasks(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
 
 impl Supervision {
     async fn run(mut self, mut control: mpsc::Receiver<(ChildControl, oneshot::Sender<()>)>) {
@@ -318,7 +329,7 @@ impl Supervision {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 tracing::info!(pid, program = ?self.spec.program, "child started");
-                self.pass_on_output(&mut child);
+                let output = self.pass_on_output(&mut child);
                 self.state.send_modify(|state| {
                     state.starts = state.starts.saturating_add(1);
                     state.running = true;
@@ -326,6 +337,7 @@ impl Supervision {
                 self.emit(ChildEvent::Started { pid });
                 Phase::Running {
                     lifeline: child.stdin.take(),
+                    output,
                     child: Box::new(child),
                     pid,
                     started: Instant::now(),
@@ -345,19 +357,21 @@ impl Supervision {
     /// Drains the child's stdout and stderr into the log, each in its own task: the
     /// child never waits on a full pipe, whatever the supervisor is doing. A task ends
     /// when the last writer of its pipe is gone.
-    fn pass_on_output(&self, child: &mut Child) {
+    fn pass_on_output(&self, child: &mut Child) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
         if let Some(stdout) = child.stdout.take() {
             let scrubber = self.scrubber.clone();
-            tokio::spawn(tracing::Instrument::in_current_span(pass_on(
+            tasks.push(tokio::spawn(tracing::Instrument::in_current_span(pass_on(
                 stdout, "stdout", scrubber,
-            )));
+            ))));
         }
         if let Some(stderr) = child.stderr.take() {
             let scrubber = self.scrubber.clone();
-            tokio::spawn(tracing::Instrument::in_current_span(pass_on(
+            tasks.push(tokio::spawn(tracing::Instrument::in_current_span(pass_on(
                 stderr, "stderr", scrubber,
-            )));
+            ))));
         }
+        tasks
     }
 
     fn after_exit(
@@ -403,11 +417,18 @@ impl Supervision {
             pid,
             started,
             lifeline,
+            output,
         } = phase
         {
+            let stopping = Instant::now();
             let status = terminate(&mut child, pid, lifeline.is_some(), grace).await;
             drop(lifeline);
             self.state.send_modify(|state| state.running = false);
+            // The child's last words reach the log, within its grace (and briefly: a
+            // process it left behind may hold the pipe open).
+            let drain_until = (Instant::now() + OUTPUT_DRAIN_MAX).min(stopping + grace);
+            let drained = join_all_tasks(output);
+            let _ = tokio::time::timeout_at(drain_until, drained).await;
             let status = describe(status);
             let ran_for = started.elapsed();
             tracing::info!(pid, %status, "child stopped");
