@@ -452,7 +452,7 @@ fn child_spec(plan: ChildPlan, device_id: &str, telegram: &Option<TelegramSide>)
         updates_url: side.gateway.updates_url(),
     });
     let env = child_env::child_env(&plan.mirror, side, device_id, startup_timestamp_s);
-    log_child_env(&env.notes);
+    log_child_env(&env);
     let sets_db = env
         .vars
         .iter()
@@ -478,16 +478,10 @@ fn child_spec(plan: ChildPlan, device_id: &str, telegram: &Option<TelegramSide>)
     spec
 }
 
-fn log_child_env(notes: &[Note]) {
-    let set: Vec<&str> = notes
-        .iter()
-        .filter_map(|note| match note {
-            Note::Set { name } => Some(*name),
-            _ => None,
-        })
-        .collect();
-    tracing::info!(set = ?set, "the child's environment: baton sets these (and TELEGRAM_UPDATES_URL, BATON_DEVICE_ID)");
-    for note in notes {
+fn log_child_env(env: &child_env::ChildEnv) {
+    let set: Vec<&str> = env.vars.iter().map(|(name, _)| name.as_str()).collect();
+    tracing::info!(set = ?set, "the child's environment: baton sets these variables");
+    for note in &env.notes {
         match note {
             Note::Set { .. } => {}
             Note::Kept { name, origin } => {

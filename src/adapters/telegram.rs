@@ -278,7 +278,7 @@ impl TelegramBot {
             .await
             .map_err(|e| scrub("setMyCommands", e))?;
         Ok(MenuOutcome::Set {
-            mirror_commands: wanted.len() - COMMAND_MENU.len(),
+            mirror_commands: wanted.len().saturating_sub(COMMAND_MENU.len()),
         })
     }
 
