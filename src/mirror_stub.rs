@@ -8,6 +8,14 @@
 //! start in whole Unix seconds and keeps `date >= start`): such an update is not written,
 //! `since` still moves past it, and one line per skipped update goes to stderr.
 //!
+//! Like the mirror, it keeps `since` across restarts when `TELEGRAM_DB_PATH` is set
+//! (the mirror keeps it in that SQLite database; here the file holds the decimal
+//! `since`): read at start, and written — atomically — after each non-empty batch,
+//! BEFORE the batch is processed, as the last `update_id` of the batch. As the mirror
+//! does, it takes whatever the gateway serves (no filtering by `since` of its own), so a
+//! `since` from Telegram's previous id sequence goes down with the first batch of the
+//! new one.
+//!
 //! It exits by itself once orphaned (its parent baton is gone, e.g. SIGKILLed in the
 //! demo's crash): an orphan has no gateway left to read, and must not outlive the demo.
 //!
@@ -61,7 +69,8 @@ pub async fn run(args: MirrorStubArgs) -> Result<i32, StubError> {
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| StubError::Client(e.to_string()))?;
-    let mut since: i64 = 0;
+    let since_file = std::env::var_os("TELEGRAM_DB_PATH").map(PathBuf::from);
+    let mut since: i64 = since_file.as_deref().map_or(0, read_since);
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -87,14 +96,19 @@ pub async fn run(args: MirrorStubArgs) -> Result<i32, StubError> {
         if let Ok(response) = response
             && let Ok(body) = response.json::<Value>().await
         {
-            for entry in body["updates"].as_array().into_iter().flatten() {
+            let batch = body["updates"].as_array().cloned().unwrap_or_default();
+            // The mirror sets `since` from the batch's last `payload.update_id`, before
+            // processing the batch.
+            if let Some(last) = batch.iter().rev().find_map(payload_update_id) {
+                since = last;
+                if let Some(path) = &since_file {
+                    write_since(path, since)?;
+                }
+            }
+            for entry in &batch {
                 let Some(update_id) = entry["update_id"].as_i64() else {
                     continue;
                 };
-                if update_id <= since {
-                    continue;
-                }
-                since = update_id;
                 if let Some(date) = message_date(&entry["payload"])
                     && date < started_s
                 {
@@ -120,6 +134,34 @@ pub async fn run(args: MirrorStubArgs) -> Result<i32, StubError> {
         }
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     }
+}
+
+/// The update id the mirror reads from an entry: the payload's, else the entry's own.
+fn payload_update_id(entry: &Value) -> Option<i64> {
+    entry["payload"]["update_id"]
+        .as_i64()
+        .or_else(|| entry["update_id"].as_i64())
+}
+
+/// The persisted `since` (0 when the file is missing or holds no number).
+fn read_since(path: &std::path::Path) -> i64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes `since` to a temporary file beside `path`, then renames it over `path`.
+fn write_since(path: &std::path::Path, since: i64) -> Result<(), StubError> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    std::fs::write(&temporary, format!("{since}\n"))
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|source| StubError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// The current Unix time in whole seconds, as the mirror takes its start time.

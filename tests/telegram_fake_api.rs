@@ -221,7 +221,8 @@ async fn every_call_goes_under_the_api_urls_path_prefix() {
             device_tag: Some("a".into()),
         };
         let bot = TelegramBot::new(&Secret::new(fake.token()), &settings).expect("client");
-        let (_acknowledged_tx, acknowledged) = tokio::sync::watch::channel(0);
+        let (_acknowledged_tx, acknowledged) =
+            tokio::sync::watch::channel(mirror_baton::adapters::gateway::Acknowledged::default());
         let (events_tx, mut events) = tokio::sync::mpsc::channel(16);
         let poller = spawn_poller(
             bot,

@@ -118,7 +118,8 @@ async fn handoff_delivers_the_unacknowledged_update_once_and_skips_handled_comma
     );
     let (_, mut ledger) = a.poller.take().expect("running").stop().await;
     let served = a.gateway.withdraw_unserved();
-    ledger.acknowledged(*a.gateway.acknowledged().borrow());
+    let acknowledged = *a.gateway.acknowledged().borrow();
+    ledger.acknowledged(acknowledged.generation, acknowledged.through);
     let progress = ledger.progress();
     assert_eq!(
         (
