@@ -1263,9 +1263,13 @@ impl Core {
             Event::Conflict { .. } => Some(Stimulus::Conflict),
             Event::PidProbed { stem, pid, alive } => ctx.pid_probed(&stem, pid, alive),
             Event::UpdateHandled { update_id } => {
-                // Replaces: the id goes down when Telegram starts its ids over.
-                ctx.own.last_update_id =
-                    crate::core::offsets::is_sane_update_id(update_id).then_some(update_id);
+                // Replaces: the id goes down when Telegram starts its ids over, to 0 (none
+                // yet) at the restart itself. Anything else is no update id: ignored.
+                if update_id == 0 {
+                    ctx.own.last_update_id = None;
+                } else if crate::core::offsets::is_sane_update_id(update_id) {
+                    ctx.own.last_update_id = Some(update_id);
+                }
                 None
             }
             Event::HandledAbove { mut ids } => {
