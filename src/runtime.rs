@@ -607,7 +607,13 @@ impl Runtime {
 
     async fn on_serving(&mut self, event: ServingEvent) {
         match event {
-            ServingEvent::Core(event) => self.feed(event).await,
+            ServingEvent::Core(event) => {
+                if matches!(event, Event::PollingRefused { .. }) {
+                    // Our own messages did not go out either: tell again next time.
+                    self.refusals_told.clear();
+                }
+                self.feed(event).await
+            }
             ServingEvent::Command {
                 chat_id,
                 thread_id,
