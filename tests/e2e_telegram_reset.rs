@@ -108,6 +108,13 @@ async fn new_lower_ids_after_a_quiet_week_are_delivered_once_across_restarts() {
     // Before the holiday: the old sequence.
     let old = send_and_deliver(&fake, &updates, &alpha, &texts("old")).await;
     let old_high = *old.last().expect("ids");
+    wait_until(PATIENCE, || {
+        folder
+            .record_of(&alpha.device_id)
+            .filter(|r| r.last_update_id == Some(old_high))
+    })
+    .await
+    .expect("the record carries the old sequence's progress");
 
     // A quiet week while baton runs: ids start over, far below.
     let base = fake.quiet_week();
@@ -122,7 +129,7 @@ async fn new_lower_ids_after_a_quiet_week_are_delivered_once_across_restarts() {
     .await
     .unwrap_or_else(|| {
         panic!(
-            "the record follows the new sequence: {:?}",
+            "the record follows the new sequence, down from {old_high}: {:?}",
             folder.record_of(&alpha.device_id)
         )
     });
