@@ -171,7 +171,7 @@ async fn new_lower_ids_after_a_quiet_week_are_delivered_once_across_restarts() {
         .collect();
     let doubled: Vec<(&String, &usize)> = deliveries.iter().filter(|(_, n)| **n > 1).collect();
     println!(
-        "{} messages over two id restarts and three restarts: {} lost, {} delivered twice",
+        "{} messages over two id restarts and two restarts of baton: {} lost, {} delivered twice",
         wanted.len(),
         lost.len(),
         doubled.len()
