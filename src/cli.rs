@@ -442,8 +442,13 @@ pub fn render_table(rows: &[DeviceRow], source: TableSource) -> String {
             Health::Unknown => "newer baton",
         };
         let this = if row.this_device { " *" } else { "" };
+        let problem = row
+            .problem
+            .as_deref()
+            .map(|p| format!("  ⚠ {p}"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "{:>2}  {:<width$}  {:<11} {:>5}  {:>7}s  {health}{this}\n",
+            "{:>2}  {:<width$}  {:<11} {:>5}  {:>7}s  {health}{this}{problem}\n",
             row.number,
             row.device_id,
             row.role.as_str(),

@@ -7,8 +7,15 @@
 //! `deleteMyCommands`, `deleteWebhook` and `setWebhook`, with Telegram's semantics where baton depends on them:
 //!
 //! - `getUpdates` long-polls for `timeout` seconds (clamped to 0–50); `offset` N > 0
-//!   confirms (forgets) every update with id < N; a negative offset -k keeps only the last k
-//!   updates; `limit` is clamped to 1–100. A NEWER `getUpdates` makes an OLDER one that is
+//!   confirms (forgets) every update with id < N — unless N is above every id given out
+//!   so far, which the real server ignores (it confirms nothing then; see below); a
+//!   negative offset -k keeps only the last k updates; `limit` is clamped to 1–100.
+//! - ids grow by one, until [`FakeBotApi::quiet_week`]: a week without updates, after
+//!   which the real server "chooses the identifier randomly instead of sequentially"
+//!   (Bot API docs) — a lower one, as observed — and keeps returning the new update to a
+//!   `getUpdates` with the old, higher offset until an offset above the new id is sent
+//!   (go-telegram-bot-api#156; FACTS.md). Unconfirmed updates are forgotten then, as
+//!   Telegram keeps them only 24 h. A NEWER `getUpdates` makes an OLDER one that is
 //!   still waiting return HTTP 409 "Conflict: terminated by other getUpdates request; …".
 //!   While a webhook is set, `getUpdates` returns 409 "Conflict: can't use getUpdates …".
 //! - a wrong token gets HTTP 401 `Unauthorized`; an unknown method HTTP 404 `Not Found`.
@@ -23,8 +30,11 @@
 //! - `getUpdates` keeps the last `allowed_updates` it was given (by any caller), and an
 //!   update of a kind not allowed is never created: see [`kinds`].
 //!
-//! Tests can script the next answer of a method ([`FakeBotApi::fail_next`]) or make its
-//! calls hang unanswered until released ([`FakeBotApi::hold`]).
+//! Tests can script the next answer of a method ([`FakeBotApi::fail_next`]), make its
+//! calls hang unanswered until released ([`FakeBotApi::hold`]), refuse the token as if
+//! it were revoked ([`FakeBotApi::refuse_token`]), and queue a text whose JSON carries a
+//! lone UTF-16 surrogate escape, which Telegram passes on from some clients and strict
+//! JSON parsers reject ([`FakeBotApi::inject_text_with_lone_surrogate`]).
 //!
 //! Every request is logged as a [`RequestRecord`] WITHOUT the token. A request may name
 //! its sender with the `X-Baton-Device` header (baton's Telegram adapter sends it only when
@@ -32,8 +42,8 @@
 //!
 //! Tests drive it in-process through [`FakeBotApi`]; other processes (the demo) use the
 //! control routes under `/_fake/`: `POST /_fake/inject` (a raw update, or
-//! `{"chat_id":…, "thread_id":…, "text":…}`), `GET /_fake/requests`, `GET /_fake/sent`,
-//! `GET /_fake/pending`.
+//! `{"chat_id":…, "thread_id":…, "text":…}`), `POST /_fake/quiet_week`,
+//! `GET /_fake/requests`, `GET /_fake/sent`, `GET /_fake/pending`.
 //!
 //! Must never: listen on a non-loopback address by default, record the token, or panic on
 //! any request.
@@ -66,6 +76,9 @@ pub const DEVICE_HEADER: &str = "x-baton-device";
 pub const CONFLICT_OTHER_GET_UPDATES: &str = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
 const CONFLICT_WEBHOOK: &str = "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first";
 const MESSAGE_TEXT_CHARS_MAX: usize = 4096;
+/// Stands for a lone `\ud800` escape in a stored text; every response body has it
+/// replaced by that escape (no Rust string can hold a lone surrogate).
+const LONE_SURROGATE_MARKER: &str = "\u{10fffd}lone-surrogate\u{10fffd}";
 const HTML_TAGS: &[&str] = &[
     "b",
     "strong",
@@ -171,6 +184,8 @@ struct FakeState {
     failures: VecDeque<(String, u16, Value)>,
     /// Lower-case methods whose calls wait, unanswered, until released.
     held: HashSet<String>,
+    /// Every call gets 401 Unauthorized, as after a token is revoked.
+    token_refused: bool,
 }
 
 struct Shared {
@@ -233,6 +248,7 @@ pub async fn serve(addr: SocketAddr, mut config: FakeBotConfig) -> std::io::Resu
             webhook_url: None,
             failures: VecDeque::new(),
             held: HashSet::new(),
+            token_refused: false,
         }),
         version,
         shutdown: CancellationToken::new(),
@@ -300,6 +316,37 @@ impl FakeBotApi {
             &self.shared,
             text_update(chat_id, thread_id, text, message_id),
         )
+    }
+
+    /// Queues a user's text message whose JSON, as served, carries a lone UTF-16
+    /// surrogate escape (`\ud800`) between `before` and `after`. Returns the update id.
+    pub fn inject_text_with_lone_surrogate(
+        &self,
+        chat_id: i64,
+        thread_id: Option<i64>,
+        before: &str,
+        after: &str,
+    ) -> i64 {
+        self.inject_text(
+            chat_id,
+            thread_id,
+            &format!("{before}{LONE_SURROGATE_MARKER}{after}"),
+        )
+    }
+
+    /// A week passes without updates: Telegram forgets the updates never confirmed (it
+    /// keeps them 24 h) and picks the next update id at random, below the old one.
+    /// Returns that id. A `getUpdates` with an offset above it confirms nothing until an
+    /// offset within the new sequence is sent.
+    pub fn quiet_week(&self) -> i64 {
+        quiet_week(&self.shared)
+    }
+
+    /// While `refused`, every call answers 401 Unauthorized, as when the bot's token was
+    /// revoked (BotFather /revoke); `false` accepts it again.
+    pub fn refuse_token(&self, refused: bool) {
+        self.shared.lock().token_refused = refused;
+        self.shared.changed();
     }
 
     /// Every request so far, in arrival order.
@@ -453,6 +500,18 @@ fn inject(shared: &Shared, mut update: Value) -> i64 {
     id
 }
 
+fn quiet_week(shared: &Shared) -> i64 {
+    use rand::Rng as _;
+    let mut state = shared.lock();
+    let old = state.next_update_id;
+    let next = rand::rng().random_range(1..=(old / 2).max(1));
+    state.pending.clear();
+    state.next_update_id = next;
+    drop(state);
+    shared.changed();
+    next
+}
+
 fn unix_now_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -496,12 +555,9 @@ fn api_error(status: u16, description: &str) -> (u16, String, Option<Value>) {
 
 fn respond(status: u16, body: Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    // serde_json writes the marker's characters as they are: swap in the lone escape.
+    let text = body.to_string().replace(LONE_SURROGATE_MARKER, "\\ud800");
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 fn respond_result(result: ApiResult) -> (u16, Response) {
@@ -543,7 +599,7 @@ async fn dispatch(
         Ok(params) => params,
         Err(reason) => return respond_result(Err(api_error(400, &reason))).1,
     };
-    let token_ok = token == shared.config.token;
+    let token_ok = token == shared.config.token && !shared.lock().token_refused;
     let device = headers
         .get(DEVICE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -690,7 +746,7 @@ async fn get_updates(shared: &Shared, params: &Map<String, Value>) -> ApiResult 
             state.allowed_updates = allowed;
         }
         state.poll_generation += 1;
-        if offset > 0 {
+        if offset > 0 && offset <= state.next_update_id {
             state.pending.retain(|u| u.id >= offset);
         } else if offset < 0 {
             let keep = offset.unsigned_abs() as usize;
@@ -838,6 +894,7 @@ fn control_route(shared: &Shared, method: &Method, route: &str, body: &Bytes) ->
             };
             respond(200, json!({"update_id": id}))
         }
+        ("POST", "quiet_week") => respond(200, json!({"next_update_id": quiet_week(shared)})),
         ("GET", "requests") => respond(200, json!(shared.lock().requests)),
         ("GET", "sent") => respond(200, json!(shared.lock().sent)),
         ("GET", "pending") => {

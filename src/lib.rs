@@ -86,13 +86,14 @@
 //!   - [`core::timers`] — time, constants, timers.
 //!   - [`core::io`] — inputs and effects.
 //!   - [`core::machine`] — the statig machine and the [`Core`](crate::core::Core) facade.
+//!   - [`core::offsets`] — Telegram update ids: the offset ledger and start hints.
 //! - [`adapters`] — IO on one side, core inputs and effects on the other.
 //!   - [`adapters::store`] — the devices folder.
 //!   - [`adapters::watcher`] — notify.
 //!   - [`adapters::clock`] — clocks and sleep detection.
 //!   - [`adapters::local`] — the local state directory, lock and pid probe.
 //!   - [`adapters::control`] — the local control socket.
-//!   - [`adapters::telegram`] — the poller, offset ledger and replier.
+//!   - [`adapters::telegram`] — the poller and replier.
 //!   - [`adapters::gateway`] — the loopback gateway the child reads.
 //!   - [`adapters::child`] — the child supervisor.
 //!   - [`adapters::child_env`] — what the child's environment gets from baton.

@@ -137,6 +137,8 @@ struct Runtime {
     /// made (leader stem, its change moment, quarters of the liveness timeout).
     lease_check_at: Option<Moment>,
     lease_reported: Option<(String, Moment, u32)>,
+    /// Peers whose refused token was told in the chat, with the reason.
+    refusals_told: BTreeSet<(String, String)>,
 }
 
 /// Runs until the core asks to exit; returns the process exit code.
@@ -200,6 +202,7 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
         span,
         lease_check_at: None,
         lease_reported: None,
+        refusals_told: BTreeSet::new(),
     };
     tracing::info!(parent: &runtime.span, seed = config.seed, group = %config.group, "starting");
     let mut shutdown_deadline: Option<tokio::time::Instant> = None;
@@ -346,12 +349,12 @@ impl Runtime {
     }
 
     /// Puts the poller's progress in the core's record (written with the next heartbeat).
+    /// Sent even when it is 0: after Telegram started its ids over, nothing of the new
+    /// sequence is handled yet, and the record must stop carrying the old high id.
     fn record_progress(&mut self, progress: &PollProgress) {
-        if progress.handled_through > 0 {
-            self.handle(Event::UpdateHandled {
-                update_id: progress.handled_through,
-            });
-        }
+        self.handle(Event::UpdateHandled {
+            update_id: progress.handled_through,
+        });
         self.handle(Event::HandledAbove {
             ids: progress.handled_above.clone(),
         });
@@ -366,21 +369,26 @@ impl Runtime {
             .chain(std::iter::once(self.core.own_record()))
     }
 
-    /// Where a new active device starts reading Telegram: past everything any record
-    /// says was handled.
-    fn start_position(&self, skip_through: Option<i64>) -> StartPosition {
-        let skip_through = skip_through.unwrap_or(0);
-        let records = self.all_records();
-        let mut also_handled: Vec<i64> = records
-            .filter(|record| record.last_update_id.unwrap_or(0) <= skip_through)
-            .flat_map(|record| record.handled_above.iter().copied())
-            .filter(|id| *id > skip_through)
+    /// On taking the role: tells the chat, once per peer and reason, which devices cannot
+    /// poll because Telegram refused their token (they could not say so themselves).
+    fn say_why_peers_cannot_poll(&mut self) {
+        let refused: Vec<(String, String)> = self
+            .core
+            .peers()
+            .values()
+            .filter_map(|peer| {
+                let reason = peer.record.polling_refused.clone()?;
+                Some((peer.record.device_id.clone(), reason))
+            })
             .collect();
-        also_handled.sort_unstable();
-        also_handled.dedup();
-        StartPosition {
-            skip_through,
-            also_handled,
+        for (device, reason) in refused {
+            if self.refusals_told.insert((device.clone(), reason.clone())) {
+                self.serving.say(
+                    None,
+                    None,
+                    telegram_text::peer_cannot_poll(&device, &reason),
+                );
+            }
         }
     }
 
@@ -426,9 +434,17 @@ impl Runtime {
                 Ok(()) => tracing::info!(parent: &self.span, file = %name, %reason, "deleted"),
                 Err(error) => tracing::warn!(parent: &self.span, %error, "cannot delete"),
             },
-            Effect::StartActing { term, skip_through } => {
+            Effect::StartActing {
+                term,
+                skip_through,
+                also_handled,
+            } => {
                 tracing::info!(parent: &self.span, term, ?skip_through, "serving the bot");
-                let start = self.start_position(skip_through);
+                let start = StartPosition {
+                    skip_through: skip_through.unwrap_or(0),
+                    also_handled,
+                };
+                self.say_why_peers_cannot_poll();
                 let known_foreign: Vec<i64> = self
                     .all_records()
                     .flat_map(|record| record.foreign_chats.iter().copied())
@@ -595,7 +611,13 @@ impl Runtime {
 
     async fn on_serving(&mut self, event: ServingEvent) {
         match event {
-            ServingEvent::Core(event) => self.feed(event).await,
+            ServingEvent::Core(event) => {
+                if matches!(event, Event::PollingRefused { .. }) {
+                    // Our own messages did not go out either: tell again next time.
+                    self.refusals_told.clear();
+                }
+                self.feed(event).await
+            }
             ServingEvent::Command {
                 chat_id,
                 thread_id,

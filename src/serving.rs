@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::child::{ChildSpec, ChildState, ChildSupervisor};
 use crate::adapters::child_env::{self, MirrorContext, Note};
 use crate::adapters::clock::{SLEEP_THRESHOLD, SleepDetector};
-use crate::adapters::gateway::{Gateway, GatewayConfig, PushOutcome};
+use crate::adapters::gateway::{Acknowledged, Gateway, GatewayConfig, PushOutcome};
 use crate::adapters::telegram::{
     BotSettings, OutgoingMessage, PollProgress, PollerConfig, PollerEvent, PollerHandle, Replier,
     ReplierSettings, StartPosition, TelegramBot, spawn_poller,
@@ -93,7 +93,7 @@ struct TelegramSide {
     config: TelegramConfig,
     poller_config: PollerConfig,
     gateway: Gateway,
-    acknowledged: watch::Receiver<i64>,
+    acknowledged: watch::Receiver<Acknowledged>,
     poller: Option<PollerHandle>,
     poller_tx: mpsc::Sender<PollerEvent>,
     poller_rx: mpsc::Receiver<PollerEvent>,
@@ -360,11 +360,11 @@ impl Serving {
     pub async fn pause(&mut self, duration: Duration) {
         if let Some(side) = self.telegram.as_mut() {
             if let Some(poller) = side.poller.take() {
-                let (_, ledger) = poller.stop().await;
-                side.start = StartPosition {
-                    skip_through: ledger.progress().handled_through,
-                    also_handled: ledger.progress().handled_above,
-                };
+                let (_, mut ledger) = poller.stop().await;
+                side.drain_stopped_poller();
+                let acknowledged = *side.acknowledged.borrow();
+                ledger.acknowledged(acknowledged.generation, acknowledged.through);
+                side.start = ledger.resume_position();
             }
             side.paused_until = Some(tokio::time::Instant::now() + duration);
             tracing::info!(?duration, "polling paused after a conflict");
@@ -571,6 +571,7 @@ impl TelegramSide {
     ) -> Option<(PollProgress, Duration)> {
         let poller = self.poller.take()?;
         let (_, mut ledger) = poller.stop().await;
+        self.drain_stopped_poller();
         let served = self.gateway.withdraw_unserved();
         let context = acknowledgement::AckWaitContext {
             gateway: &self.gateway,
@@ -578,7 +579,7 @@ impl TelegramSide {
             child,
             signals,
         };
-        let (end, waited) = acknowledgement::wait_for_acknowledgement(context, served).await;
+        let (end, waited) = acknowledgement::wait_for_acknowledgement(context).await;
         let acknowledged = *self.acknowledged.borrow();
         match end {
             AckWaitEnd::Acknowledged => {}
@@ -586,26 +587,34 @@ impl TelegramSide {
                 ?end,
                 ?waited,
                 served,
-                acknowledged,
+                outstanding = acknowledged.outstanding,
                 "the child did not acknowledge everything it was served before this device stopped serving; the next active device delivers the rest again"
             ),
         }
-        ledger.acknowledged(acknowledged);
-        // Events the stopped poller left behind. Commands and foreign chats were counted
-        // handled, so they are kept and answered. Forwards stay unconfirmed until the
-        // child acknowledges them, which it now never will from here: the next active
-        // device delivers them. The rest (a 409, a sleep) belong to the old term.
-        while let Ok(event) = self.poller_rx.try_recv() {
-            if matches!(
-                event,
-                PollerEvent::Command { .. } | PollerEvent::ForeignChat { .. }
-            ) {
-                self.leftover.push_back(event);
-            }
-        }
+        ledger.acknowledged(acknowledged.generation, acknowledged.through);
         let progress = ledger.progress();
         self.reported_progress = progress.clone();
         Some((progress, waited))
+    }
+
+    /// Events a stopped poller left behind. Commands and foreign chats were counted
+    /// handled, so they are kept and answered. A restart of Telegram's ids is applied to
+    /// the gateway (the ledger already counted it). Forwards stay unconfirmed until the
+    /// child acknowledges them, which it now never will from here: the next poller, or
+    /// the next active device, delivers them. The rest (a 409, a sleep, a refusal
+    /// already handed to the core) belong to the old poller.
+    fn drain_stopped_poller(&mut self) {
+        while let Ok(event) = self.poller_rx.try_recv() {
+            match event {
+                PollerEvent::Command { .. } | PollerEvent::ForeignChat { .. } => {
+                    self.leftover.push_back(event);
+                }
+                PollerEvent::SequenceRestarted { .. } => {
+                    self.on_poller_event(event);
+                }
+                _ => {}
+            }
+        }
     }
 
     fn on_poller_event(&mut self, event: PollerEvent) -> Option<ServingEvent> {
@@ -654,10 +663,28 @@ impl TelegramSide {
                 // The run loop's own detector turns this wake-up into the core's Woke.
                 Some(ServingEvent::Core(Event::Tick))
             }
-            PollerEvent::Fatal { error } => {
-                tracing::error!(%error, "polling stopped for good; check the bot token and chat");
-                self.poller = None;
+            PollerEvent::SequenceRestarted {
+                first_id,
+                offset_sent,
+            } => {
+                tracing::warn!(
+                    first_id,
+                    offset_sent,
+                    "Telegram started its update ids over; the gateway follows the new sequence"
+                );
+                self.gateway.restart_sequence();
                 None
+            }
+            PollerEvent::Refused { description } => {
+                // The poll task has ended; its handle stays, so that stopping it (the core
+                // asks) still returns the ledger's progress.
+                let text = format!(
+                    "⚠ Telegram refused this device's bot token ({}): it cannot read the \
+                     chat, so it hands the bot to another device. Check its token.",
+                    escape_html(&description)
+                );
+                self.send(self.config.chat_id, self.config.thread_id, text);
+                Some(ServingEvent::Core(Event::PollingRefused { description }))
             }
         }
     }

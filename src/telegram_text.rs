@@ -28,8 +28,13 @@ pub fn devices(rows: &[DeviceRow]) -> String {
             .thread_id
             .map(|t| format!(" · topic {t}"))
             .unwrap_or_default();
+        let problem = row
+            .problem
+            .as_deref()
+            .map(|p| format!(" · ⚠ {}", escape_html(p)))
+            .unwrap_or_default();
         text.push_str(&format!(
-            "{} {mark} <code>{}</code> — {}{thread} · term {} · seen {} ago\n",
+            "{} {mark} <code>{}</code> — {}{thread} · term {} · seen {} ago{problem}\n",
             row.number,
             escape_html(&row.device_id),
             row.role.as_str(),
@@ -80,6 +85,16 @@ pub fn help() -> String {
      /status — this device, its role and health\n\
      Everything else goes to the mirror on the active device."
         .into()
+}
+
+/// Said by a device taking the role about a peer whose bot token Telegram refused.
+pub fn peer_cannot_poll(device: &str, reason: &str) -> String {
+    format!(
+        "⚠ <code>{}</code> cannot serve this bot: Telegram refused its bot token ({}). \
+         Fix its token and restart baton there.",
+        escape_html(device),
+        escape_html(reason)
+    )
 }
 
 /// `/activate` caught by a device that is exiting.

@@ -55,7 +55,7 @@ async fn a_child_processing_what_it_was_served_gets_the_longer_wait() {
     let (gateway, _client) = served_one().await;
     assert!(gateway.child_is_processing());
     let signals = StopSignals::default();
-    let (end, waited) = wait_for_acknowledgement(context(&gateway, true, &signals), 1).await;
+    let (end, waited) = wait_for_acknowledgement(context(&gateway, true, &signals)).await;
     assert_eq!(end, AckWaitEnd::TimedOut { busy: true });
     assert_eq!(waited, ACK_WAIT_BUSY_MAX);
 }
@@ -64,7 +64,7 @@ async fn a_child_processing_what_it_was_served_gets_the_longer_wait() {
 async fn a_child_not_running_or_asking_again_without_acknowledging_gets_the_short_wait() {
     let (gateway, client) = served_one().await;
     let signals = StopSignals::default();
-    let (end, waited) = wait_for_acknowledgement(context(&gateway, false, &signals), 1).await;
+    let (end, waited) = wait_for_acknowledgement(context(&gateway, false, &signals)).await;
     assert_eq!(
         (end, waited),
         (AckWaitEnd::TimedOut { busy: false }, ACK_WAIT_MAX)
@@ -73,7 +73,7 @@ async fn a_child_not_running_or_asking_again_without_acknowledging_gets_the_shor
     // It asks again with the old `since`: the same update again, nothing new to process.
     assert_eq!(fetch(&client, &gateway, Some(0), None).await.len(), 1);
     assert!(!gateway.child_is_processing());
-    let (end, waited) = wait_for_acknowledgement(context(&gateway, true, &signals), 1).await;
+    let (end, waited) = wait_for_acknowledgement(context(&gateway, true, &signals)).await;
     assert_eq!(
         (end, waited),
         (AckWaitEnd::TimedOut { busy: false }, ACK_WAIT_MAX)
@@ -84,7 +84,7 @@ async fn a_child_not_running_or_asking_again_without_acknowledging_gets_the_shor
 async fn the_acknowledgement_ends_the_wait() {
     let (gateway, client) = served_one().await;
     let signals = StopSignals::default();
-    let waiting = wait_for_acknowledgement(context(&gateway, true, &signals), 1);
+    let waiting = wait_for_acknowledgement(context(&gateway, true, &signals));
     let acknowledge = async {
         tokio::time::sleep(Duration::from_secs(8)).await; // a long transcription
         fetch(&client, &gateway, Some(1), None).await
@@ -101,7 +101,7 @@ async fn the_acknowledgement_ends_the_wait() {
 async fn a_stop_signal_ends_a_handoffs_wait_at_once_but_not_the_shutdowns_own() {
     let (gateway, _client) = served_one().await;
     let signals = StopSignals::default();
-    let waiting = wait_for_acknowledgement(context(&gateway, true, &signals), 1);
+    let waiting = wait_for_acknowledgement(context(&gateway, true, &signals));
     let signal = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
         signals.first.cancel();
@@ -114,12 +114,12 @@ async fn a_stop_signal_ends_a_handoffs_wait_at_once_but_not_the_shutdowns_own() 
 
     // The shutdown's own wait (the first signal came before it) goes on to its bound,
     // unless a second signal forces the exit.
-    let (end, waited) = wait_for_acknowledgement(context(&gateway, true, &signals), 1).await;
+    let (end, waited) = wait_for_acknowledgement(context(&gateway, true, &signals)).await;
     assert_eq!(
         (end, waited),
         (AckWaitEnd::TimedOut { busy: true }, ACK_WAIT_BUSY_MAX)
     );
-    let waiting = wait_for_acknowledgement(context(&gateway, true, &signals), 1);
+    let waiting = wait_for_acknowledgement(context(&gateway, true, &signals));
     let forced = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         signals.second.cancel();

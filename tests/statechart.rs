@@ -263,6 +263,10 @@ impl Sim {
                 }
             }
             36..39 => self.twin_appears(index),
+            39..41 => {
+                let description = "Unauthorized".into();
+                self.input(index, Event::PollingRefused { description });
+            }
             _ => {}
         }
     }

@@ -221,7 +221,8 @@ async fn every_call_goes_under_the_api_urls_path_prefix() {
             device_tag: Some("a".into()),
         };
         let bot = TelegramBot::new(&Secret::new(fake.token()), &settings).expect("client");
-        let (_acknowledged_tx, acknowledged) = tokio::sync::watch::channel(0);
+        let (_acknowledged_tx, acknowledged) =
+            tokio::sync::watch::channel(mirror_baton::adapters::gateway::Acknowledged::default());
         let (events_tx, mut events) = tokio::sync::mpsc::channel(16);
         let poller = spawn_poller(
             bot,
@@ -317,4 +318,67 @@ async fn command_menus_are_kept_per_scope_and_the_chat_list_wins_in_its_chat() {
     )
     .await;
     assert_eq!(status, 400, "an unknown scope type is refused");
+}
+
+/// The real server after a week without updates (FACTS.md): the next id is chosen at
+/// random, lower, and a getUpdates with the old, higher offset keeps returning the new
+/// update — it confirms nothing — until an offset above the new id is sent.
+#[tokio::test]
+async fn after_a_quiet_week_ids_restart_lower_and_an_old_offset_confirms_nothing() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    let old = fake.inject_text(common::CHAT_ID, None, "before the holiday");
+    let old_offset = old + 1;
+    let (_, answer) = call(&fake, "getUpdates", json!({"offset": old_offset})).await;
+    assert!(ids(&answer).is_empty(), "the old update is confirmed");
+
+    let next = fake.quiet_week();
+    assert!(
+        next < old,
+        "the new sequence starts below the old one: {next} < {old}"
+    );
+    let new = fake.inject_text(common::CHAT_ID, None, "after the holiday");
+    assert_eq!(new, next);
+    for _ in 0..3 {
+        let (_, again) = call(&fake, "getUpdates", json!({"offset": old_offset})).await;
+        assert_eq!(ids(&again), vec![new], "the old offset does not confirm it");
+    }
+    let (_, confirmed) = call(&fake, "getUpdates", json!({"offset": new + 1})).await;
+    assert!(ids(&confirmed).is_empty());
+    assert!(fake.pending_update_ids().is_empty());
+}
+
+/// A text with a lone UTF-16 surrogate escape comes through as Telegram would send it:
+/// JSON that a strict parser refuses.
+#[tokio::test]
+async fn a_lone_surrogate_escape_is_served_as_is() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    fake.inject_text_with_lone_surrogate(common::CHAT_ID, None, "half a ", " pair");
+    let url = format!("{}bot{}/getUpdates", fake.api_url(), fake.token());
+    let body = reqwest::Client::new()
+        .post(url)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("fake answers")
+        .text()
+        .await
+        .expect("a body");
+    assert!(body.contains(r#""half a \ud800 pair""#), "{body}");
+    assert!(serde_json::from_str::<Value>(&body).is_err());
+}
+
+/// A revoked token: every call is refused until it is accepted again.
+#[tokio::test]
+async fn a_refused_token_gets_401_everywhere() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    fake.refuse_token(true);
+    for method in ["getMe", "getUpdates", "sendMessage"] {
+        let (status, body) = call(&fake, method, json!({"chat_id": 1, "text": "x"})).await;
+        assert_eq!(
+            (status, body["description"].as_str()),
+            (401, Some("Unauthorized"))
+        );
+    }
+    fake.refuse_token(false);
+    assert_eq!(call(&fake, "getMe", json!({})).await.0, 200);
 }

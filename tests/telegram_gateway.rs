@@ -4,7 +4,7 @@
 mod common;
 
 use common::{CHAT_ID, fetch};
-use mirror_baton::adapters::gateway::{Gateway, GatewayConfig, PushOutcome};
+use mirror_baton::adapters::gateway::{Acknowledged, Gateway, GatewayConfig, PushOutcome};
 use serde_json::{Value, json};
 
 fn message(chat_id: i64, thread_id: Option<i64>) -> Value {
@@ -68,21 +68,101 @@ async fn since_acknowledges_and_publishes_the_watermark() {
         vec![10, 11, 12]
     );
     assert_eq!(
-        *acknowledged.borrow_and_update(),
+        acknowledged.borrow_and_update().through,
         0,
         "serving is not acknowledging"
     );
+    assert_eq!(acknowledged.borrow().outstanding, 3);
     assert_eq!(
         ids(fetch(&client, &gateway, Some(11), None).await),
         vec![12]
     );
-    assert_eq!(*acknowledged.borrow_and_update(), 11);
+    assert_eq!(acknowledged.borrow_and_update().through, 11);
     assert_eq!(gateway.stats().buffered, 1);
-    assert!(fetch(&client, &gateway, Some(9999), None).await.is_empty());
+    assert_eq!(
+        ids(fetch(&client, &gateway, Some(9999), None).await),
+        vec![12],
+        "a since above every id served acknowledges nothing: 12 is served again"
+    );
+    assert_eq!(acknowledged.borrow().through, 11);
+    assert!(fetch(&client, &gateway, Some(12), None).await.is_empty());
     assert_eq!(
         *acknowledged.borrow(),
-        12,
-        "since is clamped to ids actually pushed"
+        Acknowledged {
+            generation: 0,
+            through: 12,
+            outstanding: 0
+        }
+    );
+}
+
+/// The mirror keeps `since` in its database: after a restart (of baton, or of Telegram's
+/// id sequence) it asks with an id this gateway never served. That must not drop the
+/// updates buffered for it.
+#[tokio::test]
+async fn a_since_above_every_served_id_drops_nothing_unserved() {
+    let gateway = gateway(None, 10).await;
+    for id in [10, 11, 12] {
+        gateway.push(id, message(CHAT_ID, None));
+    }
+    let client = reqwest::Client::new();
+    let ids =
+        |updates: Vec<(i64, Value)>| updates.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(fetch(&client, &gateway, Some(12), None).await),
+        vec![10, 11, 12],
+        "never served, so not acknowledged by a since that happens to be above them"
+    );
+    assert_eq!(gateway.acknowledged().borrow().through, 0);
+    assert!(fetch(&client, &gateway, Some(12), None).await.is_empty());
+    assert_eq!(gateway.acknowledged().borrow().through, 12);
+}
+
+/// Telegram started its ids over: the old high `since` of the child, and the old
+/// sequence's acknowledgements, say nothing about the new, lower ids.
+#[tokio::test]
+async fn a_restarted_sequence_is_served_and_acknowledged_in_a_new_generation() {
+    let gateway = gateway(None, 10).await;
+    let client = reqwest::Client::new();
+    let ids =
+        |updates: Vec<(i64, Value)>| updates.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    gateway.push(727_334_707, message(CHAT_ID, None));
+    assert_eq!(
+        ids(fetch(&client, &gateway, None, None).await),
+        vec![727_334_707]
+    );
+    gateway.restart_sequence();
+    assert_eq!(
+        gateway.push(117_314_199, message(CHAT_ID, None)),
+        PushOutcome::Buffered,
+        "a lower id is no duplicate in the new generation"
+    );
+    gateway.push(117_314_200, message(CHAT_ID, None));
+    assert_eq!(
+        ids(fetch(&client, &gateway, Some(727_334_707), None).await),
+        vec![117_314_199, 117_314_200],
+        "the old since acknowledges the old update only"
+    );
+    assert_eq!(
+        *gateway.acknowledged().borrow(),
+        Acknowledged {
+            generation: 1,
+            through: 0,
+            outstanding: 2
+        }
+    );
+    assert!(
+        fetch(&client, &gateway, Some(117_314_200), None)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        *gateway.acknowledged().borrow(),
+        Acknowledged {
+            generation: 1,
+            through: 117_314_200,
+            outstanding: 0
+        }
     );
 }
 
@@ -147,11 +227,16 @@ async fn overflow_drops_the_oldest_and_counts_one_episode() {
         .map(|(id, _)| id)
         .collect();
     assert_eq!(got, vec![3, 4, 5]);
+    assert_eq!(
+        gateway.acknowledged().borrow().through,
+        2,
+        "a dropped update never holds confirmation up"
+    );
     fetch(&client, &gateway, Some(5), None).await;
     assert_eq!(
-        *gateway.acknowledged().borrow(),
+        gateway.acknowledged().borrow().through,
         5,
-        "a later since still covers the dropped ids"
+        "the dropped ids count as acknowledged"
     );
     for id in 6..=9 {
         gateway.push(id, message(CHAT_ID, None));
@@ -218,13 +303,13 @@ async fn the_mirror_stub_skips_messages_dated_before_its_start() {
         .spawn()
         .expect("the stub starts");
     let mut acknowledged = gateway.acknowledged();
-    tokio::time::timeout(common::PATIENCE, acknowledged.wait_for(|a| *a >= 2))
+    tokio::time::timeout(common::PATIENCE, acknowledged.wait_for(|a| a.through >= 2))
         .await
         .expect("the stub moves `since` past the old updates")
         .expect("gateway alive");
     // The stub has fetched, so it started before this moment: "now" is not before it.
     gateway.push(3, dated(3, "message", unix_now_s(), "new"));
-    tokio::time::timeout(common::PATIENCE, acknowledged.wait_for(|a| *a >= 3))
+    tokio::time::timeout(common::PATIENCE, acknowledged.wait_for(|a| a.through >= 3))
         .await
         .expect("the stub reads the new update")
         .expect("gateway alive");

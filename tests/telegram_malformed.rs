@@ -58,3 +58,36 @@ async fn odd_updates_are_handled_and_the_loop_goes_on() {
     let _ = (no_fields, bad_types, not_an_object);
     device.poller.take().expect("running").stop().await;
 }
+
+/// A text Telegram passes on with a lone UTF-16 surrogate escape (`"\ud800"`) makes the
+/// whole getUpdates answer invalid JSON for a strict parser. It is read with the lone
+/// half replaced by U+FFFD, and the updates after it are not held up.
+#[tokio::test]
+async fn a_lone_surrogate_in_one_text_does_not_block_the_updates_after_it() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    let before = fake.inject_text(CHAT_ID, None, "before");
+    let odd = fake.inject_text_with_lone_surrogate(CHAT_ID, None, "half a ", " pair");
+    let after = fake.inject_text(CHAT_ID, None, "after");
+    let mut device = start_device(&fake, "a", None, StartPosition::default()).await;
+    let mut forwarded = Vec::new();
+    while forwarded.len() < 3 {
+        match device.next_non_start_event().await {
+            PollerEvent::Forward { update_id, .. } => forwarded.push(update_id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(forwarded, vec![before, odd, after]);
+    let client = reqwest::Client::new();
+    let got = fetch(&client, &device.gateway, None, None).await;
+    assert_eq!(
+        got[1].1["message"]["text"].as_str(),
+        Some("half a \u{fffd} pair")
+    );
+    fetch(&client, &device.gateway, Some(after), None).await;
+    fake.wait_for(common::PATIENCE, |f| {
+        f.pending_update_ids().is_empty().then_some(())
+    })
+    .await
+    .expect("all three confirmed: nothing stalls");
+    device.poller.take().expect("running").stop().await;
+}

@@ -118,7 +118,8 @@ async fn handoff_delivers_the_unacknowledged_update_once_and_skips_handled_comma
     );
     let (_, mut ledger) = a.poller.take().expect("running").stop().await;
     let served = a.gateway.withdraw_unserved();
-    ledger.acknowledged(*a.gateway.acknowledged().borrow());
+    let acknowledged = *a.gateway.acknowledged().borrow();
+    ledger.acknowledged(acknowledged.generation, acknowledged.through);
     let progress = ledger.progress();
     assert_eq!(
         (
@@ -157,4 +158,76 @@ async fn handoff_delivers_the_unacknowledged_update_once_and_skips_handled_comma
     .expect("all confirmed by B");
     assert!(b.events.try_recv().is_err(), "B never re-ran A's /devices");
     b.poller.take().expect("running").stop().await;
+}
+
+/// After a quiet week Telegram's ids start over, lower, and the old offset confirms
+/// nothing (FACTS.md). The poller follows the new sequence: every new update reaches the
+/// child (whose `since` is still the old high id), and the offsets it sends then confirm
+/// them — no update is dropped as "already handled", none is fetched for ever.
+#[tokio::test]
+async fn the_poller_follows_telegram_when_its_ids_start_over() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    let client = reqwest::Client::new();
+    let old = fake.inject_text(CHAT_ID, None, "before the holiday");
+    // The records say `old` was handled (and, from a command, one above it).
+    let start = StartPosition {
+        skip_through: old,
+        also_handled: vec![old + 2],
+    };
+    let mut device = start_device(&fake, "a", None, start).await;
+    fake.wait_for(PATIENCE, |f| {
+        f.pending_update_ids().is_empty().then_some(())
+    })
+    .await
+    .expect("the old update is confirmed by the first offset");
+    let next = fake.quiet_week();
+    let first = fake.inject_text(CHAT_ID, None, "after the holiday");
+    let status = fake.inject_text(CHAT_ID, None, "/status");
+    let second = fake.inject_text(CHAT_ID, None, "and more");
+    assert_eq!((first, second), (next, next + 2));
+
+    match device.next_non_start_event().await {
+        PollerEvent::SequenceRestarted {
+            first_id,
+            offset_sent,
+        } => assert_eq!((first_id, offset_sent), (first, old + 1)),
+        other => panic!("expected the restart first, got {other:?}"),
+    }
+    assert!(
+        matches!(device.next_event().await, PollerEvent::Forward { update_id, .. } if update_id == first)
+    );
+    assert!(
+        matches!(device.next_event().await, PollerEvent::Command { update_id, .. } if update_id == status)
+    );
+    assert!(
+        matches!(device.next_event().await, PollerEvent::Forward { update_id, .. } if update_id == second)
+    );
+    // The child asks with its old since (the mirror keeps it in its database).
+    let got: Vec<i64> = fetch(&client, &device.gateway, Some(old), None)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(got, vec![first, second], "the old since hides nothing");
+    fetch(&client, &device.gateway, Some(second), None).await;
+    fake.wait_for(PATIENCE, |f| {
+        f.pending_update_ids().is_empty().then_some(())
+    })
+    .await
+    .expect("the new updates are confirmed by offsets of the new sequence");
+    let offsets: Vec<i64> = fake
+        .get_updates_requests()
+        .iter()
+        .filter_map(|r| r.params["offset"].as_i64())
+        .collect();
+    assert_eq!(offsets.last(), Some(&(second + 1)), "{offsets:?}");
+    let poller = device.poller.take().expect("running");
+    let (_, ledger) = poller.stop().await;
+    let progress = ledger.progress();
+    assert_eq!(
+        (progress.handled_through, progress.handled_above.clone()),
+        (second, vec![]),
+        "the progress to record is the new sequence's, not the old high id"
+    );
+    assert!(device.events.try_recv().is_err(), "nothing delivered twice");
 }

@@ -106,3 +106,77 @@ async fn retry_after_is_waited_out_and_the_message_sent_once() {
         "the retry waited retry_after: {times:?}"
     );
 }
+
+/// A 5xx from Telegram (or a proxy before it) is tried again with a growing wait, not
+/// dropped: `/status`, `/devices` and the announcements reach the chat.
+#[tokio::test]
+async fn a_reply_refused_with_a_5xx_is_sent_again() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    for status in [502, 500] {
+        fake.fail_next("sendMessage", status, json!({"description": "Bad Gateway"}));
+    }
+    let settings = ReplierSettings {
+        server_error_backoff: Duration::from_millis(100),
+        ..settings()
+    };
+    let (replier, _task) = Replier::spawn(bot_for(&fake, "a", Duration::from_secs(5)), settings);
+    replier
+        .send(OutgoingMessage {
+            chat_id: CHAT_ID,
+            thread_id: None,
+            html: "status".to_owned(),
+        })
+        .expect("queued");
+    let sent = fake
+        .wait_for(PATIENCE, |f| f.sent_messages().into_iter().next())
+        .await
+        .expect("sent in the end");
+    assert_eq!(sent.text, "status");
+    let attempts: Vec<(Option<u16>, u64)> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.is("sendMessage"))
+        .map(|r| (r.status, r.received_at_ms))
+        .collect();
+    let statuses: Vec<Option<u16>> = attempts.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, vec![Some(502), Some(500), Some(200)]);
+    assert!(
+        attempts[2].1 >= attempts[1].1 + 200 && attempts[1].1 >= attempts[0].1 + 100,
+        "the waits grow (100 ms, then 200 ms): {attempts:?}"
+    );
+    assert_eq!(fake.sent_messages().len(), 1, "sent once");
+}
+
+/// Server errors do not go on for ever: after `attempts_max` sends the reply is given up.
+#[tokio::test]
+async fn a_reply_gives_up_after_its_attempts() {
+    let fake = FakeBotApi::start().await.expect("fake starts");
+    for _ in 0..4 {
+        fake.fail_next("sendMessage", 503, json!({"description": "Unavailable"}));
+    }
+    let settings = ReplierSettings {
+        server_error_backoff: Duration::from_millis(10),
+        ..settings()
+    };
+    let (replier, _task) = Replier::spawn(bot_for(&fake, "a", Duration::from_secs(5)), settings);
+    for html in ["lost", "next"] {
+        replier
+            .send(OutgoingMessage {
+                chat_id: CHAT_ID,
+                thread_id: None,
+                html: html.to_owned(),
+            })
+            .expect("queued");
+    }
+    let sent = fake
+        .wait_for(PATIENCE, |f| f.sent_messages().into_iter().next())
+        .await
+        .expect("the next one goes out");
+    assert_eq!(sent.text, "next");
+    let attempts = fake
+        .requests()
+        .iter()
+        .filter(|r| r.is("sendMessage"))
+        .count();
+    assert_eq!(attempts, 5, "four tries of the first, one of the next");
+}

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{CHAT_ID, PATIENCE, bot_for, fast_poller_config, start_device};
+use mirror_baton::adapters::gateway::Acknowledged;
 use mirror_baton::adapters::telegram::{
     BotSettings, OutgoingMessage, PollerEvent, Replier, ReplierSettings, StartPosition,
     TelegramBot, spawn_poller,
@@ -103,7 +104,7 @@ async fn token_never_appears_anywhere() {
     let bot = TelegramBot::new(&Secret::new(&token), &unreachable).expect("builds");
     seen.push(format!("{bot:?}"));
     let (events_tx, _events) = mpsc::channel(8);
-    let (_ack_tx, ack_rx) = watch::channel(0);
+    let (_ack_tx, ack_rx) = watch::channel(Acknowledged::default());
     let poller = spawn_poller(
         bot.clone(),
         fast_poller_config(None),
@@ -126,7 +127,7 @@ async fn token_never_appears_anywhere() {
         device_tag: None,
     };
     let (events_tx, mut events) = mpsc::channel(8);
-    let (_ack_tx, ack_rx) = watch::channel(0);
+    let (_ack_tx, ack_rx) = watch::channel(Acknowledged::default());
     let bot = TelegramBot::new(&wrong, &settings).expect("builds");
     let poller = spawn_poller(
         bot,
@@ -139,7 +140,7 @@ async fn token_never_appears_anywhere() {
         .await
         .expect("in time")
         .expect("an event");
-    assert!(matches!(fatal, PollerEvent::Fatal { .. }), "{fatal:?}");
+    assert!(matches!(fatal, PollerEvent::Refused { .. }), "{fatal:?}");
     seen.push(format!("{fatal:?}"));
     poller.stop().await;
 

@@ -4,16 +4,29 @@
 //! `GET /updates?since=<last update_id handled>&chat_id=<id>[&thread_id=<id>]` with
 //! `{"updates":[{"payload":<Telegram Update>,"update_id":n},…]}`; the per-run random Basic
 //! auth credentials (embedded in [`Gateway::updates_url`], required on every request); a
-//! bounded buffer of forwarded updates; and the acknowledgement watermark: a request's
-//! `since` acknowledges (drops) every buffered update with an id ≤ `since`, and the highest
-//! acknowledged id is published on a `watch` channel — the runtime's proof that the child
-//! fetched an update, after which the poller may confirm it to Telegram.
+//! bounded buffer of forwarded updates; and the acknowledgements: the runtime's proof
+//! that the child fetched an update, after which the poller may confirm it to Telegram.
+//!
+//! What `since` means. The mirror sets `since` to the last `update_id` of each batch it
+//! gets, BEFORE processing it, and keeps it in its database across restarts. So `since`
+//! is only evidence about updates this gateway *served* (offered in a response): a
+//! request's `since` acknowledges (drops) the served updates up to the one whose id it
+//! names — or, within the latest run of served ids of one sequence, up to the highest id
+//! ≤ `since`. A `since` above every id served (from an earlier run, another mirror, or
+//! Telegram's previous id sequence) acknowledges nothing: the child is served what it has
+//! not acknowledged, in order, whatever its `since`. An update is served again until it
+//! is acknowledged.
+//!
+//! Telegram's ids start over after a quiet week ([`Gateway::restart_sequence`], called
+//! when the poller reports it): ids are compared only within one *generation*, and the
+//! acknowledgement published on the `watch` channel ([`Acknowledged`]) names its
+//! generation, so an old-sequence `since` never acknowledges a new-sequence id.
 //!
 //! Overflow policy: the buffer holds at most `capacity` updates. Pushing into a full buffer
 //! drops the OLDEST update (the child has been away longest from it), counts it in
-//! [`GatewayStats::dropped_total`], and logs one warning per overflow episode (an episode
-//! ends when the buffer falls below capacity again). A later `since` still acknowledges
-//! the dropped ids, so confirmation to Telegram never stalls behind a hole.
+//! [`GatewayStats::dropped_total`], logs one warning per overflow episode (an episode
+//! ends when the buffer falls below capacity again), and counts the dropped id as
+//! acknowledged, so confirmation to Telegram never stalls behind it.
 //!
 //! Trouble between baton and its child is visible: the first request refused in a run of
 //! refusals (401 without the credentials, 400 for a malformed query, 403 for another
@@ -22,8 +35,8 @@
 //! 5 s, silently.)
 //!
 //! Must never: listen on anything but loopback, serve without the credentials, serve an
-//! update outside the configured chat/topic, let `since` acknowledge an id it never
-//! pushed, or log the credentials.
+//! update outside the configured chat/topic, let `since` acknowledge an update it never
+//! served, or log the credentials.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -74,20 +87,45 @@ pub enum PushOutcome {
     Rejected,
 }
 
+/// What the child has acknowledged, published for the poller (see the module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Acknowledged {
+    /// Grows by one at every [`Gateway::restart_sequence`]: ids compare only within one
+    /// generation. The poller's ledger counts the same restarts.
+    pub generation: u64,
+    /// Every update of this generation with an id ≤ this was acknowledged by the child
+    /// or dropped on overflow (0: none yet).
+    pub through: i64,
+    /// Updates served and not acknowledged yet, of any generation.
+    pub outstanding: usize,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GatewayStats {
     pub buffered: usize,
     pub dropped_total: u64,
     pub overflow_episodes: u64,
+    /// The highest id pushed in the current generation.
     pub highest_pushed: i64,
-    /// The highest id included in any response (the child has seen up to here).
+    /// The highest id included in any response in the current generation.
     pub highest_served: i64,
+    /// As published in [`Acknowledged::through`].
     pub acknowledged_through: i64,
     pub unauthorized_requests: u64,
+    pub generation: u64,
+}
+
+struct Entry {
+    id: i64,
+    generation: u64,
+    payload: Arc<Value>,
+    /// Offered in a response (included, or passed over by the request's topic filter).
+    /// Served entries are always a prefix of the buffer.
+    served: bool,
 }
 
 struct Buffer {
-    entries: VecDeque<(i64, Arc<Value>)>,
+    entries: VecDeque<Entry>,
     in_overflow: bool,
     stats: GatewayStats,
     /// The last response carried updates new to the child, and it has not asked again
@@ -98,17 +136,53 @@ struct Buffer {
     refusing: bool,
 }
 
+impl Buffer {
+    fn served(&self) -> usize {
+        self.entries.iter().take_while(|e| e.served).count()
+    }
+
+    fn acknowledged(&self) -> Acknowledged {
+        Acknowledged {
+            generation: self.stats.generation,
+            through: self.stats.acknowledged_through,
+            outstanding: self.served(),
+        }
+    }
+
+    /// Notes that `entry` is acknowledged (or dropped) and leaves the buffer.
+    fn done(&mut self, entry: &Entry) {
+        if entry.generation == self.stats.generation {
+            let through = &mut self.stats.acknowledged_through;
+            *through = (*through).max(entry.id);
+        }
+    }
+}
+
 struct Shared {
     config: GatewayConfig,
     expected_authorization: String,
     buffer: Mutex<Buffer>,
-    acknowledged_tx: watch::Sender<i64>,
+    acknowledged_tx: watch::Sender<Acknowledged>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Buffer> {
         // A poisoned lock only means a panic elsewhere mid-update; the buffer stays usable.
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the acknowledgement state, waking watchers only when it changed.
+    fn publish(&self, buffer: &mut Buffer) {
+        buffer.stats.buffered = buffer.entries.len();
+        if buffer.entries.len() < self.config.capacity {
+            buffer.in_overflow = false;
+        }
+        let now = buffer.acknowledged();
+        self.acknowledged_tx.send_if_modified(|published| {
+            let changed = *published != now;
+            *published = now;
+            changed
+        });
     }
 }
 
@@ -149,7 +223,7 @@ impl Gateway {
         let user = "baton";
         let credentials =
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        let (acknowledged_tx, _) = watch::channel(0);
+        let (acknowledged_tx, _) = watch::channel(Acknowledged::default());
         let shared = Arc::new(Shared {
             config: GatewayConfig {
                 capacity: config.capacity.max(1),
@@ -206,10 +280,11 @@ impl Gateway {
         self.local_addr
     }
 
-    /// The highest update id the child acknowledged with `since` (0 before any).
+    /// What the child acknowledged so far (generation 0, through 0, before anything).
     ///
-    /// Hand this to the poller: an update forwarded with id ≤ this value may be confirmed.
-    pub fn acknowledged(&self) -> watch::Receiver<i64> {
+    /// Hand this to the poller: a forwarded update of the ledger's generation with an id
+    /// ≤ `through` may be confirmed.
+    pub fn acknowledged(&self) -> watch::Receiver<Acknowledged> {
         self.shared.acknowledged_tx.subscribe()
     }
 
@@ -236,8 +311,10 @@ impl Gateway {
         }
         buffer.stats.highest_pushed = update_id;
         let mut outcome = PushOutcome::Buffered;
-        if buffer.entries.len() >= config.capacity {
-            buffer.entries.pop_front();
+        if buffer.entries.len() >= config.capacity
+            && let Some(dropped) = buffer.entries.pop_front()
+        {
+            buffer.done(&dropped);
             buffer.stats.dropped_total += 1;
             outcome = PushOutcome::BufferedDroppingOldest;
             if !buffer.in_overflow {
@@ -249,26 +326,53 @@ impl Gateway {
                 );
             }
         }
-        buffer.entries.push_back((update_id, Arc::new(payload)));
-        buffer.stats.buffered = buffer.entries.len();
+        let generation = buffer.stats.generation;
+        buffer.entries.push_back(Entry {
+            id: update_id,
+            generation,
+            payload: Arc::new(payload),
+            served: false,
+        });
+        self.shared.publish(&mut buffer);
         outcome
     }
 
+    /// Telegram's ids started over (`PollerEvent::SequenceRestarted`): from now on ids
+    /// compare within a new generation, and acknowledgements are published in it. Call
+    /// before pushing the first update of the new sequence. Updates already buffered stay
+    /// and are served first.
+    pub fn restart_sequence(&self) {
+        let mut buffer = self.shared.lock();
+        let stats = &mut buffer.stats;
+        stats.generation = stats.generation.saturating_add(1);
+        stats.highest_pushed = 0;
+        stats.highest_served = 0;
+        stats.acknowledged_through = 0;
+        self.shared.publish(&mut buffer);
+    }
+
     /// Takes back every buffered update the child has not been served yet and returns the
-    /// highest id it was served.
+    /// highest id it was served in the current generation.
     ///
     /// Call on leaving Active, after stopping the poller: the next active device delivers
     /// the withdrawn updates, so this child must not fetch them too. Served but not yet
-    /// acknowledged updates stay: the child has them; wait (bounded) for its next `since`
-    /// to cover them before writing the record.
+    /// acknowledged updates stay: the child has them; wait (bounded) until
+    /// [`Acknowledged::outstanding`] is 0 before writing the record.
     pub fn withdraw_unserved(&self) -> i64 {
         let mut buffer = self.shared.lock();
-        let served = buffer.stats.highest_served;
-        buffer.entries.retain(|(id, _)| *id <= served);
-        buffer.stats.buffered = buffer.entries.len();
+        buffer.entries.retain(|entry| entry.served);
+        let generation = buffer.stats.generation;
+        let highest_buffered = buffer
+            .entries
+            .iter()
+            .filter(|entry| entry.generation == generation)
+            .map(|entry| entry.id)
+            .max()
+            .unwrap_or(0);
         // Withdrawn ids may come back in a later term: they must not count as duplicates.
-        buffer.stats.highest_pushed = served.max(buffer.stats.acknowledged_through);
-        served
+        buffer.stats.highest_pushed = highest_buffered.max(buffer.stats.acknowledged_through);
+        self.shared.publish(&mut buffer);
+        buffer.stats.highest_served
     }
 
     /// Stops the server; in-flight requests finish.
@@ -343,36 +447,16 @@ async fn serve_updates(
         }
         (asked, served) => asked.or(served),
     };
-    if let Some(since) = query.since {
-        acknowledge(&shared, since);
-    }
-    let since = query.since.unwrap_or(i64::MIN);
     let updates: Vec<Value> = {
-        let buffer = shared.lock();
-        buffer
-            .entries
-            .iter()
-            .filter(|(id, payload)| {
-                *id > since && UpdateRoute::of(payload).is_in(config.chat_id, thread_id)
-            })
-            .take(RESPONSE_UPDATES_MAX)
-            .map(|(id, payload)| json!({"payload": payload.as_ref(), "update_id": id}))
-            .collect()
-    };
-    {
         let mut buffer = shared.lock();
         buffer.refusing = false;
-        let last = updates
-            .last()
-            .and_then(|u| u.get("update_id"))
-            .and_then(Value::as_i64);
-        // Processing only what it had not been served before: a child asking again
-        // without acknowledging gets the same updates, and is not busy with them.
-        buffer.processing = last.is_some_and(|last| last > buffer.stats.highest_served);
-        if let Some(last) = last {
-            buffer.stats.highest_served = buffer.stats.highest_served.max(last);
+        if let Some(since) = query.since {
+            acknowledge(&mut buffer, since);
         }
-    }
+        let updates = offer(&mut buffer, config.chat_id, thread_id);
+        shared.publish(&mut buffer);
+        updates
+    };
     Json(json!({ "updates": updates })).into_response()
 }
 
@@ -391,31 +475,69 @@ fn refused(shared: &Shared, status: u16, asked: &str, why: &str) {
     }
 }
 
+/// The response: every update not acknowledged yet, in order, in the asked topic, at
+/// most [`RESPONSE_UPDATES_MAX`]. Each update looked at becomes served (one outside the
+/// topic too: this child will not take it, and its next `since` passes over it).
+///
+/// Sets `processing` when the response carries an update the child had not been served
+/// before: a child asking again without acknowledging gets the same updates, and is not
+/// busy with them.
+fn offer(buffer: &mut Buffer, chat_id: i64, thread_id: Option<i64>) -> Vec<Value> {
+    let generation = buffer.stats.generation;
+    let mut updates = Vec::new();
+    let mut highest_served = buffer.stats.highest_served;
+    let mut new_to_child = false;
+    for entry in buffer.entries.iter_mut() {
+        if updates.len() >= RESPONSE_UPDATES_MAX {
+            break;
+        }
+        let first_time = !std::mem::replace(&mut entry.served, true);
+        if UpdateRoute::of(&entry.payload).is_in(chat_id, thread_id) {
+            new_to_child |= first_time;
+            updates.push(json!({"payload": entry.payload.as_ref(), "update_id": entry.id}));
+            if entry.generation == generation {
+                highest_served = highest_served.max(entry.id);
+            }
+        }
+    }
+    buffer.stats.highest_served = highest_served;
+    buffer.processing = new_to_child;
+    updates
+}
+
 fn forbidden(reason: &str) -> Response {
     (StatusCode::FORBIDDEN, Json(json!({ "error": reason }))).into_response()
 }
 
-/// Applies `since`: clamps it to ids actually pushed, drops what it covers, publishes it.
-fn acknowledge(shared: &Shared, since: i64) {
-    let mut buffer = shared.lock();
-    let acknowledged = since.min(buffer.stats.highest_pushed);
-    if acknowledged <= buffer.stats.acknowledged_through {
+/// Applies `since`: drops the served updates it acknowledges (see the module doc).
+fn acknowledge(buffer: &mut Buffer, since: i64) {
+    let Some(cut) = acknowledged_up_to(&buffer.entries, buffer.served(), since) else {
         return;
+    };
+    let acknowledged: Vec<Entry> = buffer.entries.drain(..=cut).collect();
+    for entry in &acknowledged {
+        buffer.done(entry);
     }
-    buffer.stats.acknowledged_through = acknowledged;
-    while buffer
-        .entries
-        .front()
-        .is_some_and(|(id, _)| *id <= acknowledged)
-    {
-        buffer.entries.pop_front();
+}
+
+/// The index of the last served entry `since` acknowledges: the latest served one with
+/// that very id, or else, within the latest run of served entries of one generation
+/// (their ids increase), the last with an id ≤ `since` — provided `since` lies inside
+/// that run's ids. A `since` above every id served is nothing this gateway served.
+fn acknowledged_up_to(entries: &VecDeque<Entry>, served: usize, since: i64) -> Option<usize> {
+    if let Some(exact) = (0..served).rev().find(|i| entries[*i].id == since) {
+        return Some(exact);
     }
-    buffer.stats.buffered = buffer.entries.len();
-    if buffer.entries.len() < shared.config.capacity {
-        buffer.in_overflow = false;
+    let last = served.checked_sub(1)?;
+    let generation = entries[last].generation;
+    let run_start = (0..served)
+        .rev()
+        .take_while(|i| entries[*i].generation == generation)
+        .last()?;
+    if since < entries[run_start].id || since > entries[last].id {
+        return None;
     }
-    drop(buffer);
-    shared.acknowledged_tx.send_replace(acknowledged);
+    (run_start..served).rev().find(|i| entries[*i].id <= since)
 }
 
 /// Compares the whole header in constant time, so response timing reveals nothing.

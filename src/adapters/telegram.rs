@@ -1,43 +1,45 @@
-//! The Telegram side of the active device: the bot client, the owned long-poll loop, the
-//! offset ledger and the rate-limited replier.
+//! The Telegram side of the active device: the bot client, the owned long-poll loop and
+//! the rate-limited replier.
 //!
 //! Owns: building the teloxide `Bot` (client timeout above the long poll, custom API URL);
 //! the getUpdates loop, started only when the runtime enters Active and stopped at once by
 //! a `CancellationToken` when it leaves; `deleteWebhook` + the chat's command menu on start
 //! ([`TelegramBot::assert_command_menu`], also called after the child restarts), and
 //! `deleteWebhook` again when another program sets a webhook (a 409 that, unlike the
-//! "terminated by other getUpdates request" one, is no sign of another poller); the
-//! offset bookkeeping ([`OffsetLedger`]) that confirms an update to Telegram only after
-//! baton handled it (its own command, a foreign chat, an update with no chat) or the child
-//! acknowledged it through the gateway; authorization (only the configured chat/topic is
-//! forwarded or obeyed); and sending replies through a per-chat rate limiter that honours
-//! `RetryAfter`.
+//! "terminated by other getUpdates request" one, is no sign of another poller); driving
+//! the offset ledger (`core::offsets::OffsetLedger`) that confirms an update to Telegram
+//! only after baton handled it (its own command, a foreign chat, an update with no chat)
+//! or the child acknowledged it through the gateway, and that notices when Telegram
+//! starts its ids over ([`PollerEvent::SequenceRestarted`]); reading answers leniently (a
+//! lone UTF-16 surrogate escape becomes U+FFFD instead of failing the whole batch);
+//! authorization (only the configured chat/topic is forwarded or obeyed); and sending
+//! replies through a per-chat rate limiter that honours `RetryAfter` and tries again
+//! after a 5xx.
 //!
-//! The poller decides nothing about roles: it reports [`PollerEvent`]s to the runtime.
+//! The poller decides nothing about roles: it reports [`PollerEvent`]s to the runtime
+//! (a refused token is [`PollerEvent::Refused`]: the core decides who serves).
 //!
 //! Must never: poll outside Active (the runtime owns when it runs), log or return the bot
 //! token (every library error passes through [`Secret::scrub`]), panic or stall on a
 //! malformed update, or confirm an update the child has not acknowledged.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use teloxide::payloads::{
-    DeleteWebhookSetters as _, GetMyCommandsSetters as _, SendMessageSetters as _,
-    SetMyCommandsSetters as _,
+    DeleteWebhookSetters as _, GetMyCommandsSetters as _, SetMyCommandsSetters as _,
 };
 use teloxide::prelude::Requester as _;
-use teloxide::types::{
-    BotCommand, BotCommandScope, ChatId, MessageId, ParseMode, Recipient, ThreadId,
-};
+use teloxide::types::{BotCommand, BotCommandScope, ChatId, Recipient};
 use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::gateway::Acknowledged;
 use super::telegram_commands::{BatonCommand, COMMAND_MENU, merged_menu, parse_command};
 use super::telegram_config::Secret;
 use super::update_route::{UpdateRoute, message_text};
@@ -49,8 +51,6 @@ pub const POLL_TIMEOUT_MAX: Duration = Duration::from_secs(50);
 const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
 /// Foreign chats reported per poller run at most.
 const FOREIGN_CHATS_MAX: usize = 100;
-/// Handled ids above the watermark kept in [`PollProgress`] at most.
-const HANDLED_ABOVE_MAX: usize = 100;
 const GET_UPDATES_LIMIT: u8 = 100;
 /// The update kinds asked for on every `getUpdates`, by name. Telegram keeps the list the
 /// previous call passed (by any program using the token) when a call omits it, so an
@@ -69,8 +69,10 @@ const CONFLICT_OTHER_POLLER: &str = "Conflict: terminated by other getUpdates re
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TelegramError {
-    #[error("Telegram refused the bot token (Unauthorized)")]
-    Unauthorized,
+    /// 401 Unauthorized or 404 Not Found: Telegram answers both to a wrong or revoked
+    /// token (`description` is Telegram's, e.g. "Unauthorized").
+    #[error("Telegram refused the bot token ({description})")]
+    Unauthorized { description: String },
     /// 409 "Conflict: terminated by other getUpdates request…": another poller.
     #[error("{description}")]
     Conflict { description: String },
@@ -89,6 +91,13 @@ pub enum TelegramError {
     Network {
         method: &'static str,
         detail: String,
+    },
+    /// An HTTP 5xx: Telegram (or a proxy before it) failed; worth trying again.
+    #[error("Telegram server error in {method}: HTTP {status} {description}")]
+    Server {
+        method: &'static str,
+        status: u16,
+        description: String,
     },
     #[error("unexpected response to {method}: {detail}")]
     BadResponse {
@@ -127,7 +136,9 @@ impl TelegramError {
             }
         } else if description == "Unauthorized" || description == "Not Found" {
             // Telegram answers both to a wrong token.
-            Self::Unauthorized
+            Self::Unauthorized {
+                description: description.to_owned(),
+            }
         } else {
             Self::Api {
                 method,
@@ -323,23 +334,41 @@ impl TelegramBot {
     }
 
     /// Sends `html` (Telegram HTML parse mode) to a chat, in a topic when given.
+    ///
+    /// A raw request, like [`Self::get_updates_raw`], so that a 5xx is seen as one
+    /// ([`TelegramError::Server`], which the replier retries) and not slept on: teloxide
+    /// sleeps 10 s on any 5xx and then reports it as an ordinary API error.
     pub async fn send_html(
         &self,
         chat_id: i64,
         thread_id: Option<i64>,
         html: &str,
     ) -> Result<(), TelegramError> {
-        let mut request = self
-            .bot
-            .send_message(ChatId(chat_id), html)
-            .parse_mode(ParseMode::Html);
+        const METHOD: &str = "sendMessage";
+        let url = method_url(self.bot.api_url(), &self.token, METHOD);
+        let mut body = serde_json::json!({
+            "chat_id": chat_id,
+            "text": html,
+            "parse_mode": "HTML",
+        });
         if let Some(thread) = thread_id.and_then(|t| i32::try_from(t).ok()) {
-            request = request.message_thread_id(ThreadId(MessageId(thread)));
+            body["message_thread_id"] = thread.into();
         }
-        request
+        let network = |e: reqwest::Error| TelegramError::Network {
+            method: METHOD,
+            detail: self.token.scrub(&e.without_url().to_string()),
+        };
+        let response = self
+            .bot
+            .client()
+            .post(url)
+            .json(&body)
+            .send()
             .await
-            .map(|_| ())
-            .map_err(|e| TelegramError::from_request("sendMessage", &e, &self.token))
+            .map_err(network)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(network)?;
+        parse_response(METHOD, status, &text, &self.token).map(|_| ())
     }
 }
 
@@ -367,17 +396,48 @@ fn method_url(mut base: reqwest::Url, token: &Secret, method: &str) -> reqwest::
 
 fn parse_get_updates(status: u16, text: &str, token: &Secret) -> Result<Vec<Value>, TelegramError> {
     const METHOD: &str = "getUpdates";
+    match parse_response(METHOD, status, text, token)? {
+        Value::Array(updates) => Ok(updates),
+        _ => Err(TelegramError::BadResponse {
+            method: METHOD,
+            detail: format!("HTTP {status}, `result` is not a list"),
+        }),
+    }
+}
+
+/// Reads one Bot API answer: its `result`, or the error it reports. JSON that only a
+/// lone UTF-16 surrogate escape (`"\ud800"`, which Telegram passes on from a client)
+/// makes invalid is read with that escape replaced by U+FFFD, so one odd text never
+/// blocks the updates after it.
+fn parse_response(
+    method: &'static str,
+    status: u16,
+    text: &str,
+    token: &Secret,
+) -> Result<Value, TelegramError> {
     let bad = |detail: String| TelegramError::BadResponse {
-        method: METHOD,
+        method,
         detail: token.scrub(&detail),
     };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| bad(format!("HTTP {status}, not JSON: {e}")))?;
+    let parsed = serde_json::from_str::<Value>(text).or_else(|error| {
+        let repaired = replace_lone_surrogates(text).ok_or(error)?;
+        let value = serde_json::from_str::<Value>(&repaired)?;
+        tracing::warn!(
+            method,
+            "Telegram sent text that is not valid Unicode (a lone UTF-16 surrogate); it was replaced with U+FFFD"
+        );
+        Ok::<Value, serde_json::Error>(value)
+    });
+    let value = match parsed {
+        Ok(value) => value,
+        Err(_) if status >= 500 => return Err(server_error(method, status, "", token)),
+        Err(e) => return Err(bad(format!("HTTP {status}, not JSON: {e}"))),
+    };
     if value.get("ok").and_then(Value::as_bool) == Some(true) {
-        return match value.get("result") {
-            Some(Value::Array(updates)) => Ok(updates.clone()),
-            _ => Err(bad(format!("HTTP {status}, `result` is not a list"))),
-        };
+        return value
+            .get("result")
+            .cloned()
+            .ok_or_else(|| bad(format!("HTTP {status}, no `result`")));
     }
     if let Some(seconds) = value
         .pointer("/parameters/retry_after")
@@ -389,10 +449,72 @@ fn parse_get_updates(status: u16, text: &str, token: &Secret) -> Result<Vec<Valu
         .get("description")
         .and_then(Value::as_str)
         .unwrap_or("");
+    if status >= 500 {
+        return Err(server_error(method, status, description, token));
+    }
     if description.is_empty() {
         return Err(bad(format!("HTTP {status} without a description")));
     }
-    Err(TelegramError::from_api_text(METHOD, description, token))
+    Err(TelegramError::from_api_text(method, description, token))
+}
+
+fn server_error(
+    method: &'static str,
+    status: u16,
+    description: &str,
+    token: &Secret,
+) -> TelegramError {
+    TelegramError::Server {
+        method,
+        status,
+        description: token.scrub(description),
+    }
+}
+
+/// Replaces every `\uXXXX` escape of a UTF-16 surrogate that has no partner (a high one
+/// not followed by a low one, or a low one alone) inside a JSON string with `\ufffd`.
+/// `None` when there is none. Works on the text as it came; never splits a character
+/// (it cuts only at the ASCII bytes of an escape).
+fn replace_lone_surrogates(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let unit_at = |at: usize| -> Option<u16> {
+        let escape = bytes.get(at..at + 6)?;
+        if escape[0] != b'\\' || escape[1] != b'u' {
+            return None;
+        }
+        let hex = std::str::from_utf8(&escape[2..]).ok()?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    let is_high = |unit: u16| (0xD800..0xDC00).contains(&unit);
+    let is_low = |unit: u16| (0xDC00..0xE000).contains(&unit);
+    let mut repaired = String::with_capacity(text.len());
+    let (mut copied_to, mut at, mut in_string) = (0, 0, false);
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                in_string = !in_string;
+                at += 1;
+            }
+            b'\\' if in_string => match unit_at(at) {
+                Some(unit) if is_high(unit) && unit_at(at + 6).is_some_and(is_low) => at += 12,
+                Some(unit) if is_high(unit) || is_low(unit) => {
+                    repaired.push_str(&text[copied_to..at]);
+                    repaired.push_str("\\ufffd");
+                    at += 6;
+                    copied_to = at;
+                }
+                Some(_) => at += 6,
+                // Any other escape: skip the escaped character (`\"` must not end the string).
+                None => at += 2,
+            },
+            _ => at += 1,
+        }
+    }
+    if copied_to == 0 {
+        return None;
+    }
+    repaired.push_str(&text[copied_to..]);
+    Some(repaired)
 }
 
 /// What the poller reports to the runtime. Order is Telegram's order.
@@ -417,117 +539,18 @@ pub enum PollerEvent {
     ForeignChat { chat_id: i64 },
     /// The machine slept; polling has stopped until the runtime restarts it.
     Slept { slept: Duration },
-    /// The poller stopped for good (e.g. the token was refused).
-    Fatal { error: TelegramError },
+    /// Telegram's update ids started over (after a week without updates it picks the
+    /// next one at random, usually far below): `first_id` came back although the request
+    /// asked for `offset_sent`. Sent before that update's own event. The gateway must
+    /// start a new acknowledgement generation (`Gateway::restart_sequence`): the child's
+    /// `since` from the old sequence acknowledges nothing of the new one.
+    SequenceRestarted { first_id: i64, offset_sent: i64 },
+    /// Telegram refused the bot token (401 Unauthorized or 404 Not Found): the poller has
+    /// stopped, and the core must hand the role on (`Event::PollingRefused`).
+    Refused { description: String },
 }
 
-/// Where a newly active device starts: every id ≤ `skip_through`, and the ids in
-/// `also_handled`, were handled by an earlier active device (from the device records).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StartPosition {
-    pub skip_through: i64,
-    pub also_handled: Vec<i64>,
-}
-
-/// What to write in the device record: all ids ≤ `handled_through` are done, plus the
-/// ids in `handled_above` (commands handled while an earlier forward was unacknowledged).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PollProgress {
-    pub handled_through: i64,
-    pub handled_above: Vec<i64>,
-    pub highest_seen: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Disposition {
-    Handled,
-    Forwarded,
-}
-
-/// The offset bookkeeping, pure: which updates are done, and the next `offset`.
-///
-/// An update is done when baton handled it or the child acknowledged it (`since` ≥ its
-/// id). The watermark only passes ids that Telegram has shown us, so a hole (an update
-/// not yet seen) is never skipped.
-#[derive(Debug, Clone)]
-pub struct OffsetLedger {
-    handled_through: i64,
-    highest_seen: i64,
-    pending: BTreeMap<i64, Disposition>,
-}
-
-impl OffsetLedger {
-    pub fn new(start: &StartPosition) -> Self {
-        let pending = start
-            .also_handled
-            .iter()
-            .filter(|id| **id > start.skip_through)
-            .map(|id| (*id, Disposition::Handled))
-            .collect();
-        OffsetLedger {
-            handled_through: start.skip_through,
-            highest_seen: start.skip_through,
-            pending,
-        }
-    }
-
-    /// The `offset` for the next getUpdates: confirms every id ≤ the watermark.
-    pub fn offset(&self) -> Option<i64> {
-        (self.handled_through > 0).then_some(self.handled_through + 1)
-    }
-
-    /// True when `update_id` has not been reported yet (and was not handled before).
-    pub fn is_new(&self, update_id: i64) -> bool {
-        update_id > self.handled_through && !self.pending.contains_key(&update_id)
-    }
-
-    /// Notes that Telegram delivered `update_id` (new or not).
-    pub fn saw(&mut self, update_id: i64) {
-        self.highest_seen = self.highest_seen.max(update_id);
-    }
-
-    pub fn handled(&mut self, update_id: i64) {
-        self.pending.insert(update_id, Disposition::Handled);
-        self.advance();
-    }
-
-    pub fn forwarded(&mut self, update_id: i64) {
-        self.pending.insert(update_id, Disposition::Forwarded);
-    }
-
-    /// The child acknowledged every forwarded id ≤ `acknowledged_through`.
-    pub fn acknowledged(&mut self, acknowledged_through: i64) {
-        for (_, disposition) in self.pending.range_mut(..=acknowledged_through) {
-            *disposition = Disposition::Handled;
-        }
-        self.advance();
-    }
-
-    fn advance(&mut self) {
-        while let Some((&id, &disposition)) = self.pending.first_key_value() {
-            if disposition != Disposition::Handled || id > self.highest_seen {
-                break;
-            }
-            self.handled_through = id;
-            self.pending.remove(&id);
-        }
-    }
-
-    pub fn progress(&self) -> PollProgress {
-        let handled_above = self
-            .pending
-            .iter()
-            .filter(|(_, d)| **d == Disposition::Handled)
-            .map(|(id, _)| *id)
-            .take(HANDLED_ABOVE_MAX)
-            .collect();
-        PollProgress {
-            handled_through: self.handled_through,
-            handled_above,
-            highest_seen: self.highest_seen,
-        }
-    }
-}
+pub use crate::core::offsets::{Admission, OffsetLedger, PollProgress, StartPosition};
 
 /// Timing of the poll loop. Production values in [`PollerConfig::new`].
 #[derive(Debug, Clone)]
@@ -606,11 +629,11 @@ pub fn spawn_poller(
     bot: TelegramBot,
     config: PollerConfig,
     start: StartPosition,
-    acknowledged: watch::Receiver<i64>,
+    acknowledged: watch::Receiver<Acknowledged>,
     events: mpsc::Sender<PollerEvent>,
 ) -> PollerHandle {
     let cancel = CancellationToken::new();
-    let ledger = OffsetLedger::new(&start);
+    let ledger = OffsetLedger::new(&start, acknowledged.borrow().generation);
     let foreign_reported = config.known_foreign_chats.iter().copied().collect();
     let (progress_tx, progress) = watch::channel(ledger.progress());
     let poll_loop = PollLoop {
@@ -637,7 +660,7 @@ struct PollLoop {
     bot: TelegramBot,
     config: PollerConfig,
     events: mpsc::Sender<PollerEvent>,
-    acknowledged: watch::Receiver<i64>,
+    acknowledged: watch::Receiver<Acknowledged>,
     cancel: CancellationToken,
     progress_tx: watch::Sender<PollProgress>,
     ledger: OffsetLedger,
@@ -662,15 +685,17 @@ impl PollLoop {
         self.prepare().await?;
         let mut failures = 0u32;
         loop {
+            let acknowledged = *self.acknowledged.borrow_and_update();
             self.ledger
-                .acknowledged(*self.acknowledged.borrow_and_update());
+                .acknowledged(acknowledged.generation, acknowledged.through);
             self.progress_tx.send_replace(self.ledger.progress());
             if let Some(slept) = self.config.sleep_guard.as_mut().and_then(|g| g.check()) {
                 self.emit(PollerEvent::Slept { slept }).await?;
                 self.cancel.cancelled().await;
                 return Err(PollerExit::Cancelled);
             }
-            let request = self.bot.get_updates_raw(self.ledger.offset());
+            let offset = self.ledger.offset();
+            let request = self.bot.get_updates_raw(offset);
             let result = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return Err(PollerExit::Cancelled),
@@ -679,7 +704,7 @@ impl PollLoop {
             match result {
                 Ok(batch) => {
                     failures = 0;
-                    if !self.absorb(batch).await? {
+                    if !self.absorb(batch, offset).await? {
                         self.wait_for_acknowledgement().await?;
                     }
                 }
@@ -724,9 +749,11 @@ impl PollLoop {
         }
     }
 
-    /// Reports the new updates of a batch; true when there was at least one.
-    async fn absorb(&mut self, batch: Vec<Value>) -> Result<bool, PollerExit> {
+    /// Reports the new updates of a batch asked with `offset`; true when there was at
+    /// least one.
+    async fn absorb(&mut self, batch: Vec<Value>, offset: Option<i64>) -> Result<bool, PollerExit> {
         let mut fresh = false;
+        self.ledger.begin_batch(offset);
         for payload in batch {
             let route = UpdateRoute::of(&payload);
             let Some(update_id) = route.update_id else {
@@ -734,9 +761,25 @@ impl PollLoop {
                 tracing::warn!(kind = ?route.kind, "ignoring an update without an update_id");
                 continue;
             };
-            self.ledger.saw(update_id);
-            if !self.ledger.is_new(update_id) {
-                continue;
+            match self.ledger.admit(update_id) {
+                Admission::Known => continue,
+                Admission::Unusable => {
+                    tracing::warn!(update_id, kind = ?route.kind, "ignoring an update whose id cannot be a Telegram update id");
+                    continue;
+                }
+                Admission::Restarted { offset_sent } => {
+                    tracing::warn!(
+                        first_id = update_id,
+                        offset_sent,
+                        "Telegram started its update ids over (it does after a week without updates): following the new sequence"
+                    );
+                    let restarted = PollerEvent::SequenceRestarted {
+                        first_id: update_id,
+                        offset_sent,
+                    };
+                    self.emit(restarted).await?;
+                }
+                Admission::New => {}
             }
             fresh = true;
             self.dispatch(update_id, &route, payload).await?;
@@ -803,18 +846,21 @@ impl PollLoop {
     /// Nothing new came back: Telegram is re-sending updates the child has not fetched yet.
     async fn wait_for_acknowledgement(&mut self) -> Step {
         let pause = tokio::time::sleep(self.config.resend_pause);
-        tokio::select! {
+        let seen = *self.acknowledged.borrow_and_update();
+        // Serving alone changes `outstanding`: only a new acknowledgement is news here.
+        let news =
+            |now: &Acknowledged| (now.generation, now.through) != (seen.generation, seen.through);
+        let gateway_gone = tokio::select! {
             biased;
-            () = self.cancel.cancelled() => Err(PollerExit::Cancelled),
-            changed = self.acknowledged.changed() => {
-                if changed.is_err() {
-                    // The gateway is gone: no acknowledgement will come; do not spin.
-                    self.sleep(self.config.resend_pause).await?;
-                }
-                Ok(())
-            }
-            () = pause => Ok(()),
+            () = self.cancel.cancelled() => return Err(PollerExit::Cancelled),
+            changed = self.acknowledged.wait_for(news) => changed.is_err(),
+            () = pause => false,
+        };
+        if gateway_gone {
+            // No acknowledgement will come; do not spin.
+            self.sleep(self.config.resend_pause).await?;
         }
+        Ok(())
     }
 
     async fn on_error(&mut self, error: TelegramError, failures: u32) -> Step {
@@ -848,9 +894,9 @@ impl PollLoop {
                 tracing::warn!(?wait, "Telegram flood control on getUpdates");
                 self.sleep(wait).await
             }
-            TelegramError::Unauthorized => {
-                tracing::error!("Telegram refused the bot token; polling stops");
-                let _ = self.emit(PollerEvent::Fatal { error }).await;
+            TelegramError::Unauthorized { description } => {
+                tracing::error!(%description, "Telegram refused the bot token; polling stops");
+                let _ = self.emit(PollerEvent::Refused { description }).await;
                 Err(PollerExit::Fatal)
             }
             other => {
@@ -899,8 +945,11 @@ pub struct OutgoingMessage {
 pub struct ReplierSettings {
     /// Least time between two messages to one chat (Telegram: about 1 per second).
     pub per_chat_interval: Duration,
-    /// Sends of one message at most when Telegram answers `RetryAfter`.
+    /// Sends of one message at most when Telegram answers `RetryAfter` or a 5xx.
     pub attempts_max: u32,
+    /// The wait after a first 5xx; it doubles with each one after (1 s, 2 s, 4 s: a
+    /// message gives up after 7 s of server errors with the defaults).
+    pub server_error_backoff: Duration,
     /// Messages waiting at most; more are dropped with a warning.
     pub queue_capacity: usize,
 }
@@ -910,6 +959,7 @@ impl Default for ReplierSettings {
         ReplierSettings {
             per_chat_interval: Duration::from_secs(1),
             attempts_max: 4,
+            server_error_backoff: Duration::from_secs(1),
             queue_capacity: 64,
         }
     }
@@ -970,6 +1020,12 @@ async fn send_replies(
                     );
                     next_allowed.insert(message.chat_id, now + wait);
                 }
+                Err(error @ TelegramError::Server { .. }) if attempt < settings.attempts_max => {
+                    let doublings = (attempt - 1).min(8);
+                    let wait = settings.server_error_backoff.saturating_mul(1 << doublings);
+                    tracing::warn!(%error, ?wait, attempt, "reply not sent yet; trying again");
+                    next_allowed.insert(message.chat_id, now + wait);
+                }
                 Err(error) => {
                     tracing::warn!(%error, chat_id = message.chat_id, "reply not sent");
                     break;
@@ -984,26 +1040,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ledger_waits_for_holes_and_acknowledgements() {
-        let start = StartPosition {
-            skip_through: 6,
-            also_handled: vec![8],
-        };
-        let mut ledger = OffsetLedger::new(&start);
-        assert_eq!(ledger.offset(), Some(7));
-        assert!(!ledger.is_new(8));
-        ledger.handled(9); // seen out of order before 7 arrived: must not pass the hole
-        assert_eq!(ledger.offset(), Some(7));
-        for id in [7, 8, 9] {
-            ledger.saw(id);
-        }
-        ledger.forwarded(7);
-        ledger.acknowledged(6);
-        assert_eq!(ledger.offset(), Some(7));
-        assert_eq!(ledger.progress().handled_above, vec![8, 9]);
-        ledger.acknowledged(7);
-        assert_eq!(ledger.offset(), Some(10));
-        assert!(ledger.progress().handled_above.is_empty());
+    fn a_lone_surrogate_escape_is_replaced_and_the_batch_still_reads() {
+        let token = Secret::new("1:secret");
+        let body = r#"{"ok":true,"result":[{"update_id":1,"message":{"text":"a\ud800b"}},{"update_id":2,"message":{"text":"\udc00 \ud83d\ude00 \\ud800 \"\ud800"}}]}"#;
+        assert!(
+            serde_json::from_str::<Value>(body).is_err(),
+            "serde_json refuses it"
+        );
+        let updates = parse_get_updates(200, body, &token).expect("read leniently");
+        let texts: Vec<&str> = updates
+            .iter()
+            .map(|u| u["message"]["text"].as_str().expect("text"))
+            .collect();
+        assert_eq!(
+            texts,
+            vec!["a\u{fffd}b", "\u{fffd} \u{1f600} \\ud800 \"\u{fffd}"],
+            "only the lone halves are replaced; a pair and an escaped backslash stay"
+        );
+        assert_eq!(
+            replace_lone_surrogates(r#"{"a":"\ud83d\ude00 \\ud800"}"#),
+            None
+        );
+        let garbage = parse_get_updates(200, r#"{"ok":true,"result":[{"update_id":1,"#, &token);
+        assert!(matches!(garbage, Err(TelegramError::BadResponse { .. })));
+    }
+
+    #[test]
+    fn server_errors_are_told_apart() {
+        let token = Secret::new("1:secret");
+        let json = parse_response(
+            "sendMessage",
+            502,
+            r#"{"ok":false,"error_code":502,"description":"Bad Gateway"}"#,
+            &token,
+        );
+        assert!(
+            matches!(json, Err(TelegramError::Server { status: 502, .. })),
+            "{json:?}"
+        );
+        let html = parse_response("sendMessage", 503, "<html>1:secret</html>", &token);
+        assert!(
+            matches!(html, Err(TelegramError::Server { status: 503, .. })),
+            "{html:?}"
+        );
+        let bad_request = parse_response(
+            "sendMessage",
+            400,
+            r#"{"ok":false,"description":"Bad Request: can't parse entities"}"#,
+            &token,
+        );
+        assert!(matches!(bad_request, Err(TelegramError::Api { .. })));
     }
 
     #[test]
@@ -1047,7 +1133,10 @@ mod tests {
         assert!(matches!(webhook, Err(TelegramError::WebhookActive { .. })));
         let unauthorized =
             parse_get_updates(401, r#"{"ok":false,"description":"Unauthorized"}"#, &token);
-        assert!(matches!(unauthorized, Err(TelegramError::Unauthorized)));
+        assert!(matches!(
+            unauthorized,
+            Err(TelegramError::Unauthorized { .. })
+        ));
         let retry = parse_get_updates(
             429,
             r#"{"ok":false,"description":"x","parameters":{"retry_after":2}}"#,

@@ -83,6 +83,10 @@ pub struct Ctx {
     pub(crate) resign_when_stopped: bool,
     /// The last update id our last written record carried.
     written_update_id: Option<i64>,
+    /// Telegram refusals of our token in a row (each doubles the hold-off), and when we
+    /// last became Active (a refusal after a good while as Active starts the count anew).
+    pub(crate) polling_refusals: u32,
+    pub(crate) active_since: Moment,
     /// Who asked for the handoff in progress, to be told how it ended.
     pub(crate) handoff_ticket: Option<u64>,
     /// Why we refused, until the exit is asked for.
@@ -126,6 +130,8 @@ impl Ctx {
             acting: false,
             resign_when_stopped: false,
             written_update_id: None,
+            polling_refusals: 0,
+            active_since: Moment(0),
             unreadable_peers: BTreeMap::new(),
             cause: String::new(),
         }
@@ -151,7 +157,8 @@ impl Ctx {
         if self.refused {
             return;
         }
-        self.own.seq += 1;
+        // Never adopted above record::SEQ_MAX: cannot wrap.
+        self.own.seq = self.own.seq.saturating_add(1);
         self.own.written_at_ms = self.wall_ms;
         self.written_update_id = self.own.last_update_id;
         self.last_write = Some(self.now);
@@ -193,21 +200,40 @@ impl Ctx {
         format!("{}-{}", self.identity.instance, self.request_counter)
     }
 
-    /// The highest term known anywhere, including our own.
+    /// The highest sane term known anywhere, including our own (terms above
+    /// `record::TERM_MAX` are never taken into ours).
     pub fn highest_term(&self) -> u64 {
         let own = self.own.handoff.as_ref().map_or(0, |h| h.term);
         election::highest_term(&self.peers)
             .max(self.own.term)
             .max(own)
+            .min(record::TERM_MAX)
     }
 
-    /// The highest update id any record says was handled.
-    pub fn highest_update_id(&self) -> Option<i64> {
-        self.peers
+    /// The term after `term`, or `None` when that would pass `record::TERM_MAX` (said
+    /// once, as an error: no claim or handoff is possible then, and nothing wraps).
+    pub fn next_term(&mut self, term: u64) -> Option<u64> {
+        let next = term.checked_add(1).filter(|next| *next <= record::TERM_MAX);
+        if next.is_none() {
+            let message = format!(
+                "cannot claim or hand over: term {term} is the last one baton takes \
+                 seriously ({}). A record holds an absurd term; delete it and restart.",
+                record::TERM_MAX
+            );
+            self.report_once("<terms>", "exhausted", Level::Error, message);
+        }
+        next
+    }
+
+    /// Where a new active device starts reading Telegram: the progress of the record,
+    /// ours included, from the most recent term anyone served in (`offsets::start_hints`).
+    pub fn start_hints(&self) -> (Option<i64>, Vec<i64>) {
+        let records = self
+            .peers
             .values()
-            .filter_map(|peer| peer.record.last_update_id)
-            .chain(self.own.last_update_id)
-            .max()
+            .map(|peer| &peer.record)
+            .chain(std::iter::once(&self.own));
+        super::offsets::start_hints(records)
     }
 
     fn report_once(&mut self, name: &str, kind: &'static str, level: Level, message: String) {
@@ -303,6 +329,8 @@ impl Ctx {
                             found: parsed.device_id,
                         })
                     } else {
+                        let mut parsed = parsed;
+                        self.report_absurdities(&file.name, &mut parsed);
                         if parsed.is_newer_schema() {
                             let message = format!(
                                 "{} was written by a newer baton (schema {}); treating it as \
@@ -354,6 +382,27 @@ impl Ctx {
             self.report_once(&file.name, error.kind(), Level::Warn, message);
         }
         None
+    }
+
+    /// Sanitises a record's numbers (`record::sanitize`) and reports each absurd field
+    /// once per file, until the file holds a sane value again.
+    fn report_absurdities(&mut self, name: &str, parsed: &mut DeviceRecord) {
+        const FIELDS: [&str; 4] = ["last_update_id", "progress_term", "term", "seq"];
+        let found = record::sanitize(parsed);
+        for field in FIELDS {
+            if !found.iter().any(|a| a.field == field) {
+                self.reported.remove(&format!("{name}#{field}"));
+            }
+        }
+        for absurdity in found {
+            let message = format!(
+                "{name} ({}) holds an absurd number: {absurdity}. A corrupted or hand-edited \
+                 record? Stop the device that writes it, or delete the file.",
+                parsed.device_id
+            );
+            let key = format!("{name}#{}", absurdity.field);
+            self.report_once(&key, "absurd", Level::Warn, message);
+        }
     }
 
     fn ingest_peer(&mut self, stem: &str, file: &FileObservation) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{ActivationRequest, DeviceRecord, Handoff, Status};
+use super::record::{ActivationRequest, DeviceRecord, Handoff, Status, TERM_MAX};
 use super::timers::{Moment, Timing};
 
 /// What this device knows about one peer's record.
@@ -112,15 +112,17 @@ pub fn outranked(peers: &Peers, mine: ClaimKey<'_>, now: Moment, timing: &Timing
     highest_claim(peers, now, timing).is_some_and(|peer| claim_key(&peer.record) > mine)
 }
 
-/// The highest term any record ever named (claims and handoffs, live or not): a new
-/// claim must exceed it.
+/// The highest sane term any record ever named (claims and handoffs, live or not): a new
+/// claim must exceed it. Terms above [`TERM_MAX`] are corrupt (reported when read) and
+/// left out, so they never spread into ours nor make it wrap.
 pub fn highest_term(peers: &Peers) -> u64 {
     peers
         .values()
-        .map(|peer| {
+        .flat_map(|peer| {
             let handoff = peer.record.handoff.as_ref().map_or(0, |h| h.term);
-            peer.record.term.max(handoff)
+            [peer.record.term, handoff]
         })
+        .filter(|term| *term <= TERM_MAX)
         .max()
         .unwrap_or(0)
 }
@@ -153,10 +155,14 @@ pub fn handoff_in_transit<'a>(
 }
 
 /// The best live standby to hand over to: highest priority, then most recently seen,
-/// then device id.
+/// then device id. A standby whose bot token Telegram refused is none.
 pub fn best_standby<'a>(peers: &'a Peers, now: Moment, timing: &Timing) -> Option<&'a PeerView> {
     live(peers, now, timing)
-        .filter(|peer| peer.record.status == Status::Standby && !peer.record.is_newer_schema())
+        .filter(|peer| {
+            peer.record.status == Status::Standby
+                && !peer.record.is_newer_schema()
+                && peer.record.polling_refused.is_none()
+        })
         .max_by(|a, b| {
             (a.record.priority, a.changed_at, &a.record.device_id).cmp(&(
                 b.record.priority,
@@ -213,6 +219,9 @@ pub struct DeviceRow {
     pub written_at_ms: u64,
     pub health: Health,
     pub this_device: bool,
+    /// Why this device cannot serve the bot, when it says so (Telegram refused its token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// The device table: active first, then by device id; numbered from 1.
@@ -246,6 +255,9 @@ pub fn device_table(
                 written_at_ms: record.written_at_ms,
                 health,
                 this_device,
+                problem: record
+                    .polling_refused
+                    .map(|reason| format!("Telegram refused its bot token ({reason})")),
             }
         })
         .collect();

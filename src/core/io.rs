@@ -73,10 +73,15 @@ pub enum Event {
     Conflict { description: String },
     /// Answer to [`Effect::ProbePid`].
     PidProbed { stem: String, pid: u32, alive: bool },
-    /// The active device handled (or its child acknowledged) this update id.
+    /// The active device's progress: every update through this id is handled (or
+    /// acknowledged by its child). Replaces the recorded id, which may go DOWN when
+    /// Telegram starts its ids over; 0 means nothing of the current id sequence yet.
     UpdateHandled { update_id: i64 },
     /// Update ids above the last handled one that were handled too (replaces the list).
     HandledAbove { ids: Vec<i64> },
+    /// Telegram refused the bot token (401 Unauthorized or 404 Not Found, with its
+    /// description): this device cannot poll. Like a 409, evidence for the core.
+    PollingRefused { description: String },
     /// Answer to [`Effect::StopActing`]: polling has stopped and what was handled is
     /// confirmed; the handoff may now be published.
     ActingStopped { last_update_id: Option<i64> },
@@ -168,10 +173,14 @@ pub enum Effect {
     /// Delete a file in the devices folder (only our own conflict copies, and records
     /// past retention while active).
     DeleteFile { name: String, reason: String },
-    /// Start serving the bot for `term`; skip Telegram updates at or below `skip_through`.
+    /// Start serving the bot for `term`; skip Telegram updates at or below `skip_through`
+    /// and those in `also_handled` (handled by an earlier device: see
+    /// `offsets::start_hints`).
     StartActing {
         term: u64,
         skip_through: Option<i64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        also_handled: Vec<i64>,
     },
     /// Stop serving the bot now, before anything else; answer with
     /// [`Event::ActingStopped`].

@@ -37,6 +37,10 @@ pub enum Stimulus {
         slept: Duration,
     },
     Conflict,
+    /// Telegram refused the bot token: this device cannot poll.
+    PollingRefused {
+        description: String,
+    },
     /// A same-host peer's process is gone; its record was made to lapse.
     PidGone,
     ActingStopped,
@@ -58,6 +62,7 @@ impl Stimulus {
             Stimulus::Shutdown => "shutdown_asked".into(),
             Stimulus::Woke { .. } => "woke".into(),
             Stimulus::Conflict => "conflict".into(),
+            Stimulus::PollingRefused { .. } => "polling_refused".into(),
             Stimulus::PidGone => "pid_gone".into(),
             Stimulus::ActingStopped => "acting_stopped".into(),
             Stimulus::Reevaluate => "reevaluate".into(),
@@ -277,6 +282,11 @@ impl Protocol {
         context.own.activation_request = None;
         context.revalidating = false;
         context.conflicts.clear();
+        // Becoming active again is the probe after a refusal: peers see us as a target
+        // again, and a new refusal sets it back within seconds.
+        context.own.polling_refused = None;
+        context.active_since = context.now;
+        context.take_start_hints(*term);
         if let Some(request) = context.pending_request.take() {
             let result = ActivationOutcome::Done {
                 device: context.me().to_string(),
@@ -331,8 +341,8 @@ impl Protocol {
             Stimulus::Shutdown => {
                 let best = election::best_standby(&context.peers, context.now, &context.timing)
                     .map(|peer| peer.record.device_id.clone());
-                match best {
-                    Some(to) => Transition(State::yielding(to, *term + 1, true)),
+                match best.zip(context.next_term(*term)) {
+                    Some((to, next)) => Transition(State::yielding(to, next, true)),
                     None => {
                         // The final record waits for the runtime's last progress.
                         context.stop_acting("stopping; no standby to hand over to");
@@ -347,6 +357,9 @@ impl Protocol {
             }
             Stimulus::Woke { slept } => active_woke(context, *slept),
             Stimulus::Conflict => active_conflict(context, *term),
+            Stimulus::PollingRefused { description } => {
+                active_polling_refused(context, *term, description)
+            }
             _ => Super,
         }
     }
@@ -425,6 +438,16 @@ impl Protocol {
                     context.resign(&reason);
                     return Handled;
                 }
+                if context.own.polling_refused.is_some() {
+                    // Handing over because Telegram refused our token: taking the role
+                    // back would only poll into the same refusal.
+                    let message = format!(
+                        "{to} did not take over in time; not taking the role back, since \
+                         Telegram refuses this device's bot token"
+                    );
+                    context.notify(Level::Warn, message);
+                    return Transition(State::standby());
+                }
                 let message = format!(
                     "handoff to {to} timed out after {:?}; taking the role back",
                     context.timing.handoff_timeout
@@ -433,7 +456,10 @@ impl Protocol {
                 if let Some(ticket) = context.handoff_ticket.take() {
                     context.answer(ticket, failed(&message));
                 }
-                Transition(State::active(*term + 1))
+                match context.next_term(*term) {
+                    Some(next) => Transition(State::active(next)),
+                    None => Transition(State::standby()),
+                }
             }
             Stimulus::Shutdown => {
                 *shutting_down = true;
@@ -552,7 +578,8 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
     let me = context.me().to_string();
     if let Some(handoff) = election::handoff_for(&context.peers, &me, now, &timing) {
         let term = handoff.term;
-        if term > context.own.term {
+        // An absurd handoff term (reported when read) is never taken: it would spread.
+        if term > context.own.term && term <= crate::core::record::TERM_MAX {
             return Transition(State::active(term));
         }
     }
@@ -580,7 +607,11 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
     context.cancel(TimerId::LeaderDeadline);
     context.cancel(TimerId::PidProbe);
     if jitter_elapsed || context.no_live_peer() || context.asked_to_lead() {
-        return Transition(State::contending(context.highest_term() + 1));
+        let highest = context.highest_term();
+        return match context.next_term(highest) {
+            Some(term) => Transition(State::contending(term)),
+            None => Handled,
+        };
     }
     if !context.timers.is_armed(TimerId::FailoverJitter) {
         context.notify(
@@ -610,8 +641,13 @@ fn standby_activate(context: &mut Ctx, typed: &str, ticket: u64) -> Outcome<Stat
         && leader.is_none()
         && election::handoff_in_transit(&context.peers, now, &timing).is_none()
     {
+        let highest = context.highest_term();
+        let Some(term) = context.next_term(highest) else {
+            context.answer(ticket, failed("no term is left to claim (see the log)"));
+            return Handled;
+        };
         context.answer(ticket, ActivationOutcome::Contending);
-        return Transition(State::contending(context.highest_term() + 1));
+        return Transition(State::contending(term));
     }
     let id = context.next_request_id();
     context.own.activation_request = Some(ActivationRequest {
@@ -677,6 +713,7 @@ fn active_evaluate(context: &mut Ctx, term: u64, complete: bool) -> Outcome<Stat
     if context.revalidating && complete {
         context.revalidating = false;
         context.notify(Level::Info, "claim re-validated after sleep; acting again");
+        context.take_start_hints(term);
         context.write_record();
         context.start_acting(term);
     }
@@ -690,9 +727,12 @@ fn active_evaluate(context: &mut Ctx, term: u64, complete: bool) -> Outcome<Stat
         }
         match context.valid_handoff_target(&request.target) {
             Ok(()) => {
+                let Some(next) = context.next_term(term) else {
+                    continue;
+                };
                 let message = format!("{requester} asked for {}", request.target);
                 context.notify(Level::Info, message);
-                return Transition(State::yielding(request.target, term + 1, false));
+                return Transition(State::yielding(request.target, next, false));
             }
             Err(reason) => {
                 let message = format!("ignoring {requester}'s request: {reason}");
@@ -719,12 +759,16 @@ fn active_activate(context: &mut Ctx, term: u64, typed: &str, ticket: u64) -> Ou
         context.answer(ticket, failed(&reason));
         return Handled;
     }
+    let Some(next) = context.next_term(term) else {
+        context.answer(ticket, failed("no term is left to hand over (see the log)"));
+        return Handled;
+    };
     context.answer(
         ticket,
         ActivationOutcome::HandingOver { to: target.clone() },
     );
     context.handoff_ticket = Some(ticket);
-    Transition(State::yielding(target, term + 1, false))
+    Transition(State::yielding(target, next, false))
 }
 
 fn active_woke(context: &mut Ctx, slept: Duration) -> Outcome<State> {
@@ -783,6 +827,47 @@ fn active_conflict(context: &mut Ctx, term: u64) -> Outcome<State> {
     Handled
 }
 
+/// Telegram refused our bot token: a device that cannot poll must not hold the role. Hand
+/// it to the best live standby whose token was not refused (a device with a rotated
+/// token takes over), or step down; either way hold off contending, doubling from
+/// `liveness_active` to `liveness_standby` with each refusal in a row, so that a group
+/// whose every token is revoked settles (each device probes rarely) instead of passing
+/// the role around, and a device whose token works again takes the role at its next
+/// probe.
+fn active_polling_refused(context: &mut Ctx, term: u64, description: &str) -> Outcome<State> {
+    let (now, timing) = (context.now, context.timing);
+    if now.since(context.active_since) > timing.liveness_active {
+        context.polling_refusals = 0; // it had worked a good while: a new episode
+    }
+    context.polling_refusals = context.polling_refusals.saturating_add(1);
+    let doublings = context.polling_refusals.saturating_sub(1).min(16);
+    let hold_off = timing
+        .liveness_active
+        .saturating_mul(1 << doublings)
+        .min(timing.liveness_standby.max(timing.liveness_active));
+    context.hold_off_until = context.hold_off_until.max(now.plus(hold_off));
+    context.own.polling_refused = Some(description.to_string());
+    context.stop_acting("Telegram refused the bot token");
+    let target = election::best_standby(&context.peers, now, &timing)
+        .map(|peer| peer.record.device_id.clone());
+    let handoff = target.zip(context.next_term(term));
+    let whereto = match &handoff {
+        Some((to, _)) => format!("handing the role to {to}"),
+        None => "stepping down (no standby with a working token)".to_string(),
+    };
+    let message = format!(
+        "Telegram refused this device's bot token ({description}): it cannot poll, so \
+         {whereto}; trying again in {}s. Check TELEGRAM_BOT_TOKEN or botToken (BotFather \
+         /token shows the current one) and restart baton.",
+        hold_off.as_secs()
+    );
+    context.notify(Level::Error, message);
+    match handoff {
+        Some((to, next)) => Transition(State::yielding(to, next, false)),
+        None => Transition(State::standby()),
+    }
+}
+
 fn yielding_evaluate(
     context: &mut Ctx,
     to: &str,
@@ -832,18 +917,43 @@ impl Ctx {
     fn adopt_prior_record(&mut self) {
         if let Some(prior) = &self.prior_own {
             let prior = &prior.record;
-            let (seq, term, last_update_id) = (prior.seq, prior.term, prior.last_update_id);
-            self.own.seq = self.own.seq.max(seq);
-            self.own.term = self.own.term.max(term);
-            self.own.last_update_id = self.own.last_update_id.max(last_update_id);
+            // Its numbers were sanitised when read; absurd ones (reported then) are not
+            // continued from, so our seq and term cannot wrap.
+            if prior.seq <= crate::core::record::SEQ_MAX {
+                self.own.seq = self.own.seq.max(prior.seq);
+            }
+            if prior.term <= crate::core::record::TERM_MAX {
+                self.own.term = self.own.term.max(prior.term);
+            }
+            let own_progress = self.own.progress_term.unwrap_or(0);
+            if self.own.last_update_id.is_none() && self.own.progress_term.is_none()
+                || prior.progress_term.unwrap_or(0) > own_progress
+            {
+                self.own.last_update_id = prior.last_update_id;
+                self.own.handled_above = prior.handled_above.clone();
+                self.own.progress_term = prior.progress_term;
+            }
         }
     }
 
-    /// Starts serving for `term`, past every update any record says was handled.
+    /// Makes the start hints (`Ctx::start_hints`) our own progress for `term`, before the
+    /// record that announces it is written: the active device's record always carries the
+    /// most recent progress, so the next one starts from it.
+    fn take_start_hints(&mut self, term: u64) {
+        let (skip_through, also_handled) = self.start_hints();
+        self.own.last_update_id = skip_through;
+        self.own.handled_above = also_handled;
+        self.own.progress_term = Some(term);
+    }
+
+    /// Starts serving for `term`, from our own progress (see `take_start_hints`).
     fn start_acting(&mut self, term: u64) {
         self.acting = true;
-        let skip_through = self.highest_update_id();
-        self.emit(Effect::StartActing { term, skip_through });
+        self.emit(Effect::StartActing {
+            term,
+            skip_through: self.own.last_update_id,
+            also_handled: self.own.handled_above.clone(),
+        });
     }
 
     /// Stops serving, once: the runtime answers each `StopActing` with `ActingStopped`.
@@ -1056,6 +1166,11 @@ impl Ctx {
                 "{target} is stale (last seen {}s ago); it must be running to take over",
                 self.now.since(peer.changed_at).as_secs()
             )),
+            (Status::Standby, _) if peer.record.polling_refused.is_some() => Err(format!(
+                "{target} cannot poll: Telegram refused its bot token ({}); fix its token \
+                 and restart it first",
+                peer.record.polling_refused.as_deref().unwrap_or_default()
+            )),
             (Status::Standby, _) if !peer.record.is_newer_schema() => Ok(()),
             (status, _) => Err(format!(
                 "{target} is {} and cannot take over now",
@@ -1148,7 +1263,13 @@ impl Core {
             Event::Conflict { .. } => Some(Stimulus::Conflict),
             Event::PidProbed { stem, pid, alive } => ctx.pid_probed(&stem, pid, alive),
             Event::UpdateHandled { update_id } => {
-                ctx.own.last_update_id = ctx.own.last_update_id.max(Some(update_id));
+                // Replaces: the id goes down when Telegram starts its ids over, to 0 (none
+                // yet) at the restart itself. Anything else is no update id: ignored.
+                if update_id == 0 {
+                    ctx.own.last_update_id = None;
+                } else if crate::core::offsets::is_sane_update_id(update_id) {
+                    ctx.own.last_update_id = Some(update_id);
+                }
                 None
             }
             Event::HandledAbove { mut ids } => {
@@ -1157,9 +1278,14 @@ impl Core {
                 None
             }
             Event::ActingStopped { last_update_id } => {
-                ctx.own.last_update_id = ctx.own.last_update_id.max(last_update_id);
+                if let Some(id) =
+                    last_update_id.filter(|id| crate::core::offsets::is_sane_update_id(*id))
+                {
+                    ctx.own.last_update_id = Some(id);
+                }
                 Some(Stimulus::ActingStopped)
             }
+            Event::PollingRefused { description } => Some(Stimulus::PollingRefused { description }),
             Event::ForeignChat { chat_id } => {
                 ctx.note_foreign_chat(chat_id);
                 None

@@ -1,16 +1,17 @@
 //! The sans-IO coordination core: who is active, decided from files alone.
 //!
 //! Owns: the device record format ([`record`]), the election rules ([`election`]), time
-//! and timers ([`timers`]), the inputs and effects ([`io`]) and the state machine
-//! ([`machine`]). Must never: read a clock, a file or OS randomness, spawn a task, or
-//! touch tokio, notify or teloxide. Time and a seed come in; effects go out. That is what
-//! makes fixture replay, simulation and model checking possible — `tests/core_purity.rs`
-//! holds this module to it.
+//! and timers ([`timers`]), the inputs and effects ([`io`]), the state machine
+//! ([`machine`]) and the Telegram offset bookkeeping ([`offsets`]). Must never: read a
+//! clock, a file or OS randomness, spawn a task, or touch tokio, notify or teloxide. Time
+//! and a seed come in; effects go out. That is what makes fixture replay, simulation and
+//! model checking possible — `tests/core_purity.rs` holds this module to it.
 
 pub mod context;
 pub mod election;
 pub mod io;
 pub mod machine;
+pub mod offsets;
 pub mod record;
 pub mod timers;
 

@@ -25,6 +25,19 @@ pub const HANDLED_ABOVE_MAX: usize = 100;
 /// Foreign chat ids kept in a record, at most.
 pub const FOREIGN_CHATS_MAX: usize = 100;
 
+/// The highest term taken seriously: four billion role changes, one a second for 136
+/// years. A record claiming more is corrupt (a bit flip, a hand edit, a buggy writer):
+/// its term is reported and never taken into ours, so our term cannot wrap; see
+/// [`sanitize`] and `election::highest_term`.
+pub const TERM_MAX: u64 = u32::MAX as u64;
+
+/// The highest `seq` taken seriously (a write a second for 285 million years). A prior
+/// record of our own beyond it is not continued from, so `seq + 1` cannot wrap.
+pub const SEQ_MAX: u64 = (1 << 53) - 1;
+
+/// The longest `polling_refused` reason kept (it is Telegram's short description).
+const REFUSAL_CHARS_MAX: usize = 200;
+
 /// What a device says about itself.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -120,6 +133,17 @@ pub struct DeviceRecord {
     /// an earlier update still waited for the child). At most [`HANDLED_ABOVE_MAX`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub handled_above: Vec<i64>,
+    /// The term in which this device last served the bot and recorded `last_update_id`
+    /// and `handled_above`. A new active device takes its start from the record with the
+    /// highest one (`offsets::start_hints`): Telegram's ids start over after a quiet
+    /// week, and an older record's higher id must not hide the new sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_term: Option<u64>,
+    /// Set while Telegram refuses this device's bot token (its description, e.g.
+    /// "Unauthorized"): the device cannot poll, so it is no handoff target and holds off
+    /// contending for a while. Cleared when it next becomes active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polling_refused: Option<String>,
     #[serde(default)]
     pub priority: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +259,8 @@ impl DeviceRecord {
             activation_request: None,
             last_update_id: None,
             handled_above: Vec::new(),
+            progress_term: None,
+            polling_refused: None,
             priority: 0,
             thread_id: None,
             version: String::new(),
@@ -272,6 +298,90 @@ impl DeviceRecord {
         text.push('\n');
         text
     }
+}
+
+/// A number in a record that cannot be true, found by [`sanitize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Absurdity {
+    /// The field, e.g. `last_update_id`.
+    pub field: &'static str,
+    pub value: String,
+    /// What the reader does about it.
+    pub action: &'static str,
+}
+
+impl std::fmt::Display for Absurdity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({})", self.field, self.value, self.action)
+    }
+}
+
+/// Checks the numbers of a record read from a file, in place, and lists what could not
+/// be true. Every number in a record is untrusted input:
+///
+/// - Telegram progress (`last_update_id`, `handled_above`, `progress_term`) with an id
+///   outside `1..=UPDATE_ID_MAX`, or a `progress_term` above the record's own term, is
+///   dropped whole: hints only ever save a duplicate, so a doubtful one is no hint.
+/// - A `term` or handoff term above [`TERM_MAX`] is kept (a live claim must still be
+///   respected, or two devices would act), but the election never takes it into a new
+///   term (`election::highest_term`), so it cannot spread or make ours wrap.
+/// - A `seq` above [`SEQ_MAX`] is kept for comparison; a device never continues from it.
+/// - A `polling_refused` reason is cut to a sane length.
+pub fn sanitize(record: &mut DeviceRecord) -> Vec<Absurdity> {
+    use super::offsets::is_sane_update_id;
+    let mut found = Vec::new();
+    let bad_ids: Vec<i64> = record
+        .last_update_id
+        .into_iter()
+        .chain(record.handled_above.iter().copied())
+        .filter(|id| !is_sane_update_id(*id))
+        .collect();
+    let bad_progress_term = record
+        .progress_term
+        .filter(|t| *t > record.term.min(TERM_MAX));
+    if let Some(id) = bad_ids.first() {
+        found.push(Absurdity {
+            field: "last_update_id",
+            value: id.to_string(),
+            action: "not a Telegram update id; its Telegram progress is ignored",
+        });
+    } else if let Some(term) = bad_progress_term {
+        found.push(Absurdity {
+            field: "progress_term",
+            value: term.to_string(),
+            action: "above the record's own term; its Telegram progress is ignored",
+        });
+    }
+    if !bad_ids.is_empty() || bad_progress_term.is_some() {
+        record.last_update_id = None;
+        record.handled_above.clear();
+        record.progress_term = None;
+    }
+    record.handled_above.truncate(HANDLED_ABOVE_MAX);
+    let handoff_term = record.handoff.as_ref().map_or(0, |h| h.term);
+    if let Some(term) = [record.term, handoff_term]
+        .into_iter()
+        .find(|t| *t > TERM_MAX)
+    {
+        found.push(Absurdity {
+            field: "term",
+            value: term.to_string(),
+            action: "beyond any real term; respected while live, never taken into ours",
+        });
+    }
+    if record.seq > SEQ_MAX {
+        found.push(Absurdity {
+            field: "seq",
+            value: record.seq.to_string(),
+            action: "beyond any real write count; never continued from",
+        });
+    }
+    if let Some(reason) = &mut record.polling_refused
+        && reason.chars().count() > REFUSAL_CHARS_MAX
+    {
+        *reason = reason.chars().take(REFUSAL_CHARS_MAX).collect();
+    }
+    found
 }
 
 /// Who this process is. Built by the CLI from flags, hostname and the local state dir.
@@ -487,6 +597,57 @@ mod tests {
         assert!(record.is_newer_schema());
         assert_eq!(record.status, Status::Unknown);
         assert_eq!((record.seq, record.term), (9, 4));
+    }
+
+    #[test]
+    fn absurd_numbers_are_found_and_never_kept_as_progress() {
+        let mut record = sample();
+        record.term = 7;
+        record.last_update_id = Some(i64::MAX);
+        record.handled_above = vec![5];
+        record.progress_term = Some(7);
+        let found = sanitize(&mut record);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].field, "last_update_id");
+        assert_eq!(
+            (
+                record.last_update_id,
+                record.handled_above.len(),
+                record.progress_term
+            ),
+            (None, 0, None)
+        );
+
+        let mut record = sample();
+        record.term = u64::MAX;
+        record.seq = u64::MAX;
+        record.last_update_id = Some(10);
+        record.progress_term = Some(3);
+        let found = sanitize(&mut record);
+        let fields: Vec<&str> = found.iter().map(|a| a.field).collect();
+        assert_eq!(fields, vec!["term", "seq"]);
+        assert_eq!(
+            record.term,
+            u64::MAX,
+            "kept: a live claim is still respected"
+        );
+        assert_eq!(record.last_update_id, Some(10), "sane progress stays");
+
+        let mut record = sample();
+        record.term = 2;
+        record.last_update_id = Some(10);
+        record.progress_term = Some(9);
+        assert_eq!(sanitize(&mut record)[0].field, "progress_term");
+        assert_eq!(record.last_update_id, None);
+
+        let mut record = sample();
+        record.term = 3;
+        record.last_update_id = Some(10);
+        record.handled_above = vec![12];
+        record.progress_term = Some(3);
+        let before = record.clone();
+        assert!(sanitize(&mut record).is_empty());
+        assert_eq!(record, before);
     }
 
     #[test]

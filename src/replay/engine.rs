@@ -303,7 +303,9 @@ impl Engine {
             }
             Event::FileChanged { file } => self.model(file),
             Event::UpdateHandled { update_id } => {
-                self.last_update_id = self.last_update_id.max(Some(*update_id));
+                // As the core: the progress replaces (it goes down when Telegram's ids
+                // start over; 0 is none yet).
+                self.last_update_id = (*update_id > 0).then_some(*update_id);
             }
             _ => {}
         }

@@ -116,6 +116,9 @@ fn event_lines(event: &Event) -> Vec<String> {
             format!("acting stopped last_update={}", optional(*last_update_id))
         }
         Event::ForeignChat { chat_id } => format!("foreign chat {chat_id}"),
+        Event::PollingRefused { description } => {
+            format!("telegram refused the bot token: {description}")
+        }
     };
     vec![line]
 }
@@ -140,10 +143,20 @@ pub fn effect_line(effect: &Effect) -> String {
         Effect::Transition { from, to, cause } => format!("{from} -> {to} ({cause})"),
         Effect::WriteRecord { record } => format!("write {}", record_summary(record, false)),
         Effect::DeleteFile { name, reason } => format!("delete {name} ({reason})"),
-        Effect::StartActing { term, skip_through } => format!(
-            "start acting term={term} skip_through={}",
-            optional(*skip_through)
-        ),
+        Effect::StartActing {
+            term,
+            skip_through,
+            also_handled,
+        } => {
+            let mut line = format!(
+                "start acting term={term} skip_through={}",
+                optional(*skip_through)
+            );
+            if !also_handled.is_empty() {
+                line.push_str(&format!(" also_handled={also_handled:?}"));
+            }
+            line
+        }
         Effect::StopActing { reason } => format!("stop acting ({reason})"),
         Effect::PauseActing { until } => format!("pause acting until {until}"),
         Effect::Rescan => "rescan".into(),

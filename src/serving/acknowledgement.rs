@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::child::ChildState;
-use crate::adapters::gateway::Gateway;
+use crate::adapters::gateway::{Acknowledged, Gateway};
 
 /// Leaving Active waits this long for the child's acknowledgement when it is not busy.
 pub const ACK_WAIT_MAX: Duration = Duration::from_secs(5);
@@ -74,19 +74,16 @@ pub struct StopSignals {
 /// What the wait knows about the child and the stop.
 pub struct AckWaitContext<'a> {
     pub gateway: &'a Gateway,
-    pub acknowledged: watch::Receiver<i64>,
+    pub acknowledged: watch::Receiver<Acknowledged>,
     /// `None` when baton runs no child.
     pub child: Option<watch::Receiver<ChildState>>,
     /// The first has already fired when this stop is the shutdown's.
     pub signals: StopSignals,
 }
 
-/// Waits until the child acknowledged `served` (see the module doc for the bounds);
-/// returns how it ended and how long it took.
-pub async fn wait_for_acknowledgement(
-    context: AckWaitContext<'_>,
-    served: i64,
-) -> (AckWaitEnd, Duration) {
+/// Waits until the child acknowledged everything it was served (see the module doc for
+/// the bounds); returns how it ended and how long it took.
+pub async fn wait_for_acknowledgement(context: AckWaitContext<'_>) -> (AckWaitEnd, Duration) {
     let AckWaitContext {
         gateway,
         mut acknowledged,
@@ -102,7 +99,7 @@ pub async fn wait_for_acknowledgement(
         signals.first
     };
     let end = loop {
-        if *acknowledged.borrow_and_update() >= served {
+        if acknowledged.borrow_and_update().outstanding == 0 {
             break AckWaitEnd::Acknowledged;
         }
         if interrupt.is_cancelled() {

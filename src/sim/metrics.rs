@@ -90,6 +90,9 @@ pub struct RunMetrics {
     pub updates_sent: u64,
     pub updates_lost: u64,
     pub updates_duplicated: u64,
+    /// Times Telegram started its ids over, and times a device's ledger saw it.
+    pub telegram_id_restarts: u64,
+    pub telegram_id_restarts_followed: u64,
     pub writes_active: u64,
     pub writes_standby: u64,
     pub writes_shared_file: u64,
@@ -134,6 +137,8 @@ impl RunMetrics {
         self.updates_sent += other.updates_sent;
         self.updates_lost += other.updates_lost;
         self.updates_duplicated += other.updates_duplicated;
+        self.telegram_id_restarts += other.telegram_id_restarts;
+        self.telegram_id_restarts_followed += other.telegram_id_restarts_followed;
         self.writes_active += other.writes_active;
         self.writes_standby += other.writes_standby;
         self.writes_shared_file += other.writes_shared_file;

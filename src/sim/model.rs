@@ -122,6 +122,9 @@ pub struct FaultRates {
     pub duplicate_per_device_day: f64,
     pub messages_per_hour: f64,
     pub activate_per_day: f64,
+    /// Telegram starts its update ids over (after a week without updates; the simulator
+    /// packs time, so "quiet" means nothing unconfirmed at the next message).
+    pub id_reset_per_day: f64,
     /// Share of hosts whose wall clock is off by up to an hour (the rest: ±2 s, NTP).
     pub skewed_host_share: f64,
     pub drift_ppm_max: i64,
@@ -147,6 +150,7 @@ impl Default for FaultRates {
             duplicate_per_device_day: 1.0,
             messages_per_hour: 20.0,
             activate_per_day: 4.0,
+            id_reset_per_day: 1.0 / 7.0,
             skewed_host_share: 0.25,
             drift_ppm_max: 100,
         }
@@ -169,6 +173,7 @@ impl FaultRates {
             evict_per_device_day: self.evict_per_device_day * factor,
             duplicate_per_device_day: self.duplicate_per_device_day * factor,
             activate_per_day: self.activate_per_day * factor,
+            id_reset_per_day: self.id_reset_per_day * factor,
             ..self
         }
     }
@@ -220,6 +225,9 @@ pub enum Fault {
     Activate {
         device: usize,
     },
+    /// Telegram starts its update ids over at a random lower id, at the first message
+    /// after nothing is left unconfirmed (FACTS.md: after a week without updates).
+    IdReset,
 }
 
 /// One run's world: devices, hosts, clocks and the fault schedule.
@@ -366,6 +374,10 @@ impl Scenario {
         for at in poisson_times(rng, rates.activate_per_day, end_ms) {
             let device = rng.random_range(0..devices);
             faults.push((at, Fault::Activate { device }));
+        }
+        // Drawn last, so that the schedule of every other fault stays what it was.
+        for at in poisson_times(rng, rates.id_reset_per_day, end_ms) {
+            faults.push((at, Fault::IdReset));
         }
     }
 }

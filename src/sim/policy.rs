@@ -20,9 +20,11 @@ pub enum Action {
     Delete {
         name: String,
     },
-    /// Start polling Telegram, skipping update ids at or below `skip_through`.
+    /// Start polling Telegram, skipping update ids at or below `skip_through` and those
+    /// in `also_handled`.
     StartActing {
         skip_through: Option<i64>,
+        also_handled: Vec<i64>,
     },
     /// Stop polling; the harness answers with `Event::ActingStopped`.
     StopActing,
@@ -178,7 +180,14 @@ fn translate(effect: Effect) -> Option<Action> {
             text: record.to_json(),
         },
         Effect::DeleteFile { name, .. } => Action::Delete { name },
-        Effect::StartActing { skip_through, .. } => Action::StartActing { skip_through },
+        Effect::StartActing {
+            skip_through,
+            also_handled,
+            ..
+        } => Action::StartActing {
+            skip_through,
+            also_handled,
+        },
         Effect::StopActing { .. } => Action::StopActing,
         Effect::PauseActing { until } => Action::PauseActing { until },
         Effect::Rescan => Action::Rescan,

@@ -126,6 +126,7 @@ impl SeedPolicy {
             .max(state.and_then(|s| s.last_update_id));
         out.push(Action::StartActing {
             skip_through: self.last_update_id,
+            also_handled: Vec::new(),
         });
         self.heartbeat(out);
     }

@@ -24,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use super::metrics::{Incident, RunMetrics};
 use super::model::{DelayModel, Fault, MINUTE_MS, SECOND_MS, Scenario, Target};
 use super::policy::{Action, DevicePolicy, DeviceSpec, PolicyKind};
+use crate::core::offsets::{Admission, OffsetLedger, StartPosition};
 use crate::core::record::{self, NameKind};
 use crate::core::{Event, FileObservation, FileState, Input, Moment};
 
@@ -135,9 +136,13 @@ struct Transfer {
     nominal_ms: u64,
 }
 
+/// One update in an answer: its id, its index in the order sent, and the `/activate`
+/// target it carries, if any.
+type Delivered = (i64, usize, Option<String>);
+
 #[derive(Clone, Debug)]
 enum PollResult {
-    Updates(Vec<i64>),
+    Updates(Vec<Delivered>),
     Empty,
     Conflict,
 }
@@ -152,14 +157,23 @@ struct ReplicaFile {
     evicted: Option<(bool, u64)>,
 }
 
+/// A device's Telegram adapter: the REAL offset ledger (`core::offsets`), driven as the
+/// poller drives it, minus the child (every update is handled at once).
 #[derive(Clone, Debug, Default)]
 struct Adapter {
     acting: bool,
     paused_until: Moment,
     backoff_until_ms: u64,
     outstanding: Option<u64>,
-    next_offset: Option<i64>,
-    last_handled: Option<i64>,
+    /// The offset the outstanding poll was sent with.
+    poll_offset: Option<i64>,
+    ledger: Option<OffsetLedger>,
+}
+
+impl Adapter {
+    fn offset(&self) -> Option<i64> {
+        self.ledger.as_ref().and_then(OffsetLedger::offset)
+    }
 }
 
 struct Device {
@@ -192,15 +206,42 @@ struct Host {
     stall_windows: Vec<(u64, u64)>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Telegram {
-    /// (id, sent at, activation target)
-    pending: BTreeMap<i64, Option<String>>,
+    /// Unconfirmed updates by id: (index in the order sent, activation target).
+    pending: BTreeMap<i64, (usize, Option<String>)>,
+    /// The id the next update gets. Real ids are in the hundreds of millions, and a
+    /// restart picks one at random among two billion; so do these.
     next_id: i64,
+    /// By index in the order sent.
     sent_ms: Vec<u64>,
     handled: Vec<u32>,
     held: Option<(usize, u64)>,
     next_poll: u64,
+    /// Ids start over at the next message sent while nothing is unconfirmed.
+    restart_due: bool,
+    /// Draws the ids, apart from the world's rng, so that runs without a restart are
+    /// the runs they always were.
+    ids_rng: ChaCha8Rng,
+}
+
+/// Telegram's ids are positive 32-bit integers.
+const UPDATE_ID_RANGE: std::ops::Range<i64> = 1..(1 << 31);
+
+impl Telegram {
+    fn new(seed: u64) -> Self {
+        let mut ids_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7465_6c65_6772_616d);
+        Telegram {
+            pending: BTreeMap::new(),
+            next_id: ids_rng.random_range(100_000_000..1_000_000_000),
+            sent_ms: Vec::new(),
+            handled: Vec::new(),
+            held: None,
+            next_poll: 0,
+            restart_due: false,
+            ids_rng,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,7 +336,7 @@ impl World {
             upload_latest: BTreeMap::new(),
             versions: 0,
             download_latest: BTreeMap::new(),
-            telegram: Telegram::default(),
+            telegram: Telegram::new(scenario.seed),
             rng,
             faults_over: false,
             latest_faulty_arrival_ms: 0,
@@ -615,14 +656,20 @@ impl World {
         match action {
             Action::Write { name, text } => self.write(device, name, Some(text)),
             Action::Delete { name } => self.delete(device, name),
-            Action::StartActing { skip_through } => {
+            Action::StartActing {
+                skip_through,
+                also_handled,
+            } => {
                 if !self.devices[device].adapter.acting {
                     self.on_takeover(device);
                 }
                 let adapter = &mut self.devices[device].adapter;
                 adapter.acting = true;
-                adapter.next_offset = skip_through.map(|id| id + 1);
-                adapter.last_handled = skip_through;
+                let start = StartPosition {
+                    skip_through: skip_through.unwrap_or(0),
+                    also_handled,
+                };
+                adapter.ledger = Some(OffsetLedger::new(&start, 0));
                 self.maybe_poll(device);
             }
             Action::StopActing => self.stop_acting(device),
@@ -1023,6 +1070,7 @@ impl World {
             Fault::Duplicate { device } => self.duplicate(device),
             Fault::Message => self.send_update(None),
             Fault::Activate { device } => self.ask_activation(device),
+            Fault::IdReset => self.telegram.restart_due = true,
             Fault::Sleep { .. } | Fault::CutOff { .. } | Fault::Stall { .. } => {}
         }
     }
@@ -1161,14 +1209,33 @@ impl World {
     // ---- Telegram ------------------------------------------------------------------------
 
     fn send_update(&mut self, activate: Option<String>) {
-        let id = self.telegram.next_id;
-        self.telegram.next_id += 1;
-        self.telegram.sent_ms.push(self.now_ms);
-        self.telegram.handled.push(0);
-        self.telegram.pending.insert(id, activate);
+        let telegram = &mut self.telegram;
+        if telegram.restart_due && telegram.pending.is_empty() {
+            // "The identifier of the next update will be chosen randomly."
+            telegram.restart_due = false;
+            telegram.next_id = telegram.ids_rng.random_range(UPDATE_ID_RANGE);
+            self.metrics.telegram_id_restarts += 1;
+            if self.config.trace {
+                eprintln!(
+                    "[{:>10.3}s] telegram ids start over at {}",
+                    self.now_ms as f64 / 1000.0,
+                    telegram.next_id
+                );
+            }
+        }
+        let id = telegram.next_id;
+        telegram.next_id += 1;
+        let index = telegram.sent_ms.len();
+        telegram.sent_ms.push(self.now_ms);
+        telegram.handled.push(0);
+        telegram.pending.insert(id, (index, activate.clone()));
         self.metrics.updates_sent += 1;
         if let Some((device, poll)) = self.telegram.held.take() {
-            self.respond(device, poll, PollResult::Updates(vec![id]));
+            self.respond(
+                device,
+                poll,
+                PollResult::Updates(vec![(id, index, activate)]),
+            );
         }
     }
 
@@ -1207,19 +1274,20 @@ impl World {
         );
     }
 
-    /// getUpdates(offset) as the server sees it: confirm below the offset, answer the
-    /// older waiting poll with 409, then answer now or hold.
+    /// getUpdates(offset) as the server sees it: confirm below the offset (an offset
+    /// above every id given out confirms nothing, as on the real server after its ids
+    /// started over), answer the older waiting poll with 409, then answer now or hold.
     fn get_updates(&mut self, device: usize, offset: Option<i64>, hold: bool) -> Option<u64> {
-        if let Some(offset) = offset {
-            let confirmed: Vec<i64> = self
+        if let Some(offset) = offset.filter(|offset| *offset <= self.telegram.next_id) {
+            let confirmed: Vec<(i64, usize)> = self
                 .telegram
                 .pending
                 .range(..offset)
-                .map(|(id, _)| *id)
+                .map(|(id, (index, _))| (*id, *index))
                 .collect();
-            for id in confirmed {
+            for (id, index) in confirmed {
                 self.telegram.pending.remove(&id);
-                if self.telegram.handled[id as usize] == 0 {
+                if self.telegram.handled[index] == 0 {
                     self.metrics.updates_lost += 1;
                     self.violation_if_baton(format!("update {id} confirmed without being handled"));
                 }
@@ -1233,7 +1301,13 @@ impl World {
         }
         self.telegram.next_poll += 1;
         let poll = self.telegram.next_poll;
-        let available: Vec<i64> = self.telegram.pending.keys().copied().take(100).collect();
+        let available: Vec<Delivered> = self
+            .telegram
+            .pending
+            .iter()
+            .take(100)
+            .map(|(id, (index, activate))| (*id, *index, activate.clone()))
+            .collect();
         if available.is_empty() {
             self.telegram.held = Some((device, poll));
             self.schedule(self.now_ms + LONG_POLL_MS, Ev::HeldTimeout { poll });
@@ -1269,9 +1343,10 @@ impl World {
             ));
             self.devices[device].must_revalidate = false;
         }
-        let offset = self.devices[device].adapter.next_offset;
+        let offset = self.devices[device].adapter.offset();
         let poll = self.get_updates(device, offset, true);
         self.devices[device].adapter.outstanding = poll;
+        self.devices[device].adapter.poll_offset = offset;
         self.resolve_pending_on_poll(device);
     }
 
@@ -1321,9 +1396,13 @@ impl World {
         }
         self.devices[device].adapter.outstanding = None;
         match result {
-            PollResult::Updates(ids) => {
-                for id in ids {
-                    self.handle_update(device, id);
+            PollResult::Updates(updates) => {
+                let offset = self.devices[device].adapter.poll_offset;
+                if let Some(ledger) = self.devices[device].adapter.ledger.as_mut() {
+                    ledger.begin_batch(offset);
+                }
+                for update in updates {
+                    self.handle_update(device, update);
                     if !self.devices[device].adapter.acting || !self.running(device) {
                         return;
                     }
@@ -1350,19 +1429,28 @@ impl World {
         }
     }
 
-    fn handle_update(&mut self, device: usize, id: i64) {
-        let adapter = &self.devices[device].adapter;
-        if adapter.next_offset.is_some_and(|offset| id < offset) {
+    fn handle_update(&mut self, device: usize, (id, index, activate): Delivered) {
+        let Some(ledger) = self.devices[device].adapter.ledger.as_mut() else {
+            return;
+        };
+        let admission = ledger.admit(id);
+        if matches!(admission, Admission::Known | Admission::Unusable) {
             return;
         }
-        self.devices[device].adapter.next_offset = Some(id + 1);
-        self.devices[device].adapter.last_handled = Some(id);
-        let count = &mut self.telegram.handled[id as usize];
+        ledger.handled(id);
+        let handled_through = ledger.progress().handled_through;
+        if let Admission::Restarted { offset_sent } = admission {
+            self.metrics.telegram_id_restarts_followed += 1;
+            self.trace(
+                device,
+                &format!("ids started over: {id} below offset {offset_sent}"),
+            );
+        }
+        let count = &mut self.telegram.handled[index];
         *count += 1;
         if *count > 1 {
             self.metrics.updates_duplicated += 1;
         }
-        let activate = self.telegram.pending.get(&id).cloned().flatten();
         if let Some(target) = activate {
             self.deliver(
                 device,
@@ -1373,7 +1461,10 @@ impl World {
             );
         }
         if self.running(device) {
-            self.deliver(device, Event::UpdateHandled { update_id: id });
+            let event = Event::UpdateHandled {
+                update_id: handled_through,
+            };
+            self.deliver(device, event);
         }
     }
 
@@ -1382,8 +1473,12 @@ impl World {
         self.cancel_poll(device);
         let adapter = &mut self.devices[device].adapter;
         adapter.acting = false;
-        let last = adapter.last_handled;
-        let offset = adapter.next_offset;
+        let offset = adapter.offset();
+        let last = adapter
+            .ledger
+            .as_ref()
+            .map(|ledger| ledger.progress().handled_through)
+            .filter(|id| *id > 0);
         if was_polling && offset.is_some() {
             // Confirm what was handled: getUpdates(offset, timeout 0).
             self.get_updates(device, offset, false);

@@ -73,14 +73,19 @@ pub async fn start_device(
 }
 
 impl Device {
-    /// Takes the next event; Forward events are pushed to the gateway as the runtime does.
+    /// Takes the next event; Forward events are pushed to the gateway, and a restart of
+    /// Telegram's ids is applied to it, as serving does.
     pub async fn next_event(&mut self) -> PollerEvent {
         let event = tokio::time::timeout(PATIENCE, self.events.recv())
             .await
             .expect("an event within PATIENCE")
             .expect("the poller is running");
-        if let PollerEvent::Forward { update_id, payload } = &event {
-            self.gateway.push(*update_id, payload.clone());
+        match &event {
+            PollerEvent::Forward { update_id, payload } => {
+                self.gateway.push(*update_id, payload.clone());
+            }
+            PollerEvent::SequenceRestarted { .. } => self.gateway.restart_sequence(),
+            _ => {}
         }
         event
     }

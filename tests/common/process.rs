@@ -113,9 +113,23 @@ impl Folder {
     /// Starts `baton run` for `name` against a fake Bot API (chat `chat`), with a
     /// stand-in mirror recording what it gets to `<root>/<name>.updates`; JSON logs.
     pub fn start_telegram(&self, name: &str, api_url: &str, token: &str, chat: i64) -> Device {
+        self.start_telegram_env(name, api_url, token, chat, &[])
+    }
+
+    /// [`Folder::start_telegram`] with extra environment for baton and its child (e.g.
+    /// `TELEGRAM_DB_PATH`, where the stand-in mirror keeps its `since`).
+    pub fn start_telegram_env(
+        &self,
+        name: &str,
+        api_url: &str,
+        token: &str,
+        chat: i64,
+        env: &[(&str, &str)],
+    ) -> Device {
         let out = self.root.path().join(format!("{name}.updates"));
         let out = out.to_string_lossy().into_owned();
         let mut command = self.baton();
+        command.envs(env.iter().copied());
         command
             .env("TELEGRAM_BOT_TOKEN", token)
             .env("TELEGRAM_CHAT_ID", chat.to_string())
