@@ -176,16 +176,84 @@ impl Layer {
     }
 }
 
-fn read_file_layer(path: &Path) -> Result<Option<Layer>, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+/// A configuration file larger than this is not a configuration file (the mirror's
+/// holds five short keys).
+pub const CONFIG_BYTES_MAX: u64 = 64 * 1024;
+
+/// Reads a configuration file, refusing anything but a regular file of a sane size.
+///
+/// A FIFO opened for reading in blocking mode waits for a writer forever, so the file is
+/// opened non-blocking and judged by `fstat` on the open descriptor (a symlink to a
+/// regular file is fine: dotfile managers link these). `Ok(None)` when it does not exist.
+fn read_config_text(path: &Path) -> Result<Option<String>, ConfigError> {
+    use std::io::Read as _;
+    let unreadable = |reason: String| ConfigError::Unreadable {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(ConfigError::Unreadable {
-                path: path.to_owned(),
-                reason: error.to_string(),
-            });
+        Err(error) => return Err(unreadable(error.to_string())),
+    };
+    let meta = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unreadable(format!(
+            "it is not a regular file ({}); put the JSON settings in a plain file",
+            file_kind(&meta.file_type())
+        )));
+    }
+    if meta.len() > CONFIG_BYTES_MAX {
+        return Err(unreadable(format!(
+            "it is {} bytes, more than the {CONFIG_BYTES_MAX} a configuration file may hold",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(CONFIG_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if bytes.len() as u64 > CONFIG_BYTES_MAX {
+        return Err(unreadable(format!(
+            "it grew past the {CONFIG_BYTES_MAX} bytes a configuration file may hold"
+        )));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| unreadable("it is not UTF-8 text".to_owned()))
+}
+
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if kind.is_fifo() {
+            return "a FIFO";
         }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return "a device";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
+}
+
+fn read_file_layer(path: &Path) -> Result<Option<Layer>, ConfigError> {
+    let Some(text) = read_config_text(path)? else {
+        return Ok(None);
     };
     let invalid = |reason: String| ConfigError::InvalidJson {
         path: path.to_owned(),
