@@ -619,7 +619,10 @@ pub fn telegram_config(
         Err(ConfigError::Missing {
             key: "botToken", ..
         }) => Ok(None),
-        Err(error) => Err(UsageError(format!("Telegram configuration: {error}"))),
+        Err(error) => Err(UsageError(format!(
+            "Telegram configuration: {}",
+            crate::adapters::telegram_config::redact_token_shapes(&error.to_string())
+        ))),
     }
 }
 
