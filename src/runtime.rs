@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::adapters::clock::{self, SleepDetector};
 use crate::adapters::control::{self, Command, Reply, Request};
 use crate::adapters::local;
-use crate::adapters::store::Store;
+use crate::adapters::store::{Listing, Store};
 use crate::adapters::telegram::{PollProgress, StartPosition};
 use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
@@ -134,6 +134,8 @@ struct Runtime {
     /// made (leader stem, its change moment, quarters of the liveness timeout).
     lease_check_at: Option<Moment>,
     lease_reported: Option<(String, Moment, u32)>,
+    /// The folder's junk was warned about (once per episode).
+    junk_warned: bool,
 }
 
 /// Runs until the core asks to exit; returns the process exit code.
@@ -196,6 +198,7 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
         span,
         lease_check_at: None,
         lease_reported: None,
+        junk_warned: false,
     };
     tracing::info!(parent: &runtime.span, seed = config.seed, group = %config.group, "starting");
     let mut shutdown_deadline: Option<tokio::time::Instant> = None;
@@ -478,7 +481,12 @@ impl Runtime {
 
     async fn rescan(&mut self) {
         match self.store.scan_bounded(READ_TIMEOUT).await {
-            Ok(files) => self.pending.push_back(Event::Scanned { files }),
+            Ok(listing) => {
+                self.warn_junk(&listing);
+                self.pending.push_back(Event::Scanned {
+                    files: listing.files,
+                });
+            }
             Err(reason) => {
                 self.pending.push_back(Event::ScanFailed { reason });
                 if self.store.ensure_dir().is_ok() {
@@ -486,6 +494,18 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Warns once when the folder holds a lot of junk, again only after it was cleaned
+    /// up and filled anew.
+    fn warn_junk(&mut self, listing: &Listing) {
+        let warning = listing.junk_warning(self.store.devices_dir());
+        if let Some(warning) = &warning
+            && !self.junk_warned
+        {
+            tracing::warn!(parent: &self.span, junk = listing.junk, "{warning}");
+        }
+        self.junk_warned = warning.is_some();
     }
 
     fn recreate_watcher(&mut self, why: &str) {
