@@ -154,6 +154,7 @@ impl Protocol {
                         context.notify(Level::Info, message);
                         let at = context.now.plus(watch);
                         context.arm_at(TimerId::Registration, at, 0);
+                        context.probe_prior_writer();
                         Handled
                     }
                     _ => Transition(State::standby()),
@@ -1257,7 +1258,56 @@ impl Ctx {
         }
     }
 
+    /// Registering, with a record at our own name written on this very boot of this
+    /// machine by another process: ask whether that process still runs.
+    fn probe_prior_writer(&mut self) {
+        let Some(prior) = &self.prior_own else {
+            return;
+        };
+        if self.same_boot(&prior.record) && prior.record.pid != self.identity.pid {
+            let pid = prior.record.pid;
+            let stem = self.own_stem.clone();
+            self.emit(Effect::ProbePid { stem, pid });
+        }
+    }
+
+    /// The process that wrote our record before we started runs on this host: a second
+    /// `baton run` for this directory (a copied state folder has its own lock). The
+    /// running, established writer must win: watch its record as long as a standby may
+    /// stay silent, so its next write makes THIS process refuse, instead of taking the
+    /// record over after the settle window and making the original refuse.
+    fn prior_writer_probed(&mut self, pid: u32, alive: bool) {
+        let watching = self.last_write.is_none()
+            && self.timers.is_armed(TimerId::Registration)
+            && self
+                .prior_own
+                .as_ref()
+                .is_some_and(|prior| prior.record.pid == pid);
+        if !alive || !watching {
+            return;
+        }
+        let at = self.now.plus(self.timing.liveness_standby);
+        if self
+            .timers
+            .deadline(TimerId::Registration)
+            .is_some_and(|armed| armed < at)
+        {
+            let message = format!(
+                "the process that wrote this device's record (pid {pid}) still runs on this \
+                 machine: another `baton run` for this directory (with a copy of the state \
+                 folder?). Watching its record for {:?}; if it writes, this one refuses",
+                self.timing.liveness_standby
+            );
+            self.notify(Level::Warn, message);
+            self.arm_at(TimerId::Registration, at, 0);
+        }
+    }
+
     fn pid_probed(&mut self, stem: &str, pid: u32, alive: bool) -> Option<Stimulus> {
+        if stem == self.own_stem {
+            self.prior_writer_probed(pid, alive);
+            return None;
+        }
         let (now, timing) = (self.now, self.timing);
         let peer = self.peers.get_mut(stem)?;
         if alive || peer.record.pid != pid {
