@@ -44,6 +44,13 @@ pub enum StoreError {
     },
 }
 
+/// The identity of the folder at a path (see [`Store::folder_identity`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FolderIdentity {
+    pub device: u64,
+    pub inode: u64,
+}
+
 /// One listing of the devices folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -99,6 +106,26 @@ impl Store {
 
     pub fn own_name(&self) -> &str {
         &self.own_name
+    }
+
+    /// Which folder is at the devices folder's path right now (device and inode): a
+    /// folder deleted and made again, or swapped, has another identity, and a watch on
+    /// the old one hears nothing of the new one.
+    pub fn folder_identity(&self) -> io::Result<FolderIdentity> {
+        let meta = fs::metadata(&self.devices_dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(FolderIdentity {
+                device: meta.dev(),
+                inode: meta.ino(),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            Ok(FolderIdentity::default())
+        }
     }
 
     /// Creates the devices folder if needed.

@@ -84,6 +84,10 @@ pub struct Auto {
     /// (default true).
     #[serde(default = "yes")]
     pub rescan: bool,
+    /// Answer `WriteRecord` with `RecordWritten` at once: every write reaches the disk
+    /// (default true). With false, the fixture answers writes itself.
+    #[serde(default = "yes")]
+    pub record_written: bool,
 }
 
 fn yes() -> bool {
@@ -95,6 +99,7 @@ impl Default for Auto {
         Auto {
             acting_stopped: true,
             rescan: true,
+            record_written: true,
         }
     }
 }

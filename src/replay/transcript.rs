@@ -116,6 +116,10 @@ fn event_lines(event: &Event) -> Vec<String> {
             format!("acting stopped last_update={}", optional(*last_update_id))
         }
         Event::ForeignChat { chat_id } => format!("foreign chat {chat_id}"),
+        Event::RecordWritten { seq } => format!("record seq={seq} written"),
+        Event::RecordWriteFailed { seq, reason } => {
+            format!("record seq={seq} not written: {reason}")
+        }
     };
     vec![line]
 }
