@@ -85,9 +85,14 @@ pub struct Auto {
     #[serde(default = "yes")]
     pub rescan: bool,
     /// Answer `WriteRecord` with `RecordWritten` at once: every write reaches the disk
-    /// (default true). With false, the fixture answers writes itself.
-    #[serde(default = "yes")]
+    /// (default true). With false, the fixture answers writes itself. Written to a
+    /// header only when false: fixtures made before it existed stay as they were.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub record_written: bool,
+}
+
+fn is_yes(value: &bool) -> bool {
+    *value
 }
 
 fn yes() -> bool {
