@@ -619,9 +619,11 @@ impl Runtime {
     async fn on_watch(&mut self, first: WatchSignal, rx: &mut mpsc::Receiver<WatchSignal>) {
         let mut names = BTreeSet::new();
         let mut rescan = false;
+        let mut failed = None;
         let mut absorb = |signal: WatchSignal, names: &mut BTreeSet<String>| match signal {
             WatchSignal::Changed(changed) => names.extend(changed),
-            WatchSignal::Rescan { .. } | WatchSignal::Failed { .. } => rescan = true,
+            WatchSignal::Rescan { .. } => rescan = true,
+            WatchSignal::Failed { reason } => failed = Some(reason),
         };
         absorb(first, &mut names);
         let window = tokio::time::sleep(DEBOUNCE);
@@ -633,11 +635,18 @@ impl Runtime {
             }
         }
         names.remove(&format!(".{}.tmp", self.store.own_name()));
-        if rescan {
-            // A watch that failed may be on a folder that is no longer there.
+        if let Some(reason) = failed {
+            // A watch that failed (its folder removed, say) hears nothing more: look at
+            // what is at the path now and watch that, even when it looks the same (a
+            // folder made again may reuse the old one's inode and creation second).
             if !self.check_folder().await {
-                self.rescan().await;
+                tracing::warn!(parent: &self.span, %reason, "the folder watch failed: watching anew and re-reading the folder");
+                self.recreate_watcher("the watch failed");
             }
+            return;
+        }
+        if rescan {
+            self.rescan().await;
             return;
         }
         for name in names {

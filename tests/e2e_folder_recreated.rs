@@ -62,7 +62,12 @@ fn a_sync_folder_deleted_and_made_again_settles_to_one_active_device() {
     assert_eq!(
         role_changes(&devices),
         changes,
-        "roles keep changing after the folder came back"
+        "roles keep changing after the folder came back:\n{}",
+        devices
+            .iter()
+            .map(|device| device.log())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
     );
     assert_eq!(settled(&folder, &devices), Some(after.clone()));
     println!("leader before: {leader}; after: {after}");

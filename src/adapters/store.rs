@@ -49,6 +49,7 @@ pub enum StoreError {
 pub struct FolderIdentity {
     pub device: u64,
     pub inode: u64,
+    pub created: Option<std::time::SystemTime>,
 }
 
 /// One listing of the devices folder.
@@ -108,23 +109,29 @@ impl Store {
         &self.own_name
     }
 
-    /// Which folder is at the devices folder's path right now (device and inode): a
-    /// folder deleted and made again, or swapped, has another identity, and a watch on
-    /// the old one hears nothing of the new one.
+    /// Which folder is at the devices folder's path right now (device, inode and
+    /// creation time): a folder deleted and made again, or swapped, has another
+    /// identity, and a watch on the old one hears nothing of the new one. File systems
+    /// reuse a freed inode number at once (ext4 does), hence the creation time, where
+    /// the file system keeps one.
     pub fn folder_identity(&self) -> io::Result<FolderIdentity> {
         let meta = fs::metadata(&self.devices_dir)?;
+        let created = meta.created().ok();
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
             Ok(FolderIdentity {
                 device: meta.dev(),
                 inode: meta.ino(),
+                created,
             })
         }
         #[cfg(not(unix))]
         {
-            let _ = meta;
-            Ok(FolderIdentity::default())
+            Ok(FolderIdentity {
+                created,
+                ..FolderIdentity::default()
+            })
         }
     }
 
