@@ -24,6 +24,14 @@ fn status_of(folder: &Folder, id: &str) -> Option<Status> {
 #[test]
 fn junk_in_the_folder_hides_no_record() {
     let folder = Folder::new(SCALE);
+    // The junk is there first: made while devices run, its flood of change events
+    // keeps their run loops busy for seconds of real time, longer than a lease at this
+    // time scale (a second's stall is nothing against the real 42 s lease).
+    let junk = folder.devices_dir();
+    std::fs::create_dir_all(&junk).expect("devices folder");
+    for index in 0..JUNK {
+        std::fs::write(junk.join(format!("junk-{index:06}.txt")), b"x").expect("junk");
+    }
     let a = folder.start("alpha", &[]);
     wait_for(PATIENCE, || {
         (status_of(&folder, &a.device_id) == Some(Status::Active)).then_some(())
@@ -35,10 +43,6 @@ fn junk_in_the_folder_hides_no_record() {
     })
     .expect("beta becomes a standby");
 
-    let junk = folder.devices_dir();
-    for index in 0..JUNK {
-        std::fs::write(junk.join(format!("junk-{index:06}.txt")), b"x").expect("junk");
-    }
     let c = folder.start("gamma", &[]);
     wait_for(PATIENCE, || {
         (status_of(&folder, &c.device_id) == Some(Status::Standby)).then_some(())
@@ -47,7 +51,12 @@ fn junk_in_the_folder_hides_no_record() {
     // Long enough for a newcomer that saw an empty group to claim and settle (jitter
     // plus the settle window, several times over at this scale).
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(status_of(&folder, &a.device_id), Some(Status::Active));
+    assert_eq!(
+        status_of(&folder, &a.device_id),
+        Some(Status::Active),
+        "the leader stays active:\n{}",
+        a.log()
+    );
     assert!(
         !c.log().contains("to=Contending") && !c.log().contains("to=Active"),
         "the newcomer contended against a healthy leader it could not see:\n{}",
