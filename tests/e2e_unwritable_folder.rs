@@ -94,12 +94,13 @@ fn skip(why: &str) {
     eprintln!("SKIPPED: this test mounts a tmpfs and needs root with mount rights: {why}");
 }
 
-/// Three polling devices on a tmpfs sync folder, settled with one active.
+/// Three polling devices on a tmpfs sync folder, settled with one active. Dropped in
+/// field order: the processes, then the mount, then the temporary folder.
 struct Group {
-    fake: FakeBotApi,
-    folder: Folder,
-    tmpfs: Tmpfs,
     devices: Vec<Device>,
+    tmpfs: Tmpfs,
+    folder: Folder,
+    fake: FakeBotApi,
 }
 
 async fn settled_group(size: &str) -> Option<Group> {
@@ -117,10 +118,10 @@ async fn settled_group(size: &str) -> Option<Group> {
         .map(|name| folder.start_polling(name, &fake.api_url(), fake.token(), CHAT))
         .collect();
     let group = Group {
-        fake,
-        folder,
-        tmpfs,
         devices,
+        tmpfs,
+        folder,
+        fake,
     };
     wait_for(PATIENCE, || group.one_active_polling()).expect("the group settles");
     Some(group)
