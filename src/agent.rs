@@ -48,6 +48,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::adapters::telegram_config::Secret;
+
 /// Every label baton writes starts with this; [`list`] looks for it.
 pub const LABEL_PREFIX: &str = "dev.mirror-baton.";
 /// launchd labels and systemd unit names both stay well below this.
@@ -102,8 +104,9 @@ pub enum AgentError {
     #[error("invalid environment variable name {name:?}: use letters, digits and '_'")]
     InvalidEnvName { name: String },
     #[error(
-        "{what} looks like a Telegram bot token; service files are world-readable, so baton \
-         reads the token from its configuration at start: remove it"
+        "{what} holds the Telegram bot token (or a value shaped like one); service files are \
+         world-readable, so baton reads the token from its configuration at start: remove it \
+         (nothing was written)"
     )]
     SecretInArguments { what: String },
     #[error("cannot find the home directory; set HOME")]
@@ -264,6 +267,9 @@ pub struct InstallRequest {
     /// Extra environment variables the user explicitly allowed (PATH is always set).
     /// Secret-looking names are dropped, see [`AgentSpec::dropped_env`].
     pub extra_env: Vec<(String, String)>,
+    /// Values no argument or variable may hold (the configured bot token): refused even
+    /// when they do not look like a token.
+    pub secrets: Vec<Secret>,
 }
 
 /// A fully resolved service definition: everything [`render`] needs, nothing it must look
@@ -309,9 +315,10 @@ impl AgentSpec {
             run_args.extend(request.child_command.iter().cloned());
         }
         for (index, arg) in run_args.iter().enumerate() {
-            check_value(&format!("argument {index} of the run command"), arg)?;
+            let what = format!("argument {index} of the run command");
+            check_value(&what, arg, &request.secrets)?;
         }
-        let (extra_env, dropped_env) = filter_env(&request.extra_env)?;
+        let (extra_env, dropped_env) = filter_env(&request.extra_env, &request.secrets)?;
         Ok(Self {
             label,
             program: env.program.clone(),
@@ -376,18 +383,22 @@ fn utf8<'a>(path: &'a Path, what: &'static str) -> Result<&'a str, AgentError> {
         what,
         path: path.to_path_buf(),
     })?;
-    check_value(what, text)?;
+    check_value(what, text, &[])?;
     Ok(text)
 }
 
-/// Refuses control characters (they break both file formats) and bot tokens.
-fn check_value(what: &str, value: &str) -> Result<(), AgentError> {
+/// Refuses control characters (they break both file formats), bot tokens, and any
+/// value holding one of `secrets` (the configured token, whatever its shape).
+fn check_value(what: &str, value: &str, secrets: &[Secret]) -> Result<(), AgentError> {
     if value.chars().any(char::is_control) {
         return Err(AgentError::ControlCharacter {
             what: what.to_owned(),
         });
     }
-    if looks_like_bot_token(value) {
+    let holds_secret = secrets
+        .iter()
+        .any(|secret| !secret.expose().is_empty() && value.contains(secret.expose()));
+    if holds_secret || looks_like_bot_token(value) {
         return Err(AgentError::SecretInArguments {
             what: what.to_owned(),
         });
@@ -395,26 +406,8 @@ fn check_value(what: &str, value: &str) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// True if `text` contains `<digits>:<35-ish url-safe chars>`, the shape of a Telegram bot
-/// token (`123456789:AA…`), anywhere (e.g. in `--token=…`).
-pub fn looks_like_bot_token(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    bytes.iter().enumerate().any(|(colon, &byte)| {
-        if byte != b':' {
-            return false;
-        }
-        let digits = bytes[..colon]
-            .iter()
-            .rev()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        let secret = bytes[colon + 1..]
-            .iter()
-            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
-            .count();
-        digits >= 5 && secret >= 30
-    })
-}
+/// The bot-token shape test, shared with the log redaction (`telegram_config`).
+pub use crate::adapters::telegram_config::looks_like_bot_token;
 
 /// True if a variable with this name must never be written to a service file.
 pub fn is_secret_env_name(name: &str) -> bool {
@@ -426,7 +419,10 @@ pub fn is_secret_env_name(name: &str) -> bool {
 
 type FilteredEnv = (BTreeMap<String, String>, Vec<String>);
 
-fn filter_env(extra_env: &[(String, String)]) -> Result<FilteredEnv, AgentError> {
+fn filter_env(
+    extra_env: &[(String, String)],
+    secrets: &[Secret],
+) -> Result<FilteredEnv, AgentError> {
     let mut kept = BTreeMap::new();
     let mut dropped = Vec::new();
     for (name, value) in extra_env {
@@ -441,7 +437,7 @@ fn filter_env(extra_env: &[(String, String)]) -> Result<FilteredEnv, AgentError>
             dropped.push(name.clone());
             continue;
         }
-        check_value(&format!("environment variable {name}"), value)?;
+        check_value(&format!("environment variable {name}"), value, secrets)?;
         kept.insert(name.clone(), value.clone());
     }
     Ok((kept, dropped))

@@ -389,12 +389,16 @@ pub async fn load_table(settings: &Settings) -> Result<(Vec<DeviceRow>, TableSou
     }
     let store = Store::new(&settings.sync_dir, &settings.group, "");
     let timeout = Duration::from_secs(10);
-    let files = store.scan_bounded(timeout).await.map_err(|error| {
+    let listing = store.scan_bounded(timeout).await.map_err(|error| {
         UsageError(format!(
             "cannot read the devices folder {}: {error}",
             store.devices_dir().display()
         ))
     })?;
+    if let Some(warning) = listing.junk_warning(store.devices_dir()) {
+        eprintln!("warning: {warning}");
+    }
+    let files = listing.files;
     let now_wall = crate::adapters::clock::wall_ms();
     let entries = files
         .into_iter()
@@ -624,7 +628,10 @@ pub fn telegram_config(
         Err(ConfigError::Missing {
             key: "botToken", ..
         }) => Ok(None),
-        Err(error) => Err(UsageError(format!("Telegram configuration: {error}"))),
+        Err(error) => Err(UsageError(format!(
+            "Telegram configuration: {}",
+            crate::adapters::telegram_config::redact_token_shapes(&error.to_string())
+        ))),
     }
 }
 

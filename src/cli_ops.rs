@@ -97,8 +97,35 @@ fn install_request(global: &GlobalArgs, args: &AgentInstallArgs) -> InstallReque
         label: args.label.clone(),
         run_options,
         child_command: args.command.clone(),
+        secrets: configured_token(args.dir.as_deref()).into_iter().collect(),
         ..Default::default()
     }
+}
+
+/// The bot token `baton run` in DIR would use (files, then this shell), if any: no
+/// argument of the agent may hold it, whatever its shape.
+fn configured_token(
+    dir: Option<&std::path::Path>,
+) -> Option<crate::adapters::telegram_config::Secret> {
+    use crate::adapters::telegram_config::{ConfigSources, load_telegram_config};
+    let shell: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let cwd = std::env::current_dir().ok()?;
+    let project = dir.map_or_else(|| cwd.clone(), |dir| cwd.join(dir));
+    let home = dirs::home_dir();
+    let sources = ConfigSources {
+        home_dir: home.as_deref(),
+        project_dir: &project,
+        env: &shell,
+        overrides: Default::default(),
+    };
+    // A configuration that does not load whole still has a token worth guarding.
+    let token = match load_telegram_config(&sources) {
+        Ok(config) => Some(config.bot_token),
+        Err(_) => shell
+            .get(crate::adapters::telegram_config::ENV_BOT_TOKEN)
+            .map(|token| crate::adapters::telegram_config::Secret::new(token.trim())),
+    };
+    token.filter(|token| !token.expose().is_empty())
 }
 
 /// A warning when this shell's environment completes the Telegram configuration but the

@@ -7,6 +7,7 @@ use mirror_baton::adapters::child_env::MirrorContext;
 use mirror_baton::adapters::local::{self, LocalError};
 use mirror_baton::adapters::telegram::PollerConfig;
 use mirror_baton::adapters::telegram_config::config_files;
+use mirror_baton::adapters::telegram_config::redact_token_shapes;
 use mirror_baton::cli::{self, Cli, Command, LogFormat, UsageError, exit};
 use mirror_baton::core::Timing;
 use mirror_baton::runtime::{self, RunConfig, RunError};
@@ -29,7 +30,7 @@ fn main() {
     let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("baton: {error:#}");
+            eprintln!("baton: {}", redact_token_shapes(&format!("{error:#}")));
             exit_code_for(&error)
         }
     };
@@ -123,7 +124,8 @@ async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32
 /// SIGHUP: re-read the Telegram configuration; compare fingerprints that carry no token.
 fn reloader(project: std::path::PathBuf, args: cli::TelegramArgs) -> runtime::Reload {
     Box::new(move || {
-        let config = cli::telegram_config(&project, &args).map_err(|error| error.to_string())?;
+        let config = cli::telegram_config(&project, &args)
+            .map_err(|error| redact_token_shapes(&error.to_string()).into_owned())?;
         Ok(match config {
             None => "no telegram".to_string(),
             // Compared in memory only, never logged.
@@ -138,12 +140,28 @@ fn reloader(project: std::path::PathBuf, args: cli::TelegramArgs) -> runtime::Re
     })
 }
 
+/// stderr for the log, with every token-shaped value redacted: a token pasted where it
+/// does not belong (a chat id, a child's argument, a library's error text) never
+/// reaches the log, whichever line carries it. The fmt layer writes each event whole.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(bytes);
+        std::io::stderr().write_all(redact_token_shapes(&text).as_bytes())?;
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),

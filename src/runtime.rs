@@ -13,12 +13,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::adapters::clock::{self, SleepDetector};
 use crate::adapters::control::{self, Command, Reply, Request};
 use crate::adapters::local;
-use crate::adapters::store::Store;
+use crate::adapters::store::{FolderIdentity, Listing, Store, StoreError};
 use crate::adapters::telegram::{PollProgress, StartPosition};
 use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
@@ -139,6 +139,15 @@ struct Runtime {
     lease_reported: Option<(String, Moment, u32)>,
     /// Peers whose refused token was told in the chat, with the reason.
     refusals_told: BTreeSet<(String, String)>,
+    /// The folder's junk was warned about (once per episode).
+    junk_warned: bool,
+    /// The core's lease deadline, published to the poller.
+    lease_tx: watch::Sender<Option<Moment>>,
+    /// The devices folder the watch was made on: a folder deleted and made again (or
+    /// swapped) is another one, and the old watch hears nothing of it.
+    folder_identity: Option<FolderIdentity>,
+    /// The folder was found gone and could not be made again (said once).
+    folder_gone_said: bool,
 }
 
 /// Runs until the core asks to exit; returns the process exit code.
@@ -157,6 +166,8 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     serving.watch_stop_signals();
     // Inside the caller's `device{id}` span (see main.rs): lines add the role.
     let span = tracing::info_span!("baton", role = "Registering");
+    let (lease_tx, lease_rx) = watch::channel(None);
+    serving.bind_lease(lease_rx);
     let (watch_tx, mut watch_rx) = mpsc::channel(watcher::SIGNALS_MAX);
     let watch = watcher::watch(store.devices_dir(), config.watch_mode, watch_tx.clone()).map_err(
         |source| RunError::Watch {
@@ -203,10 +214,17 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
         lease_check_at: None,
         lease_reported: None,
         refusals_told: BTreeSet::new(),
+        junk_warned: false,
+        lease_tx,
+        folder_identity: None,
+        folder_gone_said: false,
     };
+    runtime.folder_identity = runtime.store.folder_identity().ok();
     tracing::info!(parent: &runtime.span, seed = config.seed, group = %config.group, "starting");
     let mut shutdown_deadline: Option<tokio::time::Instant> = None;
     let mut watcher_refresh = tokio::time::Instant::now() + WATCHER_REFRESH;
+    let mut folder_check = tokio::time::interval(config.timing.settle_bound());
+    folder_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while runtime.exit_code.is_none() {
         if let Some(event) = runtime.pending.pop_front() {
             runtime.feed(event).await;
@@ -228,6 +246,9 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
             _ = sleep_until_opt(shutdown_deadline) => {
                 tracing::warn!(parent: &runtime.span, "resignation took too long; exiting");
                 runtime.exit_code = Some(0);
+            }
+            _ = folder_check.tick() => {
+                runtime.check_folder().await;
             }
             _ = tokio::time::sleep_until(watcher_refresh) => {
                 watcher_refresh = tokio::time::Instant::now() + WATCHER_REFRESH;
@@ -346,6 +367,13 @@ impl Runtime {
             self.execute_effects().await;
         }
         self.lease_check_at = self.report_silent_leader();
+        // The poller starts no getUpdates past this (it reads the clock before each).
+        let lease = self.core.lease_deadline();
+        self.lease_tx.send_if_modified(|published| {
+            let changed = *published != lease;
+            *published = lease;
+            changed
+        });
     }
 
     /// Puts the poller's progress in the core's record (written with the next heartbeat).
@@ -415,21 +443,7 @@ impl Runtime {
                 self.span = tracing::info_span!("baton", role = to.as_str());
                 tracing::info!(parent: &self.span, %from, %to, %cause, term = self.core.term(), "role changed");
             }
-            Effect::WriteRecord { record } => {
-                let store = self.store.clone();
-                let seq = record.seq;
-                let written =
-                    tokio::task::spawn_blocking(move || store.write_record(&record)).await;
-                match written {
-                    Ok(Ok(())) => {
-                        tracing::debug!(parent: &self.span, file = self.store.own_name(), seq, "wrote own record")
-                    }
-                    Ok(Err(error)) => {
-                        tracing::error!(parent: &self.span, %error, "cannot write own record; will retry at the next heartbeat")
-                    }
-                    Err(error) => tracing::error!(parent: &self.span, %error, "writer task failed"),
-                }
-            }
+            Effect::WriteRecord { record } => self.write_record(*record).await,
             Effect::DeleteFile { name, reason } => match self.store.delete(&name) {
                 Ok(()) => tracing::info!(parent: &self.span, file = %name, %reason, "deleted"),
                 Err(error) => tracing::warn!(parent: &self.span, %error, "cannot delete"),
@@ -496,16 +510,109 @@ impl Runtime {
         }
     }
 
+    /// Writes our record and queues the outcome for the core: our lease runs from writes
+    /// known to be on disk, and a device that cannot write neither contends nor acts.
+    /// The core reports a failure once per episode (with this path and OS error).
+    async fn write_record(&mut self, record: crate::core::DeviceRecord) {
+        let store = self.store.clone();
+        let seq = record.seq;
+        let written = tokio::task::spawn_blocking(move || store.write_record(&record)).await;
+        let failure = match written {
+            Ok(Ok(())) => {
+                tracing::debug!(parent: &self.span, file = self.store.own_name(), seq, "wrote own record");
+                None
+            }
+            Ok(Err(error)) => {
+                if let StoreError::Write { source, .. } = &error
+                    && source.kind() == std::io::ErrorKind::NotFound
+                {
+                    // The folder itself is gone: make it again and watch the new one;
+                    // the core's retry then writes into it.
+                    self.check_folder().await;
+                }
+                Some(error.to_string())
+            }
+            Err(error) => Some(format!("the writer task failed: {error}")),
+        };
+        let event = match failure {
+            None => Event::RecordWritten { seq },
+            Some(reason) => {
+                tracing::debug!(parent: &self.span, seq, %reason, "own record not written");
+                Event::RecordWriteFailed { seq, reason }
+            }
+        };
+        self.pending.push_back(event);
+    }
+
     async fn rescan(&mut self) {
         match self.store.scan_bounded(READ_TIMEOUT).await {
-            Ok(files) => self.pending.push_back(Event::Scanned { files }),
+            Ok(listing) => {
+                self.warn_junk(&listing);
+                self.pending.push_back(Event::Scanned {
+                    files: listing.files,
+                });
+            }
             Err(reason) => {
                 self.pending.push_back(Event::ScanFailed { reason });
-                if self.store.ensure_dir().is_ok() {
+                if !self.check_folder().await && self.store.ensure_dir().is_ok() {
                     self.recreate_watcher("the folder could not be listed");
                 }
             }
         }
+    }
+
+    /// Notices the devices folder being removed or replaced (deleted and made again, a
+    /// sync tool swapping it): says so, makes it again if it is gone, and watches the
+    /// folder now at the path; the rescan that follows shows the core whether its own
+    /// record is there (it writes it again if not). Returns whether anything was done.
+    async fn check_folder(&mut self) -> bool {
+        let path = self.store.devices_dir().display().to_string();
+        match self.store.folder_identity() {
+            Ok(identity) if Some(identity) == self.folder_identity => false,
+            Ok(_) => {
+                tracing::warn!(
+                    parent: &self.span,
+                    folder = %path,
+                    "the devices folder was replaced (deleted and made again?): watching the new one and re-reading it"
+                );
+                self.recreate_watcher("the devices folder was replaced");
+                true
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                match self.store.ensure_dir() {
+                    Ok(()) => {
+                        tracing::warn!(
+                            parent: &self.span,
+                            folder = %path,
+                            "the devices folder is gone (deleted?): made it again; watching and re-reading it"
+                        );
+                        self.folder_gone_said = false;
+                        self.recreate_watcher("the devices folder was gone");
+                    }
+                    Err(error) if !std::mem::replace(&mut self.folder_gone_said, true) => {
+                        tracing::warn!(parent: &self.span, %error, "the devices folder is gone and cannot be made again; retrying");
+                    }
+                    Err(_) => {}
+                }
+                true
+            }
+            Err(error) => {
+                tracing::debug!(parent: &self.span, %error, "cannot look at the devices folder");
+                false
+            }
+        }
+    }
+
+    /// Warns once when the folder holds a lot of junk, again only after it was cleaned
+    /// up and filled anew.
+    fn warn_junk(&mut self, listing: &Listing) {
+        let warning = listing.junk_warning(self.store.devices_dir());
+        if let Some(warning) = &warning
+            && !self.junk_warned
+        {
+            tracing::warn!(parent: &self.span, junk = listing.junk, "{warning}");
+        }
+        self.junk_warned = warning.is_some();
     }
 
     fn recreate_watcher(&mut self, why: &str) {
@@ -518,6 +625,7 @@ impl Runtime {
             Ok(watch) => {
                 tracing::debug!(parent: &self.span, why, "watcher re-created");
                 self.watch = Some(watch);
+                self.folder_identity = self.store.folder_identity().ok();
                 // Changes made while no watch was registered are only seen by a scan.
                 self.rescan_pending = true;
             }
@@ -531,9 +639,11 @@ impl Runtime {
     async fn on_watch(&mut self, first: WatchSignal, rx: &mut mpsc::Receiver<WatchSignal>) {
         let mut names = BTreeSet::new();
         let mut rescan = false;
+        let mut failed = None;
         let mut absorb = |signal: WatchSignal, names: &mut BTreeSet<String>| match signal {
             WatchSignal::Changed(changed) => names.extend(changed),
-            WatchSignal::Rescan { .. } | WatchSignal::Failed { .. } => rescan = true,
+            WatchSignal::Rescan { .. } => rescan = true,
+            WatchSignal::Failed { reason } => failed = Some(reason),
         };
         absorb(first, &mut names);
         let window = tokio::time::sleep(DEBOUNCE);
@@ -545,6 +655,16 @@ impl Runtime {
             }
         }
         names.remove(&format!(".{}.tmp", self.store.own_name()));
+        if let Some(reason) = failed {
+            // A watch that failed (its folder removed, say) hears nothing more: look at
+            // what is at the path now and watch that, even when it looks the same (a
+            // folder made again may reuse the old one's inode and creation second).
+            if !self.check_folder().await {
+                tracing::warn!(parent: &self.span, %reason, "the folder watch failed: watching anew and re-reading the folder");
+                self.recreate_watcher("the watch failed");
+            }
+            return;
+        }
         if rescan {
             self.rescan().await;
             return;

@@ -237,6 +237,13 @@ impl Serving {
         *self.stop_signal_at.borrow()
     }
 
+    /// Hands the poller the core's lease deadline: it starts no getUpdates past it.
+    pub fn bind_lease(&mut self, lease: watch::Receiver<Option<crate::core::Moment>>) {
+        if let Some(side) = self.telegram.as_mut() {
+            side.poller_config.lease = Some(lease);
+        }
+    }
+
     /// Coordination only: acting is a log line.
     pub fn coordination_only() -> Self {
         Serving {

@@ -32,6 +32,10 @@ struct Group {
     now: u64,
     /// (device name, moment, exit code, reason) of every exit asked for.
     exits: Vec<(String, u64, i32, String)>,
+    /// Devices whose disk refuses writes (a read-only folder, a full disk).
+    refusing: std::collections::BTreeSet<String>,
+    /// (device name, moment, effect) of every effect, in order.
+    log: Vec<(String, u64, Effect)>,
 }
 
 impl Group {
@@ -53,6 +57,8 @@ impl Group {
             files: Default::default(),
             now: 0,
             exits: Vec::new(),
+            refusing: Default::default(),
+            log: Vec::new(),
         }
     }
 
@@ -79,12 +85,22 @@ impl Group {
     fn pump(&mut self, index: usize) {
         let effects = self.devices[index].core.drain_effects();
         let mut writes = Vec::new();
+        let device = self.devices[index].name.clone();
         for effect in effects {
+            self.log.push((device.clone(), self.now, effect.clone()));
             match effect {
+                Effect::WriteRecord { record: r } if self.refusing.contains(&device) => {
+                    let reason = format!(
+                        "cannot write /sync/devices/{}: Read-only file system (os error 30)",
+                        record::file_name(&r.device_id)
+                    );
+                    self.input(index, Event::RecordWriteFailed { seq: r.seq, reason });
+                }
                 Effect::WriteRecord { record: r } => {
                     let name = record::file_name(&r.device_id);
                     self.files.insert(name.clone(), r.to_json());
                     writes.push(name);
+                    self.input(index, Event::RecordWritten { seq: r.seq });
                 }
                 Effect::Rescan => {
                     let files = self.scan();
@@ -493,4 +509,129 @@ fn the_handoff_wait_starts_when_the_handoff_is_published_not_before() {
         "the handoff is published: {published:?}"
     );
     assert_eq!(a.role(), Role::Yielding);
+}
+
+impl Group {
+    /// Every effect `name` had carried out from `from_ms` on.
+    fn effects_of(&self, name: &str, from_ms: u64) -> Vec<(u64, Effect)> {
+        self.log
+            .iter()
+            .filter(|(device, at, _)| device == name && *at >= from_ms)
+            .map(|(_, at, effect)| (*at, effect.clone()))
+            .collect()
+    }
+
+    /// The moment `name` last asked for a write that reached the disk, before `before_ms`.
+    fn last_good_write(&self, name: &str, before_ms: u64) -> u64 {
+        self.log
+            .iter()
+            .filter(|(device, at, effect)| {
+                device == name && *at < before_ms && matches!(effect, Effect::WriteRecord { .. })
+            })
+            .map(|(_, at, _)| *at)
+            .max()
+            .expect("a write before the fault")
+    }
+}
+
+fn is_active_write(effect: &Effect) -> bool {
+    matches!(effect, Effect::WriteRecord { record } if record.status == record::Status::Active)
+}
+
+#[test]
+fn a_device_that_cannot_write_its_record_neither_contends_nor_acts() {
+    let mut group = Group::a_active_b_standby();
+    let fault = 61_000;
+    group.run_until(fault);
+    let last_good = group.last_good_write("a", fault);
+    group.refusing.extend(["a".to_string(), "b".to_string()]);
+    group.run_until(400_000);
+    let lease = Timing::default().lease().as_millis() as u64;
+    let stopped: Vec<u64> = group
+        .effects_of("a", fault)
+        .into_iter()
+        .filter(|(_, e)| matches!(e, Effect::StopActing { .. }))
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(
+        stopped,
+        [last_good + lease],
+        "the active device stops exactly when its lease runs out"
+    );
+    for name in ["a", "b"] {
+        let effects = group.effects_of(name, fault);
+        assert!(
+            !effects
+                .iter()
+                .any(|(_, e)| matches!(e, Effect::StartActing { .. })),
+            "{name} acted on a record it could not write: {effects:?}"
+        );
+        let warnings = effects
+            .iter()
+            .filter(|(_, e)| matches!(e, Effect::Notify { message, .. } if message.starts_with("cannot write this device's record")))
+            .count();
+        assert_eq!(warnings, 1, "{name} reports the failure once per episode");
+        let retries = effects
+            .iter()
+            .filter(|(_, e)| matches!(e, Effect::WriteRecord { .. }))
+            .count();
+        assert!(retries > 3, "{name} keeps retrying ({retries} writes)");
+    }
+    assert_eq!(group.active_count(), 0, "{:?}", group.roles());
+    // Writable again: one device takes the role.
+    group.refusing.clear();
+    group.run_until(500_000);
+    assert_eq!(group.active_count(), 1, "{:?}", group.roles());
+}
+
+#[test]
+fn a_leader_stalled_past_its_lease_steps_down_before_its_overdue_heartbeat() {
+    let mut group = Group::a_active_b_standby();
+    // a stalls (SIGSTOP, a paused VM): it handles nothing while b takes over.
+    let stalled_at = 61_000;
+    group.run_until(stalled_at);
+    let a = group.devices.remove(0);
+    group.run_until(stalled_at + 120_000);
+    assert_eq!(group.devices[0].core.role(), Role::Active, "b took over");
+    group.devices.insert(0, a);
+    let resumed = group.now;
+    // The runtime's overdue timer fires: the first input after the stall.
+    group.input(0, Event::Tick);
+    let effects = group.effects_of("a", resumed);
+    let stop = effects
+        .iter()
+        .position(|(_, e)| matches!(e, Effect::StopActing { .. }));
+    let rescan = effects
+        .iter()
+        .position(|(_, e)| matches!(e, Effect::Rescan));
+    let active_write = effects.iter().position(|(_, e)| is_active_write(e));
+    assert!(
+        matches!((stop, rescan), (Some(s), Some(r)) if s < r),
+        "stops, then re-reads the folder: {effects:?}"
+    );
+    assert!(
+        active_write.is_none_or(|w| w > stop.unwrap_or(0)),
+        "no heartbeat renews the lapsed lease first: {effects:?}"
+    );
+    assert_ne!(group.devices[0].core.role(), Role::Active);
+    assert_eq!(group.active_count(), 1, "{:?}", group.roles());
+}
+
+#[test]
+fn a_claim_that_could_not_be_written_never_becomes_active() {
+    let mut group = Group::new(&["a"]);
+    group.refusing.insert("a".to_string());
+    group.input(0, Event::Start);
+    group.run_until(120_000);
+    assert!(
+        !group
+            .effects_of("a", 0)
+            .iter()
+            .any(|(_, e)| matches!(e, Effect::StartActing { .. })),
+        "{:?}",
+        group.effects_of("a", 0)
+    );
+    group.refusing.clear();
+    group.run_until(200_000);
+    assert_eq!(group.devices[0].core.role(), Role::Active);
 }

@@ -58,6 +58,11 @@ type Delivery = (u64, u64, usize, String, String);
 struct Device {
     core: Option<Core>,
     generation: u64,
+    /// Its disk refuses writes until then (a read-only folder, a full disk).
+    refusing_until: u64,
+    /// The process is stalled (SIGSTOP, a paused VM) until then: it handles nothing,
+    /// its clock runs on, and what arrives meanwhile waits.
+    frozen_until: u64,
 }
 
 /// A group on one host whose folder syncs with a random delay (sometimes longer than
@@ -97,6 +102,8 @@ impl Sim {
                 .map(|_| Device {
                     core: None,
                     generation: 0,
+                    refusing_until: 0,
+                    frozen_until: 0,
                 })
                 .collect(),
             files: BTreeMap::new(),
@@ -158,6 +165,14 @@ impl Sim {
                 self.seen.insert((from.to_string(), to.to_string(), cause));
                 None
             }
+            Effect::WriteRecord { record: written }
+                if self.now < self.devices[index].refusing_until =>
+            {
+                Some(Event::RecordWriteFailed {
+                    seq: written.seq,
+                    reason: "cannot write: Read-only file system (os error 30)".into(),
+                })
+            }
             Effect::WriteRecord { record: written } => {
                 let name = record::file_name(&written.device_id);
                 let text = written.to_json();
@@ -180,7 +195,7 @@ impl Sim {
                         text.clone(),
                     )));
                 }
-                None
+                Some(Event::RecordWritten { seq: written.seq })
             }
             Effect::Rescan => Some(Event::Scanned { files: self.scan() }),
             Effect::StopActing { .. } => Some(Event::ActingStopped {
@@ -205,9 +220,14 @@ impl Sim {
     /// Advances to `until`, delivering files and firing timers in time order.
     fn run_until(&mut self, until: u64) {
         loop {
+            // A stalled device's timers wait for it to resume; resuming is its next input.
             let timer = (0..DEVICES)
                 .filter_map(|i| {
-                    let core = self.devices[i].core.as_ref()?;
+                    let device = &self.devices[i];
+                    let core = device.core.as_ref()?;
+                    if self.now < device.frozen_until {
+                        return Some((device.frozen_until, i));
+                    }
                     core.next_timeout().map(|at| (at.0, i))
                 })
                 .min();
@@ -218,10 +238,17 @@ impl Sim {
                     self.input(i, Event::Tick);
                 }
                 (_, Some(at)) if at <= until => {
-                    let Some(Reverse((at, _, to, name, text))) = self.deliveries.pop() else {
+                    let Some(Reverse((at, order, to, name, text))) = self.deliveries.pop() else {
                         unreachable!("peeked above");
                     };
                     self.now = self.now.max(at);
+                    let frozen_until = self.devices[to].frozen_until;
+                    if self.now < frozen_until {
+                        // Queued for the stalled process, in order.
+                        self.deliveries
+                            .push(Reverse((frozen_until, order, to, name, text)));
+                        continue;
+                    }
                     let file = FileObservation {
                         name,
                         state: FileState::Contents { text },
@@ -237,6 +264,9 @@ impl Sim {
     fn random_action(&mut self) {
         let index = self.rng.random_range(0..DEVICES);
         let running = self.devices[index].core.is_some();
+        if self.now < self.devices[index].frozen_until {
+            return; // a stalled process takes no input
+        }
         match self.rng.random_range(0..100) {
             _ if !running => self.start(index),
             0..8 => self.devices[index].core = None, // crash
@@ -266,6 +296,14 @@ impl Sim {
             39..41 => {
                 let description = "Unauthorized".into();
                 self.input(index, Event::PollingRefused { description });
+            }
+            41..45 => {
+                let refusing_ms = self.rng.random_range(1_000..180_000);
+                self.devices[index].refusing_until = self.now + refusing_ms;
+            }
+            45..48 => {
+                let stalled_ms = self.rng.random_range(5_000..150_000);
+                self.devices[index].frozen_until = self.now + stalled_ms;
             }
             _ => {}
         }

@@ -2,9 +2,10 @@
 //!
 //! Owns: atomic writes of OUR record (temp file the sync tools skip, then rename in the
 //! same directory, mode 0600), bounded reads of any file into a
-//! [`FileObservation`](crate::core::FileObservation), folder listings, deleting what the
-//! core asks (our conflict copies; records past retention), and asking iCloud for evicted
-//! files. Must never: follow a symlink, read more than the record limit, write any name
+//! [`FileObservation`](crate::core::FileObservation), folder listings (bounded by the
+//! record-like names they hold: junk is counted, never allowed to push a record out),
+//! deleting what the core asks (our conflict copies; records past retention), and asking
+//! iCloud for evicted files. Must never: follow a symlink, read more than the record limit, write any name
 //! but our own record and its temp file, or block the event loop (callers run these
 //! functions on a blocking thread with a timeout: see [`Store::observe_bounded`]).
 
@@ -32,6 +33,49 @@ pub enum StoreError {
     NotOurs { name: String },
     #[error("reading {name} took longer than {timeout:?} (an evicted iCloud file?)")]
     Timeout { name: String, timeout: Duration },
+    #[error(
+        "{path} holds more than {limit} {what}; that is not a devices folder (a script \
+         writing into it?): clean it up"
+    )]
+    Overfull {
+        path: PathBuf,
+        limit: usize,
+        what: &'static str,
+    },
+}
+
+/// The identity of the folder at a path (see [`Store::folder_identity`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FolderIdentity {
+    pub device: u64,
+    pub inode: u64,
+    pub created: Option<std::time::SystemTime>,
+}
+
+/// One listing of the devices folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Every record-like file (records, conflict copies, stubs), read, sorted by name.
+    pub files: Vec<FileObservation>,
+    /// Names that are neither records nor temp files: junk, skipped and counted.
+    pub junk: usize,
+}
+
+/// Junk files in the devices folder worth a warning (a `.DS_Store` or two is normal).
+pub const JUNK_WARN_MIN: usize = 100;
+
+impl Listing {
+    /// A warning for the user when the folder holds a lot of junk.
+    pub fn junk_warning(&self, devices_dir: &Path) -> Option<String> {
+        (self.junk >= JUNK_WARN_MIN).then(|| {
+            format!(
+                "the devices folder {} holds {} files that are not records (junk); they are \
+                 skipped, but slow every listing down: remove them",
+                devices_dir.display(),
+                self.junk
+            )
+        })
+    }
 }
 
 /// The devices folder of one group, seen from one device.
@@ -63,6 +107,32 @@ impl Store {
 
     pub fn own_name(&self) -> &str {
         &self.own_name
+    }
+
+    /// Which folder is at the devices folder's path right now (device, inode and
+    /// creation time): a folder deleted and made again, or swapped, has another
+    /// identity, and a watch on the old one hears nothing of the new one. File systems
+    /// reuse a freed inode number at once (ext4 does), hence the creation time, where
+    /// the file system keeps one.
+    pub fn folder_identity(&self) -> io::Result<FolderIdentity> {
+        let meta = fs::metadata(&self.devices_dir)?;
+        let created = meta.created().ok();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(FolderIdentity {
+                device: meta.dev(),
+                inode: meta.ino(),
+                created,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(FolderIdentity {
+                created,
+                ..FolderIdentity::default()
+            })
+        }
     }
 
     /// Creates the devices folder if needed.
@@ -121,23 +191,43 @@ impl Store {
         }
     }
 
-    /// Lists the folder and reads every record-like file. Temp and foreign names are
-    /// skipped. Blocking: run on a blocking thread.
+    /// Lists the folder and reads every record-like file. Blocking: run on a blocking
+    /// thread.
     pub fn scan(&self) -> Result<Vec<FileObservation>, StoreError> {
+        self.list().map(|listing| listing.files)
+    }
+
+    /// Lists the folder: every record-like name is read; temp names are skipped; other
+    /// names are junk, skipped and counted. Junk never pushes a record out: the bound
+    /// counts record-like names only, and a folder past either bound is an error (the
+    /// peers already known are kept), never a listing with records silently missing.
+    pub fn list(&self) -> Result<Listing, StoreError> {
         let entries = fs::read_dir(&self.devices_dir).map_err(|source| StoreError::List {
             path: self.devices_dir.clone(),
             source,
         })?;
-        let mut files = Vec::new();
-        for entry in entries.flatten().take(LISTING_ENTRIES_MAX) {
+        let overfull = |limit, what| StoreError::Overfull {
+            path: self.devices_dir.clone(),
+            limit,
+            what,
+        };
+        let mut listing = Listing::default();
+        for (examined, entry) in entries.flatten().enumerate() {
+            if examined >= LISTING_ENTRIES_EXAMINED_MAX {
+                return Err(overfull(LISTING_ENTRIES_EXAMINED_MAX, "entries"));
+            }
             let name = entry.file_name().to_string_lossy().into_owned();
             match record::classify_name(&name) {
-                NameKind::Temp | NameKind::Foreign => continue,
-                _ => files.push(observe_path(&entry.path(), name)),
+                NameKind::Temp => {}
+                NameKind::Foreign => listing.junk += 1,
+                _ if listing.files.len() >= LISTING_RECORDS_MAX => {
+                    return Err(overfull(LISTING_RECORDS_MAX, "record-like files"));
+                }
+                _ => listing.files.push(observe_path(&entry.path(), name)),
             }
         }
-        files.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(files)
+        listing.files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(listing)
     }
 
     /// Reads one file by name. Blocking.
@@ -173,9 +263,9 @@ impl Store {
     }
 
     /// Lists the folder on a blocking thread, with a timeout.
-    pub async fn scan_bounded(&self, timeout: Duration) -> Result<Vec<FileObservation>, String> {
+    pub async fn scan_bounded(&self, timeout: Duration) -> Result<Listing, String> {
         let store = self.clone();
-        let task = tokio::task::spawn_blocking(move || store.scan());
+        let task = tokio::task::spawn_blocking(move || store.list());
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result.map_err(|error| error.to_string()),
             Ok(Err(join_error)) => Err(format!("lister failed: {join_error}")),
@@ -225,8 +315,12 @@ impl Store {
     }
 }
 
-/// A bound on one listing: a folder with more entries than this is not a devices folder.
-const LISTING_ENTRIES_MAX: usize = 10_000;
+/// A bound on the record-like names of one listing (records, conflict copies, stubs):
+/// a folder with more is not a devices folder. Junk does not count towards it.
+const LISTING_RECORDS_MAX: usize = 10_000;
+/// A bound on the entries one listing looks at, junk included (the loop's own bound;
+/// the runtime's read timeout bounds its time).
+const LISTING_ENTRIES_EXAMINED_MAX: usize = 1_000_000;
 
 pub fn devices_dir(sync_dir: &Path, group: &str) -> PathBuf {
     sync_dir.join(group).join("devices")

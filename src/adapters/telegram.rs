@@ -63,6 +63,8 @@ pub const ALLOWED_UPDATES: &[&str] = &[
     "callback_query",
     "message_reaction",
 ];
+/// A long poll ends this long before the lease does, so its answer arrives inside it.
+const LEASE_ANSWER_MARGIN: Duration = Duration::from_secs(1);
 /// How Telegram's 409 to the older of two pollers begins (FACTS; teloxide matches the whole
 /// text). Every other "Conflict: …" means a webhook is set.
 const CONFLICT_OTHER_POLLER: &str = "Conflict: terminated by other getUpdates request";
@@ -306,10 +308,20 @@ impl TelegramBot {
     /// One raw `getUpdates` call: the updates as JSON, so unknown kinds, missing fields and
     /// huge texts survive untouched (teloxide's typed `Update` would re-shape them).
     pub async fn get_updates_raw(&self, offset: Option<i64>) -> Result<Vec<Value>, TelegramError> {
+        self.get_updates_within(offset, self.poll_timeout).await
+    }
+
+    /// [`TelegramBot::get_updates_raw`] with the long poll clamped to `within` (whole
+    /// seconds, rounded down): it must not outlast the device's lease.
+    pub async fn get_updates_within(
+        &self,
+        offset: Option<i64>,
+        within: Duration,
+    ) -> Result<Vec<Value>, TelegramError> {
         const METHOD: &str = "getUpdates";
         let url = method_url(self.bot.api_url(), &self.token, METHOD);
         let mut body = serde_json::json!({
-            "timeout": self.poll_timeout.as_secs(),
+            "timeout": self.poll_timeout.min(within).as_secs(),
             "limit": GET_UPDATES_LIMIT,
             "allowed_updates": ALLOWED_UPDATES,
         });
@@ -573,6 +585,11 @@ pub struct PollerConfig {
     pub sleep_guard: Option<crate::adapters::clock::SleepDetector>,
     /// Foreign chats already reported (by any device, from the records): not again.
     pub known_foreign_chats: Vec<i64>,
+    /// The device's lease deadline on the sleep-counting clock (from the core, through
+    /// the runtime): no getUpdates starts once it has passed, a long poll is clamped to
+    /// what remains, and an answer that arrives after it is not delivered. `None`:
+    /// no lease is enforced (tests of the poll loop alone).
+    pub lease: Option<watch::Receiver<Option<crate::core::Moment>>>,
 }
 
 impl PollerConfig {
@@ -586,6 +603,7 @@ impl PollerConfig {
             jitter_seed,
             sleep_guard: None,
             known_foreign_chats: Vec::new(),
+            lease: None,
         }
     }
 }
@@ -695,13 +713,26 @@ impl PollLoop {
                 return Err(PollerExit::Cancelled);
             }
             let offset = self.ledger.offset();
-            let request = self.bot.get_updates_raw(offset);
+            // The answer must be back before the lease ends: a second's margin for it.
+            let within = self
+                .within_lease()
+                .await?
+                .saturating_sub(LEASE_ANSWER_MARGIN);
+            let request = self.bot.get_updates_within(offset, within);
             let result = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return Err(PollerExit::Cancelled),
                 result = request => result,
             };
             match result {
+                Ok(batch) if self.lease_remaining().is_none() => {
+                    // Answered after the lease ran out (a stalled process resumed):
+                    // unconfirmed, these go to whoever acts next, not to our child.
+                    tracing::warn!(
+                        updates = batch.len(),
+                        "a getUpdates answer came after this device's lease ran out: not delivered here"
+                    );
+                }
                 Ok(batch) => {
                     failures = 0;
                     if !self.absorb(batch, offset).await? {
@@ -711,6 +742,46 @@ impl PollLoop {
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     self.on_error(error, failures).await?;
+                }
+            }
+        }
+    }
+
+    /// What remains of the lease (`Some(MAX)` when none is enforced; `None` once over).
+    fn lease_remaining(&self) -> Option<Duration> {
+        let Some(lease) = &self.config.lease else {
+            return Some(Duration::MAX);
+        };
+        let deadline = (*lease.borrow())?;
+        let now = crate::adapters::clock::now();
+        (now < deadline).then(|| deadline.since(now))
+    }
+
+    /// Waits, cancellably, until the lease allows a getUpdates; returns what remains of
+    /// it (a long poll is clamped to it). Past the lease, the core steps down and
+    /// re-reads the folder; a renewed lease comes only from a record write on disk.
+    async fn within_lease(&mut self) -> Result<Duration, PollerExit> {
+        let mut said = false;
+        loop {
+            if let Some(remaining) = self.lease_remaining() {
+                return Ok(remaining);
+            }
+            if !std::mem::replace(&mut said, true) {
+                tracing::info!(
+                    "this device's lease has run out: no getUpdates until it is renewed"
+                );
+            }
+            let Some(lease) = self.config.lease.as_mut() else {
+                unreachable!("no lease is never over")
+            };
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Err(PollerExit::Cancelled),
+                changed = lease.changed() => {
+                    if changed.is_err() {
+                        self.cancel.cancelled().await;
+                        return Err(PollerExit::Cancelled);
+                    }
                 }
             }
         }

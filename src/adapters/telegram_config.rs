@@ -57,6 +57,70 @@ impl fmt::Display for Secret {
     }
 }
 
+/// What replaces a token-shaped value in text baton prints.
+pub const REDACTED: &str = "<token redacted>";
+
+/// Bot tokens have at least this many url-safe characters after the colon (Telegram's
+/// are 35); shorter runs are not taken for a token.
+const TOKEN_TAIL_MIN: usize = 30;
+
+fn is_token_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-'
+}
+
+/// The byte ranges of every token-shaped value in `text`: a run of digits (the bot id),
+/// a colon, then at least [`TOKEN_TAIL_MIN`] url-safe characters. The digits need no
+/// boundary before them: Telegram's own URLs embed `…/bot<token>/…`.
+fn token_spans(text: &str) -> Vec<std::ops::Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(offset) = bytes[from..].iter().position(|b| *b == b':') {
+        let colon = from + offset;
+        let digits = bytes[..colon]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let tail = bytes[colon + 1..]
+            .iter()
+            .take_while(|b| is_token_char(**b))
+            .count();
+        if digits >= 1 && tail >= TOKEN_TAIL_MIN {
+            spans.push(colon - digits..colon + 1 + tail);
+            from = colon + 1 + tail;
+        } else {
+            from = colon + 1;
+        }
+    }
+    spans
+}
+
+/// True if `text` holds anything shaped like a Telegram bot token (`123456789:AA…`),
+/// anywhere (e.g. in `--token=…`).
+pub fn looks_like_bot_token(text: &str) -> bool {
+    !token_spans(text).is_empty()
+}
+
+/// `text` with every token-shaped value replaced by [`REDACTED`]. Applied to everything
+/// baton prints (its log lines, its error messages), so a token pasted where it does not
+/// belong — a chat id, a flag, a child's argument — never reaches a terminal or a file.
+pub fn redact_token_shapes(text: &str) -> std::borrow::Cow<'_, str> {
+    let spans = token_spans(text);
+    if spans.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut kept_from = 0;
+    for span in spans {
+        out.push_str(&text[kept_from..span.start]);
+        out.push_str(REDACTED);
+        kept_from = span.end;
+    }
+    out.push_str(&text[kept_from..]);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Values given on baton's command line; they win over every other source.
 #[derive(Debug, Clone, Default)]
 pub struct TelegramOverrides {
@@ -182,16 +246,84 @@ impl Layer {
     }
 }
 
-fn read_file_layer(path: &Path) -> Result<Option<Layer>, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+/// A configuration file larger than this is not a configuration file (the mirror's
+/// holds five short keys).
+pub const CONFIG_BYTES_MAX: u64 = 64 * 1024;
+
+/// Reads a configuration file, refusing anything but a regular file of a sane size.
+///
+/// A FIFO opened for reading in blocking mode waits for a writer forever, so the file is
+/// opened non-blocking and judged by `fstat` on the open descriptor (a symlink to a
+/// regular file is fine: dotfile managers link these). `Ok(None)` when it does not exist.
+fn read_config_text(path: &Path) -> Result<Option<String>, ConfigError> {
+    use std::io::Read as _;
+    let unreadable = |reason: String| ConfigError::Unreadable {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(ConfigError::Unreadable {
-                path: path.to_owned(),
-                reason: error.to_string(),
-            });
+        Err(error) => return Err(unreadable(error.to_string())),
+    };
+    let meta = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unreadable(format!(
+            "it is not a regular file ({}); put the JSON settings in a plain file",
+            file_kind(&meta.file_type())
+        )));
+    }
+    if meta.len() > CONFIG_BYTES_MAX {
+        return Err(unreadable(format!(
+            "it is {} bytes, more than the {CONFIG_BYTES_MAX} a configuration file may hold",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(CONFIG_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if bytes.len() as u64 > CONFIG_BYTES_MAX {
+        return Err(unreadable(format!(
+            "it grew past the {CONFIG_BYTES_MAX} bytes a configuration file may hold"
+        )));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| unreadable("it is not UTF-8 text".to_owned()))
+}
+
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if kind.is_fifo() {
+            return "a FIFO";
         }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return "a device";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
+}
+
+fn read_file_layer(path: &Path) -> Result<Option<Layer>, ConfigError> {
+    let Some(text) = read_config_text(path)? else {
+        return Ok(None);
     };
     let invalid = |reason: String| ConfigError::InvalidJson {
         path: path.to_owned(),
@@ -312,9 +444,15 @@ fn json_id(raw: &serde_json::Value, origin: &str, key: &'static str) -> Result<i
 }
 
 fn text_id(text: &str, origin: &str, key: &'static str) -> Result<i64, ConfigError> {
-    text.trim()
-        .parse::<i64>()
-        .map_err(|_| malformed(origin, key, &format!("`{text}` is not an integer")))
+    text.trim().parse::<i64>().map_err(|_| {
+        // A token pasted into the wrong key must not be quoted back.
+        let reason = if looks_like_bot_token(text) {
+            "this looks like the bot token, not an id (value not shown)".to_owned()
+        } else {
+            format!("`{text}` is not an integer")
+        };
+        malformed(origin, key, &reason)
+    })
 }
 
 fn check_thread(id: i64, origin: &str, key: &'static str) -> Result<i64, ConfigError> {
@@ -339,4 +477,35 @@ fn parse_api_url(text: &str, origin: String) -> Result<reqwest::Url, ConfigError
         ));
     }
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_shapes_are_redacted_wherever_they_appear() {
+        let token = "4321:AAE_abcdefghijklmnopqrstuvwxyz-0123";
+        for text in [
+            token.to_owned(),
+            format!("--token={token}"),
+            format!("POST https://api.telegram.org/bot{token}/GetMe failed"),
+            format!("`{token}` is not an integer; and again: {token}."),
+        ] {
+            let redacted = redact_token_shapes(&text);
+            assert!(!redacted.contains("abcdefghijklmnop"), "{redacted}");
+            assert!(redacted.contains(REDACTED), "{redacted}");
+            assert!(looks_like_bot_token(&text));
+        }
+        for innocent in [
+            "host:/Users/ana/bot",
+            "http://127.0.0.1:12345/updates",
+            "at 12:30:00",
+            "ana@mbp:/Users/ana/project-with-a-rather-long-name-indeed",
+            "abc:0123456789012345678901234567890123456789",
+        ] {
+            assert_eq!(redact_token_shapes(innocent), innocent);
+            assert!(!looks_like_bot_token(innocent), "{innocent}");
+        }
+    }
 }

@@ -4,10 +4,11 @@
 //! Owns: creating the watch ONCE (notify#993: adding or removing watches recreates the
 //! macOS stream and loses queued events), mapping notify events to file names (hints
 //! only: the runtime always re-reads the real files), `Rescan` for notify's rescan flag
-//! and for a full channel, and the `--poll` fallback for folders that never send events
-//! (network and FUSE mounts). Must never: read a file, block the notify thread, or decide
-//! anything. Drop policy: the channel is bounded; when it is full the event is dropped
-//! and a rescan is flagged, so nothing is lost, only coalesced.
+//! and for a full channel, `Failed` when the watched folder itself is removed (the
+//! runtime then looks at what is at the path now), and the `--poll` fallback for folders
+//! that never send events (network and FUSE mounts). Must never: read a file, block the
+//! notify thread, or decide anything. Drop policy: the channel is bounded; when it is
+//! full the event is dropped and a rescan is flagged, so nothing is lost, only coalesced.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,15 @@ pub fn watch(
             // inotify reports opens (notify watches IN_OPEN) and read-only closes: baton's
             // own reads would come back as changes, each re-read causing the next.
             Ok(event) if is_read_only(&event.kind) => return,
+            // The watched folder itself was removed: this watch will hear nothing more.
+            Ok(event)
+                if matches!(event.kind, notify::EventKind::Remove(_))
+                    && event.paths.iter().any(|path| root.holds(path)) =>
+            {
+                WatchSignal::Failed {
+                    reason: "the watched folder was removed".into(),
+                }
+            }
             Ok(event) => {
                 let names: BTreeSet<String> = event
                     .paths

@@ -50,8 +50,15 @@ pub struct Ctx {
     pub timers: TimerTable,
     pub rng: ChaCha8Rng,
     pub effects: VecDeque<Effect>,
-    /// Moment of our last record write (our lease runs from it).
+    /// Moment of our last record write, asked for (answered or not).
     pub last_write: Option<Moment>,
+    /// Writes asked for and not answered yet: (seq, moment asked), oldest first.
+    writes_in_flight: VecDeque<(u64, Moment)>,
+    /// When the last write known to be ON DISK was asked for: our lease runs from it
+    /// (a claim that never reached the disk is no claim).
+    pub lease_from: Option<Moment>,
+    /// Record writes that failed in a row (0 once one succeeds).
+    pub write_failures: u32,
     pub(crate) prior_own: Option<PriorOwnRecord>,
     pub(crate) pending_request: Option<PendingRequest>,
     request_counter: u64,
@@ -112,6 +119,9 @@ impl Ctx {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             effects: VecDeque::new(),
             last_write: None,
+            writes_in_flight: VecDeque::new(),
+            lease_from: None,
+            write_failures: 0,
             prior_own: None,
             pending_request: None,
             request_counter: 0,
@@ -162,9 +172,78 @@ impl Ctx {
         self.own.written_at_ms = self.wall_ms;
         self.written_update_id = self.own.last_update_id;
         self.last_write = Some(self.now);
+        if self.writes_in_flight.len() >= WRITES_IN_FLIGHT_MAX {
+            self.writes_in_flight.pop_front();
+        }
+        self.writes_in_flight.push_back((self.own.seq, self.now));
         self.emit(Effect::WriteRecord {
             record: Box::new(self.own.clone()),
         });
+    }
+
+    /// Folds in the answer to the write of `seq`: `Err(reason)` when it failed. A success
+    /// moves the lease to the moment that write was asked for; the first failure of an
+    /// episode is reported (the reason names the path and the OS error), and every
+    /// failure arms a retry with back-off.
+    pub fn write_answered(&mut self, seq: u64, outcome: Result<(), &str>) -> WriteNews {
+        let asked = self
+            .writes_in_flight
+            .iter()
+            .find(|(in_flight, _)| *in_flight == seq)
+            .map(|(_, asked)| *asked);
+        let Some(asked) = asked else {
+            return WriteNews::Nothing; // not ours to judge: answered already, or dropped
+        };
+        self.writes_in_flight
+            .retain(|(in_flight, _)| *in_flight > seq);
+        match outcome {
+            Ok(()) => {
+                self.lease_from = self.lease_from.max(Some(asked));
+                if std::mem::take(&mut self.write_failures) == 0 {
+                    return WriteNews::Nothing;
+                }
+                self.cancel(TimerId::WriteRetry);
+                self.cancel(TimerId::Lease);
+                self.notify(Level::Info, "this device's record can be written again");
+                WriteNews::Recovered
+            }
+            Err(reason) => {
+                self.write_failures = self.write_failures.saturating_add(1);
+                if self.write_failures == 1 {
+                    let message = format!(
+                        "cannot write this device's record: {reason}. Until it can, this \
+                         device neither contends nor acts (an active device steps down when \
+                         its lease runs out); retrying with back-off"
+                    );
+                    self.notify(Level::Warn, message);
+                }
+                let wait = self.timing.write_retry(self.write_failures);
+                let at = self.now.plus(wait);
+                self.arm_at(TimerId::WriteRetry, at, 0);
+                WriteNews::Failed
+            }
+        }
+    }
+
+    /// Whether record writes are failing (an episode is under way).
+    pub fn write_failing(&self) -> bool {
+        self.write_failures > 0
+    }
+
+    /// The moment our lease runs out: from the last write known to be on disk, the
+    /// liveness timeout minus the settle bound. `None`: no write is known on disk.
+    pub fn lease_deadline(&self) -> Option<Moment> {
+        self.lease_from.map(|from| from.plus(self.timing.lease()))
+    }
+
+    /// Whether our lease has run out. Not while a write is still unanswered: its answer
+    /// (the runtime's next input) decides, and nothing acts on the unconfirmed write in
+    /// between (the poller sees only confirmed leases).
+    pub fn lease_lapsed(&self) -> bool {
+        self.writes_in_flight.is_empty()
+            && self
+                .lease_deadline()
+                .is_none_or(|deadline| self.now >= deadline)
     }
 
     /// Whether our record on disk lags the update progress we know of (after a stop, the
@@ -262,6 +341,9 @@ impl Ctx {
             if !listed.contains(stem) {
                 peer.present = false;
             }
+        }
+        if !listed.contains(&self.own_stem) {
+            self.own_record_missing();
         }
         self.clear_report("<folder>");
         self.scanned_once = true;
@@ -457,7 +539,25 @@ impl Ctx {
             .max()
     }
 
+    /// Our record is not in the folder although we wrote it: deleted, or the whole
+    /// folder deleted and made again. Peers must see us: write it again (not while a
+    /// Yielding device waits to publish its handoff: that write comes with the stop).
+    fn own_record_missing(&mut self) {
+        if self.last_write.is_none() || self.refused || self.awaiting_stop {
+            return;
+        }
+        self.notify(
+            Level::Warn,
+            "this device's record is gone from the folder (deleted?): writing it again",
+        );
+        self.write_record();
+    }
+
     fn ingest_own(&mut self, file: &FileObservation) -> OwnFileNews {
+        if file.state == FileState::Gone {
+            self.own_record_missing();
+            return OwnFileNews::Nothing;
+        }
         let Some(found) = self.read_record(file) else {
             return OwnFileNews::Nothing;
         };
@@ -505,6 +605,19 @@ impl Ctx {
             _ => OwnFileNews::Duplicate(Box::new(found)),
         }
     }
+}
+
+/// Unanswered writes remembered at most (the runtime answers each at once).
+const WRITES_IN_FLIGHT_MAX: usize = 64;
+
+/// What the answer to a record write changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteNews {
+    Nothing,
+    /// The write failed.
+    Failed,
+    /// A write succeeded after failures: the episode is over.
+    Recovered,
 }
 
 /// What an observation said about the record at our own file name.

@@ -87,6 +87,12 @@ pub enum Event {
     ActingStopped { last_update_id: Option<i64> },
     /// A chat other than the configured one sent the bot something.
     ForeignChat { chat_id: i64 },
+    /// Answer to [`Effect::WriteRecord`]: the record with this `seq` is on disk. Our
+    /// lease runs from the moment its write was asked for.
+    RecordWritten { seq: u64 },
+    /// Answer to [`Effect::WriteRecord`]: it could not be written; `reason` names the
+    /// path and the OS error. A claim that never reached the disk is no claim.
+    RecordWriteFailed { seq: u64, reason: String },
 }
 
 impl Event {
@@ -168,7 +174,8 @@ pub enum Effect {
         #[serde(default)]
         cause: String,
     },
-    /// Write this record to our own file (atomically).
+    /// Write this record to our own file (atomically); answer with
+    /// [`Event::RecordWritten`] or [`Event::RecordWriteFailed`].
     WriteRecord { record: Box<DeviceRecord> },
     /// Delete a file in the devices folder (only our own conflict copies, and records
     /// past retention while active).

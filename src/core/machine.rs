@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use statig::prelude::*;
 
-use super::context::{CoreConfig, Ctx, OwnFileNews, PendingRequest};
+use super::context::{CoreConfig, Ctx, OwnFileNews, PendingRequest, WriteNews};
 use super::election::{self, DeviceRow, Health};
 use super::io::{ActivationOutcome, Effect, Event, Input, Level, Role, exit_code};
 use super::record::{ActivationRequest, DeviceRecord, FOREIGN_CHATS_MAX, Handoff, Status};
@@ -44,6 +44,13 @@ pub enum Stimulus {
     /// A same-host peer's process is gone; its record was made to lapse.
     PidGone,
     ActingStopped,
+    /// A record write failed (the context has reported it and armed a retry).
+    WriteFailed,
+    /// A record write succeeded after failures.
+    WriteRecovered,
+    /// Active, and our lease (from the last write known on disk) has run out: a process
+    /// stalled past it (SIGSTOP, a paused VM, a blocked loop), or writes kept failing.
+    LeaseLapsed,
     /// Sent after every transition, so the new state looks at the world at once.
     Reevaluate,
 }
@@ -65,6 +72,9 @@ impl Stimulus {
             Stimulus::PollingRefused { .. } => "polling_refused".into(),
             Stimulus::PidGone => "pid_gone".into(),
             Stimulus::ActingStopped => "acting_stopped".into(),
+            Stimulus::WriteFailed => "write_failed".into(),
+            Stimulus::WriteRecovered => "write_recovered".into(),
+            Stimulus::LeaseLapsed => "lease_lapsed".into(),
             Stimulus::Reevaluate => "reevaluate".into(),
         }
     }
@@ -159,6 +169,7 @@ impl Protocol {
                         context.notify(Level::Info, message);
                         let at = context.now.plus(watch);
                         context.arm_at(TimerId::Registration, at, 0);
+                        context.probe_prior_writer();
                         Handled
                     }
                     _ => Transition(State::standby()),
@@ -199,7 +210,9 @@ impl Protocol {
     fn standby(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
         match event {
             stimulus if stimulus.looks_at_world() => standby_evaluate(context, false),
-            Stimulus::Timer(TimerId::LeaderDeadline) => standby_evaluate(context, false),
+            Stimulus::Timer(TimerId::LeaderDeadline) | Stimulus::WriteRecovered => {
+                standby_evaluate(context, false)
+            }
             Stimulus::Timer(TimerId::FailoverJitter) => standby_evaluate(context, true),
             Stimulus::Timer(TimerId::Heartbeat) => {
                 context.write_record();
@@ -249,10 +262,15 @@ impl Protocol {
                 Some(reason) => back_off(context, reason),
                 None => Handled,
             },
-            Stimulus::Timer(TimerId::Settle) => match contending_blocker(context, *term) {
-                Some(reason) => back_off(context, reason),
-                None => Transition(State::active(*term)),
-            },
+            Stimulus::Timer(TimerId::Settle) => {
+                match settle_blocker(context).or_else(|| contending_blocker(context, *term)) {
+                    Some(reason) => back_off(context, reason),
+                    None => Transition(State::active(*term)),
+                }
+            }
+            Stimulus::WriteFailed => {
+                back_off(context, "our claim could not be written".to_string())
+            }
             Stimulus::Activate { ticket, .. } => {
                 context.answer(
                     *ticket,
@@ -359,6 +377,16 @@ impl Protocol {
             Stimulus::Conflict => active_conflict(context, *term),
             Stimulus::PollingRefused { description } => {
                 active_polling_refused(context, *term, description)
+            }
+            // `Core::handle` judges the lease before any timer fires: the Lease timer
+            // only wakes the runtime up at the deadline.
+            Stimulus::LeaseLapsed => active_lease_lapsed(context),
+            Stimulus::WriteFailed => {
+                // Acting goes on while the lease lasts; wake up when it runs out.
+                if let Some(deadline) = context.lease_deadline() {
+                    context.arm_at(TimerId::Lease, deadline, 0);
+                }
+                Handled
             }
             _ => Super,
         }
@@ -524,6 +552,14 @@ impl Protocol {
                 context.emit(Effect::Rescan);
                 Handled
             }
+            Stimulus::Timer(TimerId::WriteRetry) => {
+                // A Yielding device publishes only once polling stopped: that write
+                // comes with ActingStopped, not before.
+                if !context.awaiting_stop {
+                    context.write_record();
+                }
+                Handled
+            }
             Stimulus::ActingStopped if context.progress_unwritten() => {
                 // Stepped down: the next active device must see what we handled.
                 context.write_record();
@@ -575,6 +611,12 @@ impl State {
 fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
     let (now, timing) = (context.now, context.timing);
     context.complete_request_if_served();
+    if context.write_failing() {
+        // A claim that cannot reach the disk is no claim: neither contend nor take a
+        // handoff until a write succeeds (WriteRecovered looks again).
+        context.cancel(TimerId::FailoverJitter);
+        return Handled;
+    }
     let me = context.me().to_string();
     if let Some(handoff) = election::handoff_for(&context.peers, &me, now, &timing) {
         let term = handoff.term;
@@ -624,6 +666,12 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
 }
 
 fn standby_activate(context: &mut Ctx, typed: &str, ticket: u64) -> Outcome<State> {
+    if context.write_failing() {
+        let reason = "this device cannot write its record right now (see its log); it can \
+                      neither take the role nor publish a request";
+        context.answer(ticket, failed(reason));
+        return Handled;
+    }
     let target = match context.resolve(typed) {
         Ok(target) => target,
         Err(reason) => {
@@ -691,6 +739,40 @@ fn contending_blocker(context: &Ctx, term: u64) -> Option<String> {
         }
     }
     None
+}
+
+/// Why a claim whose settle window just ended must not become Active, besides the
+/// world: its write never reached the disk, or this process stalled past its lease
+/// (the settle window then proved nothing: claims that arrived meanwhile are unread).
+fn settle_blocker(context: &mut Ctx) -> Option<String> {
+    if context.lease_from < Some(context.contend_started) {
+        return Some("our claim is not known to be on disk".to_string());
+    }
+    if context.lease_lapsed() {
+        context.emit(Effect::Rescan);
+        return Some(format!(
+            "our claim is {:?} old, past our lease: this process was stalled; re-reading \
+             the folder",
+            context.now.since(context.contend_started)
+        ));
+    }
+    None
+}
+
+/// Active past the lease: step down before anything else, re-read every peer.
+fn active_lease_lapsed(context: &mut Ctx) -> Outcome<State> {
+    let since = context.lease_from.map_or_else(
+        || "ever".to_string(),
+        |from| format!("{:?}", context.now.since(from)),
+    );
+    let message = format!(
+        "our lease ran out (no record of ours known on disk for {since}): stepping down \
+         before anything else, and re-reading the folder"
+    );
+    context.notify(Level::Warn, message);
+    context.stop_acting("the lease ran out");
+    context.emit(Effect::Rescan);
+    Transition(State::standby())
 }
 
 fn back_off(context: &mut Ctx, reason: String) -> Outcome<State> {
@@ -772,12 +854,8 @@ fn active_activate(context: &mut Ctx, term: u64, typed: &str, ticket: u64) -> Ou
 }
 
 fn active_woke(context: &mut Ctx, slept: Duration) -> Outcome<State> {
-    let timing = context.timing;
-    let lease_end = context
-        .last_write
-        .unwrap_or(context.now)
-        .plus(timing.liveness_active);
-    if context.now.plus(timing.settle_bound()) >= lease_end {
+    let lease_end = context.lease_deadline().unwrap_or(context.now);
+    if context.now >= lease_end {
         let message =
             format!("slept {slept:?}, past the lease: stepping down before anything else");
         context.notify(Level::Warn, message);
@@ -1219,18 +1297,40 @@ impl Core {
     pub fn handle(&mut self, input: Input) {
         self.ctx.now = self.ctx.now.max(input.at);
         self.ctx.wall_ms = input.wall_ms;
+        self.fired.clear();
         if let Event::Woke { slept_ms } = &input.event {
             let slept = Duration::from_millis(*slept_ms);
             self.ctx.presume_peers_alive_after_sleep(slept);
             self.dispatch(Stimulus::Woke { slept });
         }
-        self.fired.clear();
+        // A write's answer tells of the past (the lease runs from when it was asked for):
+        // folded in before the lease is judged.
+        let write_news = self.ingest_write_answer(&input.event);
+        // An active device past its lease steps down before any timer fires or anything
+        // else is handled: after a stall, the overdue heartbeat must not renew a lease
+        // that peers may already have seen run out.
+        if self.role() == Role::Active && self.ctx.lease_lapsed() {
+            self.dispatch(Stimulus::LeaseLapsed);
+        }
         while let Some(timer) = self.ctx.timers.pop_due(self.ctx.now) {
             self.fired.push(timer);
             self.dispatch(Stimulus::Timer(timer));
         }
+        match write_news {
+            WriteNews::Failed => self.dispatch(Stimulus::WriteFailed),
+            WriteNews::Recovered => self.dispatch(Stimulus::WriteRecovered),
+            WriteNews::Nothing => {}
+        }
         if let Some(stimulus) = self.ingest(input.event) {
             self.dispatch(stimulus);
+        }
+    }
+
+    fn ingest_write_answer(&mut self, event: &Event) -> WriteNews {
+        match event {
+            Event::RecordWritten { seq } => self.ctx.write_answered(*seq, Ok(())),
+            Event::RecordWriteFailed { seq, reason } => self.ctx.write_answered(*seq, Err(reason)),
+            _ => WriteNews::Nothing,
         }
     }
 
@@ -1239,7 +1339,10 @@ impl Core {
         let ctx = &mut self.ctx;
         match event {
             Event::Start => Some(Stimulus::Start),
-            Event::Tick | Event::Woke { .. } => None,
+            Event::Tick
+            | Event::Woke { .. }
+            | Event::RecordWritten { .. }
+            | Event::RecordWriteFailed { .. } => None,
             Event::Scanned { files } => {
                 let own_news = ctx.ingest_listing(&files);
                 Some(Stimulus::Observed {
@@ -1364,6 +1467,13 @@ impl Core {
         &self.ctx.timing
     }
 
+    /// The moment this device's lease runs out: from the last record write known to be
+    /// on disk, the liveness timeout minus the settle bound (`None`: none is known). The
+    /// runtime hands it to the poller, which starts no getUpdates past it.
+    pub fn lease_deadline(&self) -> Option<Moment> {
+        self.ctx.lease_deadline()
+    }
+
     /// Whether this device is serving the bot right now (Active and not re-validating).
     pub fn is_acting(&self) -> bool {
         self.role() == Role::Active && !self.ctx.revalidating
@@ -1383,7 +1493,56 @@ impl Ctx {
         }
     }
 
+    /// Registering, with a record at our own name written on this very boot of this
+    /// machine by another process: ask whether that process still runs.
+    fn probe_prior_writer(&mut self) {
+        let Some(prior) = &self.prior_own else {
+            return;
+        };
+        if self.same_boot(&prior.record) && prior.record.pid != self.identity.pid {
+            let pid = prior.record.pid;
+            let stem = self.own_stem.clone();
+            self.emit(Effect::ProbePid { stem, pid });
+        }
+    }
+
+    /// The process that wrote our record before we started runs on this host: a second
+    /// `baton run` for this directory (a copied state folder has its own lock). The
+    /// running, established writer must win: watch its record as long as a standby may
+    /// stay silent, so its next write makes THIS process refuse, instead of taking the
+    /// record over after the settle window and making the original refuse.
+    fn prior_writer_probed(&mut self, pid: u32, alive: bool) {
+        let watching = self.last_write.is_none()
+            && self.timers.is_armed(TimerId::Registration)
+            && self
+                .prior_own
+                .as_ref()
+                .is_some_and(|prior| prior.record.pid == pid);
+        if !alive || !watching {
+            return;
+        }
+        let at = self.now.plus(self.timing.liveness_standby);
+        if self
+            .timers
+            .deadline(TimerId::Registration)
+            .is_some_and(|armed| armed < at)
+        {
+            let message = format!(
+                "the process that wrote this device's record (pid {pid}) still runs on this \
+                 machine: another `baton run` for this directory (with a copy of the state \
+                 folder?). Watching its record for {:?}; if it writes, this one refuses",
+                self.timing.liveness_standby
+            );
+            self.notify(Level::Warn, message);
+            self.arm_at(TimerId::Registration, at, 0);
+        }
+    }
+
     fn pid_probed(&mut self, stem: &str, pid: u32, alive: bool) -> Option<Stimulus> {
+        if stem == self.own_stem {
+            self.prior_writer_probed(pid, alive);
+            return None;
+        }
         let (now, timing) = (self.now, self.timing);
         let peer = self.peers.get_mut(stem)?;
         if alive || peer.record.pid != pid {

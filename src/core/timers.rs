@@ -172,6 +172,25 @@ impl Timing {
     pub fn settle_bound(&self) -> Duration {
         self.settle_window / 2
     }
+
+    /// How long an active device may act after the write its lease runs from: the
+    /// liveness timeout minus the settle bound. Peers count us alive for the liveness
+    /// timeout from the moment they SEE the write (at most the settle bound later), so
+    /// acting stops well before any of them may take us for dead.
+    pub fn lease(&self) -> Duration {
+        self.liveness_active.saturating_sub(self.settle_bound())
+    }
+
+    /// The wait before the `failures`-th attempt to write a record that could not be
+    /// written: doubling from a sixteenth of the settle window (1 s) up to the active
+    /// heartbeat's base interval (15 s).
+    pub fn write_retry(&self, failures: u32) -> Duration {
+        let first = self.settle_window / 16;
+        let doublings = failures.saturating_sub(1).min(16);
+        first
+            .saturating_mul(1 << doublings)
+            .min(self.heartbeat_active.base.max(first))
+    }
 }
 
 /// Why a timer exists. One of each at most is pending.
@@ -198,6 +217,10 @@ pub enum TimerId {
     PidProbe,
     /// Active: sweep records unchanged for the retention period.
     RetentionSweep,
+    /// Our last record write failed: write it again (exponential back-off).
+    WriteRetry,
+    /// Active with record writes failing: our lease runs out at this moment.
+    Lease,
 }
 
 impl TimerId {
@@ -214,6 +237,8 @@ impl TimerId {
             TimerId::RequestTimeout => "request_timeout",
             TimerId::PidProbe => "pid_probe",
             TimerId::RetentionSweep => "retention_sweep",
+            TimerId::WriteRetry => "write_retry",
+            TimerId::Lease => "lease",
         }
     }
 }
@@ -299,6 +324,8 @@ mod tests {
             TimerId::RequestTimeout,
             TimerId::PidProbe,
             TimerId::RetentionSweep,
+            TimerId::WriteRetry,
+            TimerId::Lease,
         ] {
             let json = serde_json::to_string(&timer).unwrap();
             assert_eq!(json, format!("\"{}\"", timer.as_str()));
@@ -311,5 +338,19 @@ mod tests {
         assert_eq!(timing.settle_bound() * 2, timing.settle_window);
         assert!(timing.handoff_timeout >= timing.settle_window * 2);
         assert!(timing.liveness_active > timing.heartbeat_active.max() * 2);
+        // A healthy active device renews its lease (every heartbeat) long before it ends.
+        assert!(timing.lease() > timing.heartbeat_active.max() * 2);
+    }
+
+    #[test]
+    fn write_retries_back_off_to_the_heartbeat() {
+        let timing = Timing::default();
+        let secs = Duration::from_secs;
+        let waits: Vec<Duration> = (1..=6).map(|n| timing.write_retry(n)).collect();
+        assert_eq!(
+            waits,
+            [secs(1), secs(2), secs(4), secs(8), secs(15), secs(15)]
+        );
+        assert_eq!(timing.write_retry(u32::MAX), secs(15));
     }
 }

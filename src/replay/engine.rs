@@ -322,6 +322,9 @@ impl Engine {
                     let text = record.to_json();
                     self.folder
                         .insert(self.own_name.clone(), FileState::Contents { text });
+                    if self.auto.record_written {
+                        answers.push(Event::RecordWritten { seq: record.seq });
+                    }
                 }
                 Effect::DeleteFile { name, .. } => {
                     self.folder.remove(name);

@@ -84,6 +84,15 @@ pub struct Auto {
     /// (default true).
     #[serde(default = "yes")]
     pub rescan: bool,
+    /// Answer `WriteRecord` with `RecordWritten` at once: every write reaches the disk
+    /// (default true). With false, the fixture answers writes itself. Written to a
+    /// header only when false: fixtures made before it existed stay as they were.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub record_written: bool,
+}
+
+fn is_yes(value: &bool) -> bool {
+    *value
 }
 
 fn yes() -> bool {
@@ -95,6 +104,7 @@ impl Default for Auto {
         Auto {
             acting_stopped: true,
             rescan: true,
+            record_written: true,
         }
     }
 }

@@ -119,6 +119,10 @@ fn event_lines(event: &Event) -> Vec<String> {
         Event::PollingRefused { description } => {
             format!("telegram refused the bot token: {description}")
         }
+        Event::RecordWritten { seq } => format!("record seq={seq} written"),
+        Event::RecordWriteFailed { seq, reason } => {
+            format!("record seq={seq} not written: {reason}")
+        }
     };
     vec![line]
 }

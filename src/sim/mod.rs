@@ -145,6 +145,8 @@ impl Batch {
             duplicate_per_device_day: 0.0,
             messages_per_hour: 0.0,
             activate_per_day: 0.0,
+            freeze_per_day: 0.0,
+            refuse_writes_per_host_day: 0.0,
             ..self.rates
         };
         let mut scenario = Scenario::generate(seed, devices, 0, &quiet);

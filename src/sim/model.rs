@@ -128,6 +128,15 @@ pub struct FaultRates {
     /// Share of hosts whose wall clock is off by up to an hour (the rest: ±2 s, NTP).
     pub skewed_host_share: f64,
     pub drift_ppm_max: i64,
+    /// The acting device's process freezes (SIGSTOP, a stalled loop, a paused VM) and
+    /// later resumes; its clocks run on and do not drift apart (no sleep is seen).
+    pub freeze_per_day: f64,
+    pub freeze_min_ms: u64,
+    pub freeze_max_ms: u64,
+    /// A host's disk refuses writes for a while (read-only folder, full disk).
+    pub refuse_writes_per_host_day: f64,
+    pub refuse_writes_min_ms: u64,
+    pub refuse_writes_max_ms: u64,
 }
 
 impl Default for FaultRates {
@@ -153,6 +162,13 @@ impl Default for FaultRates {
             id_reset_per_day: 1.0 / 7.0,
             skewed_host_share: 0.25,
             drift_ppm_max: 100,
+            // Around the lease (42 s): most freezes end inside it, some well past it.
+            freeze_per_day: 2.0,
+            freeze_min_ms: 5 * SECOND_MS,
+            freeze_max_ms: 3 * MINUTE_MS,
+            refuse_writes_per_host_day: 0.5,
+            refuse_writes_min_ms: 10 * SECOND_MS,
+            refuse_writes_max_ms: 30 * MINUTE_MS,
         }
     }
 }
@@ -174,6 +190,9 @@ impl FaultRates {
             duplicate_per_device_day: self.duplicate_per_device_day * factor,
             activate_per_day: self.activate_per_day * factor,
             id_reset_per_day: self.id_reset_per_day * factor,
+            freeze_per_day: self.freeze_per_day * factor,
+            refuse_writes_per_host_day: self.refuse_writes_per_host_day * factor,
+            refuse_writes_max_ms: (self.refuse_writes_max_ms as f64 / factor.max(1.0)) as u64,
             ..self
         }
     }
@@ -228,6 +247,17 @@ pub enum Fault {
     /// Telegram starts its update ids over at a random lower id, at the first message
     /// after nothing is left unconfirmed (FACTS.md: after a week without updates).
     IdReset,
+    /// A process freezes for a while, then resumes (SIGSTOP then SIGCONT, a paused VM):
+    /// it handles nothing meanwhile; what reaches it waits; its clocks run on.
+    Freeze {
+        target: Target,
+        duration_ms: u64,
+    },
+    /// A host's disk refuses every write for a while (read-only, full).
+    RefuseWrites {
+        host: usize,
+        duration_ms: u64,
+    },
 }
 
 /// One run's world: devices, hosts, clocks and the fault schedule.
@@ -309,6 +339,9 @@ impl Scenario {
             rates,
             &mut faults,
         );
+        // Drawn from a stream of their own, so the faults above stay as they were.
+        let mut lease_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1ea5_e000);
+        Self::draw_lease_faults(&mut lease_rng, host_count, fault_end_ms, rates, &mut faults);
         faults.sort_by_key(|(at, _)| *at);
         Scenario {
             seed,
@@ -318,6 +351,34 @@ impl Scenario {
             start_ms,
             fault_end_ms,
             faults,
+        }
+    }
+
+    /// Faults against the lease: the acting process frozen, a disk refusing writes.
+    fn draw_lease_faults(
+        rng: &mut ChaCha8Rng,
+        hosts: usize,
+        end_ms: u64,
+        rates: &FaultRates,
+        faults: &mut Vec<(u64, Fault)>,
+    ) {
+        for at in poisson_times(rng, rates.freeze_per_day, end_ms) {
+            let duration_ms = log_uniform_ms(rng, rates.freeze_min_ms, rates.freeze_max_ms);
+            let target = Target::Acting;
+            faults.push((
+                at,
+                Fault::Freeze {
+                    target,
+                    duration_ms,
+                },
+            ));
+        }
+        for host in 0..hosts {
+            for at in poisson_times(rng, rates.refuse_writes_per_host_day, end_ms) {
+                let duration_ms =
+                    log_uniform_ms(rng, rates.refuse_writes_min_ms, rates.refuse_writes_max_ms);
+                faults.push((at, Fault::RefuseWrites { host, duration_ms }));
+            }
         }
     }
 

@@ -12,9 +12,11 @@ use crate::core::{self, Core, CoreConfig, Effect, Event, Identity, Input, Level,
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Write `text` to `name` in the device's local replica (the medium replicates it).
+    /// With a `seq`, the harness answers `RecordWritten` or `RecordWriteFailed`.
     Write {
         name: String,
         text: String,
+        seq: Option<u64>,
     },
     /// Delete `name` in the local replica.
     Delete {
@@ -82,6 +84,11 @@ pub trait DevicePolicy {
     /// The file names this device may write (its own record, and for the seed its
     /// shared state file): writes elsewhere break an invariant.
     fn own_file(&self) -> String;
+    /// The local moment past which this device's poller starts no getUpdates (the
+    /// baton's lease; the seed's design has none).
+    fn lease_deadline(&self) -> Moment {
+        Moment(u64::MAX)
+    }
 }
 
 /// Which design the simulated devices run.
@@ -171,6 +178,10 @@ impl DevicePolicy for BatonPolicy {
     fn own_file(&self) -> String {
         self.own_file.clone()
     }
+
+    fn lease_deadline(&self) -> Moment {
+        self.core.lease_deadline().unwrap_or_default()
+    }
 }
 
 fn translate(effect: Effect) -> Option<Action> {
@@ -178,6 +189,7 @@ fn translate(effect: Effect) -> Option<Action> {
         Effect::WriteRecord { record } => Action::Write {
             name: core::record::file_name(&record.device_id),
             text: record.to_json(),
+            seq: Some(record.seq),
         },
         Effect::DeleteFile { name, .. } => Action::Delete { name },
         Effect::StartActing {

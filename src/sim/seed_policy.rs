@@ -91,6 +91,7 @@ impl SeedPolicy {
         out.push(Action::Write {
             name: self.own_file.clone(),
             text,
+            seq: None,
         });
     }
 
@@ -105,6 +106,7 @@ impl SeedPolicy {
             name: STATE_FILE.into(),
             // A struct of strings and numbers always serialises.
             text: serde_json::to_string(&state).expect("BUG: state serialises"),
+            seq: None,
         });
     }
 

@@ -117,6 +117,11 @@ enum Ev {
         host: usize,
         name: String,
     },
+    /// A frozen process resumes.
+    Thaw {
+        device: usize,
+        incarnation: u32,
+    },
     FaultsEnd,
     /// Nothing happens; the acting set is looked at (the convergence check begins).
     Observe,
@@ -168,6 +173,8 @@ struct Adapter {
     /// The offset the outstanding poll was sent with.
     poll_offset: Option<i64>,
     ledger: Option<OffsetLedger>,
+    /// A poll was due but the lease had run out: poll again once it is renewed.
+    lease_blocked: bool,
 }
 
 impl Adapter {
@@ -193,6 +200,8 @@ struct Device {
     restart_after_exit_ms: Option<u64>,
     inbox: VecDeque<Event>,
     was_acting: bool,
+    /// The process is frozen until then: events for it wait (in order) until it thaws.
+    frozen_until_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -204,6 +213,8 @@ struct Host {
     sleep_windows: Vec<(u64, u64)>,
     cut_windows: Vec<(u64, u64)>,
     stall_windows: Vec<(u64, u64)>,
+    /// The host's disk refuses writes.
+    refuse_windows: Vec<(u64, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -320,6 +331,7 @@ impl World {
                     restart_after_exit_ms: None,
                     inbox: VecDeque::new(),
                     was_acting: false,
+                    frozen_until_ms: None,
                 }
             })
             .collect();
@@ -366,7 +378,10 @@ impl World {
         }
         for (at, fault) in self.scenario.faults.clone() {
             match fault {
-                Fault::Sleep { .. } | Fault::CutOff { .. } | Fault::Stall { .. } => {}
+                Fault::Sleep { .. }
+                | Fault::CutOff { .. }
+                | Fault::Stall { .. }
+                | Fault::RefuseWrites { .. } => {}
                 other => self.schedule(at, Ev::Fault(other)),
             }
         }
@@ -482,19 +497,50 @@ impl World {
     }
 
     fn running(&self, device: usize) -> bool {
-        self.devices[device].policy.is_some() && self.awake(device)
+        let dev = &self.devices[device];
+        dev.policy.is_some() && dev.frozen_until_ms.is_none() && self.awake(device)
     }
 
+    /// Polling, or would be: its adapter acts, not paused, inside its lease (the poller
+    /// starts no getUpdates past the lease, as the real one does).
     fn acting(&self, device: usize) -> bool {
         let dev = &self.devices[device];
+        let local = self.local(dev.host);
         self.running(device)
             && dev.adapter.acting
-            && self.local(dev.host) >= dev.adapter.paused_until
+            && local >= dev.adapter.paused_until
+            && local < self.lease_deadline(device)
+    }
+
+    fn lease_deadline(&self, device: usize) -> Moment {
+        self.devices[device]
+            .policy
+            .as_ref()
+            .map_or(Moment(0), |policy| policy.lease_deadline())
+    }
+
+    /// The device an event is for, when it is one a frozen process must wait for.
+    fn addressee(event: &Ev) -> Option<usize> {
+        match event {
+            Ev::Tick { device, .. }
+            | Ev::PollResponse { device, .. }
+            | Ev::AdapterWake { device, .. }
+            | Ev::Answer { device, .. } => Some(*device),
+            Ev::Notify { dest, .. } => Some(*dest),
+            _ => None,
+        }
     }
 
     // ---- the event dispatcher ----------------------------------------------------------
 
     fn step(&mut self, event: Ev) {
+        if let Some(device) = Self::addressee(&event)
+            && let Some(until) = self.devices[device].frozen_until_ms
+        {
+            // Waits for the thaw; rescheduled in arrival order, after the thaw itself.
+            self.schedule(until, event);
+            return;
+        }
         match event {
             Ev::Start { device } => self.start_device(device),
             Ev::Restart { device } => {
@@ -544,6 +590,10 @@ impl World {
                 }
             }
             Ev::Restore { host, name } => self.restore(host, &name),
+            Ev::Thaw {
+                device,
+                incarnation,
+            } => self.thaw(device, incarnation),
             Ev::FaultsEnd => self.faults_end(),
             Ev::Observe | Ev::End => {}
         }
@@ -630,6 +680,9 @@ impl World {
             }
         }
         self.reschedule_tick(device);
+        if self.devices[device].adapter.lease_blocked {
+            self.maybe_poll(device);
+        }
     }
 
     fn reschedule_tick(&mut self, device: usize) {
@@ -654,7 +707,7 @@ impl World {
 
     fn apply(&mut self, device: usize, action: Action) {
         match action {
-            Action::Write { name, text } => self.write(device, name, Some(text)),
+            Action::Write { name, text, seq } => self.write(device, name, text, seq),
             Action::Delete { name } => self.delete(device, name),
             Action::StartActing {
                 skip_through,
@@ -722,7 +775,35 @@ impl World {
         &self.hosts[self.devices[device].host].replica
     }
 
-    fn write(&mut self, device: usize, name: String, text: Option<String>) {
+    fn refusing_writes(&self, device: usize) -> bool {
+        let host = &self.hosts[self.devices[device].host];
+        host.refuse_windows
+            .iter()
+            .any(|(start, end)| *start <= self.now_ms && self.now_ms < *end)
+    }
+
+    /// A write the device asked for: it lands (and is answered `RecordWritten` when it
+    /// carries a seq), or the host's disk refuses it (`RecordWriteFailed`).
+    fn write(&mut self, device: usize, name: String, text: String, seq: Option<u64>) {
+        if self.refusing_writes(device) {
+            self.trace(device, &format!("write {name} refused by the disk"));
+            if let Some(seq) = seq {
+                let reason = format!("cannot write {name}: Read-only file system (os error 30)");
+                self.devices[device]
+                    .inbox
+                    .push_back(Event::RecordWriteFailed { seq, reason });
+            }
+            return;
+        }
+        self.write_landed(device, name, Some(text));
+        if let Some(seq) = seq {
+            self.devices[device]
+                .inbox
+                .push_back(Event::RecordWritten { seq });
+        }
+    }
+
+    fn write_landed(&mut self, device: usize, name: String, text: Option<String>) {
         if self.config.trace {
             let seq = text
                 .as_deref()
@@ -767,7 +848,9 @@ impl World {
                 "device {device} deleted {name}, which is not its to delete"
             ));
         }
-        self.write_local(device, name, None);
+        if !self.refusing_writes(device) {
+            self.write_local(device, name, None);
+        }
     }
 
     /// The change lands in the host's folder at once (devices on the same host share
@@ -1071,8 +1154,67 @@ impl World {
             Fault::Message => self.send_update(None),
             Fault::Activate { device } => self.ask_activation(device),
             Fault::IdReset => self.telegram.restart_due = true,
-            Fault::Sleep { .. } | Fault::CutOff { .. } | Fault::Stall { .. } => {}
+            Fault::Freeze {
+                target,
+                duration_ms,
+            } => self.freeze(target, duration_ms),
+            Fault::Sleep { .. }
+            | Fault::CutOff { .. }
+            | Fault::Stall { .. }
+            | Fault::RefuseWrites { .. } => {}
         }
+    }
+
+    /// Freezes a running process (SIGSTOP): its connection to Telegram stays open, so a
+    /// poll it sent may be answered meanwhile; the answer waits for it, as everything
+    /// else does. Skipped when the host sleeps during it (a sleep is its own fault).
+    fn freeze(&mut self, target: Target, duration_ms: u64) {
+        let Some(device) = self.resolve(target) else {
+            return;
+        };
+        let until = self.now_ms + duration_ms;
+        let host = &self.hosts[self.devices[device].host];
+        let sleeps = host
+            .sleep_windows
+            .iter()
+            .any(|(start, end)| *start < until && self.now_ms < *end);
+        if !self.running(device) || sleeps {
+            return;
+        }
+        self.trace(device, &format!("frozen for {duration_ms}ms"));
+        self.devices[device].frozen_until_ms = Some(until);
+        let incarnation = self.devices[device].incarnation;
+        self.schedule(
+            until,
+            Ev::Thaw {
+                device,
+                incarnation,
+            },
+        );
+    }
+
+    /// The process resumes. Its clocks ran on without drifting apart: no sleep is seen.
+    /// What waited for it follows in order: a poll answer may come before the run
+    /// loop's overdue timer (the poller is its own task), the worst case for the lease.
+    fn thaw(&mut self, device: usize, incarnation: u32) {
+        if self.devices[device].incarnation != incarnation
+            || self.devices[device].frozen_until_ms.take().is_none()
+        {
+            return;
+        }
+        let local = self.local(self.devices[device].host);
+        if self.is_baton() && local >= self.lease_deadline(device) {
+            self.devices[device].must_revalidate = true;
+        }
+        self.trace(device, "thawed");
+        self.schedule(
+            self.now_ms,
+            Ev::Answer {
+                device,
+                incarnation,
+                event: Event::Tick,
+            },
+        );
     }
 
     fn kill(&mut self, device: usize) {
@@ -1083,6 +1225,7 @@ impl World {
         dev.inbox.clear();
         dev.tick_at_ms = None;
         dev.tick_generation += 1;
+        dev.frozen_until_ms = None;
     }
 
     fn exit(&mut self, device: usize) {
@@ -1185,6 +1328,12 @@ impl World {
 
     fn faults_end(&mut self) {
         self.faults_over = true;
+        for device in 0..self.devices.len() {
+            if self.devices[device].frozen_until_ms.is_some() {
+                let incarnation = self.devices[device].incarnation;
+                self.thaw(device, incarnation);
+            }
+        }
         for host in 0..self.hosts.len() {
             if self.hosts[host].asleep_since_ms.is_some() {
                 self.wake(host);
@@ -1336,7 +1485,11 @@ impl World {
         if local < adapter.paused_until || self.now_ms < adapter.backoff_until_ms {
             return; // an AdapterWake is scheduled for the end of the pause or backoff
         }
-        let _ = adapter;
+        let lapsed = local >= self.lease_deadline(device);
+        self.devices[device].adapter.lease_blocked = lapsed;
+        if lapsed {
+            return; // polls again when a delivered input renews the lease
+        }
         if self.devices[device].must_revalidate {
             self.violation(format!(
                 "device {device} polls after waking past its lease without re-validating"
@@ -1395,6 +1548,14 @@ impl World {
             return; // cancelled: nothing it carried was confirmed, it will come again
         }
         self.devices[device].adapter.outstanding = None;
+        let local = self.local(self.devices[device].host);
+        if local >= self.lease_deadline(device) && matches!(result, PollResult::Updates(_)) {
+            // Answered after the lease ran out (a frozen process resumed): not handled
+            // here; unconfirmed, the updates go to whoever polls next.
+            self.trace(device, "poll answered past the lease: not delivered");
+            self.maybe_poll(device);
+            return;
+        }
         match result {
             PollResult::Updates(updates) => {
                 let offset = self.devices[device].adapter.poll_offset;
@@ -1676,6 +1837,7 @@ fn collect_windows(scenario: &Scenario, hosts: &mut [Host]) {
     let mut sleeps = vec![Vec::new(); hosts.len()];
     let mut cuts = vec![Vec::new(); hosts.len()];
     let mut stalls = vec![Vec::new(); hosts.len()];
+    let mut refusals = vec![Vec::new(); hosts.len()];
     for (at, fault) in &scenario.faults {
         match fault {
             Fault::Sleep { host, duration_ms } => {
@@ -1687,6 +1849,9 @@ fn collect_windows(scenario: &Scenario, hosts: &mut [Host]) {
             Fault::Stall { host, duration_ms } => {
                 stalls[*host].push((*at, (*at + duration_ms).min(end)))
             }
+            Fault::RefuseWrites { host, duration_ms } => {
+                refusals[*host].push((*at, (*at + duration_ms).min(end)))
+            }
             _ => {}
         }
     }
@@ -1694,6 +1859,7 @@ fn collect_windows(scenario: &Scenario, hosts: &mut [Host]) {
         state.sleep_windows = merge_windows(std::mem::take(&mut sleeps[host]));
         state.cut_windows = merge_windows(std::mem::take(&mut cuts[host]));
         state.stall_windows = merge_windows(std::mem::take(&mut stalls[host]));
+        state.refuse_windows = merge_windows(std::mem::take(&mut refusals[host]));
     }
 }
 

@@ -1,6 +1,7 @@
 //! A group of real cores over an instant "sync" (every write is seen by every device at
 //! once), with a stand-in for the Telegram side: `StartActing` is answered with a
-//! refusal while the group's token is refused, and `StopActing` with `ActingStopped`.
+//! refusal while the group's token is refused, `StopActing` with `ActingStopped`, and
+//! every write with `RecordWritten` (the disk never refuses one here).
 
 use mirror_baton::core::{
     Core, CoreConfig, DeviceRecord, Effect, Event, FileObservation, FileState, Identity, Input,
@@ -122,6 +123,7 @@ impl Group {
                     let name = record::file_name(&r.device_id);
                     self.files.insert(name.clone(), r.to_json());
                     writes.push(name);
+                    answers.push(Event::RecordWritten { seq: r.seq });
                 }
                 Effect::Rescan => answers.push(Event::Scanned { files: self.scan() }),
                 Effect::StartActing {

@@ -162,6 +162,18 @@ pub struct MirrorSetup {
 }
 
 impl Folder {
+    /// Starts `baton run` for `name` against a fake Bot API (chat `chat`) with no child:
+    /// the device polls while active (fewer processes than [`Folder::start_telegram`]).
+    pub fn start_polling(&self, name: &str, api_url: &str, token: &str, chat: i64) -> Device {
+        let mut command = self.baton();
+        command
+            .env("TELEGRAM_BOT_TOKEN", token)
+            .env("TELEGRAM_CHAT_ID", chat.to_string())
+            .env("TELEGRAM_API_URL", api_url)
+            .args(["--log-format", "json"]);
+        self.start_with(name, &[], command)
+    }
+
     /// `<root>/<name>.updates`: what the device's stand-in mirror processed.
     pub fn updates_path(&self, name: &str) -> PathBuf {
         self.root.path().join(format!("{name}.updates"))
