@@ -117,7 +117,10 @@ pub mod agent;
 pub mod child_guard;
 pub mod cli;
 pub mod cli_ops;
-pub mod core;
+/// The sans-IO core lives in its own crate (`crates/core`, `baton-core`), which cannot
+/// name tokio, notify, teloxide or the filesystem; it is re-exported here so the
+/// product's modules say `crate::core::…`.
+pub use baton_core as core;
 pub mod demo;
 pub mod fake_bot_api;
 pub mod mirror_stub;

@@ -280,7 +280,7 @@ impl OffsetLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::{DeviceRecord, Identity};
+    use crate::record::{DeviceRecord, Identity};
 
     fn admitted(ledger: &mut OffsetLedger, offset: Option<i64>, ids: &[i64]) -> Vec<Admission> {
         ledger.begin_batch(offset);

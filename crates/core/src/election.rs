@@ -321,7 +321,7 @@ pub enum TargetError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::{Identity, file_stem};
+    use crate::record::{Identity, file_stem};
 
     fn timing() -> Timing {
         Timing::default()

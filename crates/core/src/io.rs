@@ -165,7 +165,7 @@ pub enum ActivationOutcome {
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
     /// The machine moved between states. `cause` names the stimulus the old state
-    /// handled (see [`crate::core::machine::Stimulus::name`]): `scanned`, `file_changed`,
+    /// handled (see [`crate::machine::Stimulus::name`]): `scanned`, `file_changed`,
     /// `settle_timer`, `shutdown_asked`, …, or `reevaluate` when the state had just been
     /// entered and looked at the world — the statechart's labels.
     Transition {
@@ -200,7 +200,7 @@ pub enum Effect {
     RequestDownload { name: String },
     /// Tell whether `pid` on this host is still running; answer with [`Event::PidProbed`].
     ProbePid { stem: String, pid: u32 },
-    /// A timer was armed (informational: the runtime asks [`crate::core::Core::next_timeout`]).
+    /// A timer was armed (informational: the runtime asks [`crate::Core::next_timeout`]).
     TimerArmed {
         timer: TimerId,
         at: Moment,
@@ -214,7 +214,7 @@ pub enum Effect {
         result: ActivationOutcome,
     },
     /// Keep, locally, that another install (a clone) writes this device's record, for
-    /// [`crate::core::Core::recall_refusal`] on the next start. Emitted before the
+    /// [`crate::Core::recall_refusal`] on the next start. Emitted before the
     /// refusal's `Exit`.
     RememberRefusal { install_id: String },
     /// The refusal remembered earlier no longer holds (this run registered): forget it.

@@ -621,7 +621,7 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
     if let Some(handoff) = election::handoff_for(&context.peers, &me, now, &timing) {
         let term = handoff.term;
         // An absurd handoff term (reported when read) is never taken: it would spread.
-        if term > context.own.term && term <= crate::core::record::TERM_MAX {
+        if term > context.own.term && term <= crate::record::TERM_MAX {
             return Transition(State::active(term));
         }
     }
@@ -997,10 +997,10 @@ impl Ctx {
             let prior = &prior.record;
             // Its numbers were sanitised when read; absurd ones (reported then) are not
             // continued from, so our seq and term cannot wrap.
-            if prior.seq <= crate::core::record::SEQ_MAX {
+            if prior.seq <= crate::record::SEQ_MAX {
                 self.own.seq = self.own.seq.max(prior.seq);
             }
-            if prior.term <= crate::core::record::TERM_MAX {
+            if prior.term <= crate::record::TERM_MAX {
                 self.own.term = self.own.term.max(prior.term);
             }
             let own_progress = self.own.progress_term.unwrap_or(0);
@@ -1370,19 +1370,19 @@ impl Core {
                 // yet) at the restart itself. Anything else is no update id: ignored.
                 if update_id == 0 {
                     ctx.own.last_update_id = None;
-                } else if crate::core::offsets::is_sane_update_id(update_id) {
+                } else if crate::offsets::is_sane_update_id(update_id) {
                     ctx.own.last_update_id = Some(update_id);
                 }
                 None
             }
             Event::HandledAbove { mut ids } => {
-                ids.truncate(crate::core::record::HANDLED_ABOVE_MAX);
+                ids.truncate(crate::record::HANDLED_ABOVE_MAX);
                 ctx.own.handled_above = ids;
                 None
             }
             Event::ActingStopped { last_update_id } => {
                 if let Some(id) =
-                    last_update_id.filter(|id| crate::core::offsets::is_sane_update_id(*id))
+                    last_update_id.filter(|id| crate::offsets::is_sane_update_id(*id))
                 {
                     ctx.own.last_update_id = Some(id);
                 }

@@ -1,11 +1,15 @@
-//! The sans-IO coordination core: who is active, decided from files alone.
+//! `baton-core`: the sans-IO coordination core — who is active, decided from files alone.
 //!
 //! Owns: the device record format ([`record`]), the election rules ([`election`]), time
 //! and timers ([`timers`]), the inputs and effects ([`io`]), the state machine
 //! ([`machine`]) and the Telegram offset bookkeeping ([`offsets`]). Must never: read a
 //! clock, a file or OS randomness, spawn a task, or touch tokio, notify or teloxide. Time
 //! and a seed come in; effects go out. That is what makes fixture replay, simulation and
-//! model checking possible — `tests/core_purity.rs` holds this module to it.
+//! model checking possible. The crate's dependencies are the first guard: it cannot name
+//! what it does not depend on (`tests/core_dependencies.rs` holds its tree to serde,
+//! rand, statig and thiserror); `tests/core_purity.rs` scans its sources for the
+//! standard library's clocks, files, environment, processes, network and threads, and
+//! for OS randomness.
 
 pub mod context;
 pub mod election;
