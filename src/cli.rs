@@ -18,6 +18,8 @@ use crate::core::record::{self, Identity};
 use crate::core::{ActivationOutcome, FileState, Status, Timing};
 
 /// Documented exit codes (README "Exit codes").
+pub mod simulate;
+
 pub mod exit {
     pub const OK: i32 = 0;
     /// Runtime failure (IO, a folder that cannot be created).
@@ -93,7 +95,7 @@ pub enum Command {
     /// Ask for a device (default: this directory's) to become active.
     Activate(ActivateArgs),
     /// Run the deterministic multi-device simulator (and the seed design side by side).
-    Simulate(crate::sim::SimulateArgs),
+    Simulate(simulate::SimulateArgs),
     /// Replay a recorded fixture through the real core and print the transcript.
     Replay(crate::replay::ReplayArgs),
     /// Record a live folder's file events into a fixture (to contribute a real iCloud sequence).

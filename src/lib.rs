@@ -127,5 +127,5 @@ pub mod mirror_stub;
 pub mod replay;
 pub mod runtime;
 pub mod serving;
-pub mod sim;
+
 pub mod telegram_text;

@@ -219,7 +219,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Simulate(mut args) => {
             args.time_scale = cli.global.time_scale;
-            mirror_baton::sim::run_simulate(args)
+            cli::simulate::run_simulate(args)
         }
         Command::Replay(args) => Ok(mirror_baton::replay::run_replay(
             &args,

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use mirror_baton::core::{Effect, Level, Moment, Role, TimerId};
-use mirror_baton::replay::{Fixture, Item, Replay, render_json, render_text, replay};
+use baton_sim::replay::{Fixture, Item, Replay, render_json, render_text, replay};
 
 fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")

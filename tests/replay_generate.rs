@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use mirror_baton::core::record::{self, ActivationRequest, DeviceRecord, Handoff, Status};
 use mirror_baton::core::{Event, FileObservation, FileState, Identity, Input, Moment};
-use mirror_baton::replay::{Auto, Fixture, Header, Step, TimingSpec};
+use baton_sim::replay::{Auto, Fixture, Header, Step, TimingSpec};
 
 const WALL_START_MS: u64 = 1_750_000_000_000;
 const HOUR_MS: i64 = 3_600_000;

@@ -12,7 +12,7 @@ use mirror_baton::core::{
     Core, CoreConfig, Effect, Event, FileObservation, FileState, Identity, Input, Moment, Role,
     Timing, record,
 };
-use mirror_baton::replay::{Fixture, replay};
+use baton_sim::replay::{Fixture, replay};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

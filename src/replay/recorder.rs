@@ -22,8 +22,33 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use crate::adapters::store::{self, Store};
 use crate::core::{Event, FileObservation, Identity, Input, Moment};
 
-use super::ReplayError;
-use super::fixture::{Auto, FIXTURE_LINES_MAX, Fixture, Header, Step, TimingSpec};
+use baton_sim::replay::{Auto, FIXTURE_LINES_MAX, Fixture, FixtureError, Header, Step, TimingSpec};
+
+/// Errors of `baton replay` and `baton record`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
+    #[error("cannot write the transcript: {0}")]
+    Output(#[source] std::io::Error),
+    #[error(
+        "{path} is not a folder: point --sync-dir and --group at a group whose devices \
+         folder exists (baton run creates it)"
+    )]
+    NoFolder { path: PathBuf },
+    #[error("cannot watch {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
+    #[error("cannot write the recording to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--duration must be a positive number of seconds, not {0}")]
+    BadDuration(f64),
+}
 
 /// Notify events buffered between the watcher thread and the recorder, at most. When
 /// full, further events are dropped and the next look is a full rescan (nothing is lost

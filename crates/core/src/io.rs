@@ -142,6 +142,17 @@ pub enum Level {
     Error,
 }
 
+impl Level {
+    /// The level's name as transcripts and logs print it (`info`, `warn`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
 /// The result of an activation request, for whoever asked (`ticket`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "outcome", rename_all = "snake_case")]

@@ -4,9 +4,10 @@
 //!
 //! Owns: the [`Action`] vocabulary (the harness's view of effects), [`BatonPolicy`] (the
 //! REAL core behind a thin effect translation — no protocol logic here), and the device
-//! description both policies are built from. Must never: decide a role itself.
+//! description both policies are built from. Must never: decide a role itself, or know
+//! the other designs (choosing one is [`crate::policy_kind`]'s job).
 
-use crate::core::{self, Core, CoreConfig, Effect, Event, Identity, Input, Level, Moment, Timing};
+use baton_core::{Core, CoreConfig, Effect, Event, Identity, Input, Level, Moment, Timing};
 
 /// What a device asks the world to do. Inputs are the core's own [`Event`]s.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,6 +74,11 @@ impl DeviceSpec {
             install_id: format!("install-{host}"),
         }
     }
+
+    /// The pid this device's `incarnation` runs as (the same rule for both policies).
+    pub fn pid(&self, incarnation: u32) -> u32 {
+        1_000 + self.index as u32 * 1_000 + incarnation
+    }
 }
 
 /// One process of one device.
@@ -91,40 +97,6 @@ pub trait DevicePolicy {
     }
 }
 
-/// Which design the simulated devices run.
-#[allow(clippy::large_enum_variant)] // Copy and short-lived: boxing the timing buys nothing
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum PolicyKind {
-    /// mirror-baton's core with these timing constants.
-    Baton(Timing),
-    /// The TypeScript design of `../shared/seed`.
-    Seed,
-}
-
-impl PolicyKind {
-    pub fn label(&self) -> &'static str {
-        match self {
-            PolicyKind::Baton(_) => "baton",
-            PolicyKind::Seed => "seed",
-        }
-    }
-
-    /// Builds the process for `spec`'s `incarnation`-th start (new instance and pid).
-    pub fn spawn(&self, spec: &DeviceSpec, incarnation: u32, seed: u64) -> Box<dyn DevicePolicy> {
-        match self {
-            PolicyKind::Baton(timing) => {
-                Box::new(BatonPolicy::new(spec, incarnation, seed, *timing))
-            }
-            PolicyKind::Seed => Box::new(super::seed_policy::SeedPolicy::new(spec, seed)),
-        }
-    }
-
-    /// The pid a device's incarnation runs as (the same rule for both policies).
-    pub fn pid(spec: &DeviceSpec, incarnation: u32) -> u32 {
-        1_000 + spec.index as u32 * 1_000 + incarnation
-    }
-}
-
 /// mirror-baton: the real [`Core`], its effects translated one to one.
 pub struct BatonPolicy {
     core: Core,
@@ -137,7 +109,7 @@ impl BatonPolicy {
             device_id: spec.device_id.clone(),
             hostname: spec.hostname.clone(),
             project_dir: format!("/Users/u/project{}", spec.index),
-            pid: PolicyKind::pid(spec, incarnation),
+            pid: spec.pid(incarnation),
             instance: format!("i{}-{incarnation}", spec.index),
             install_id: spec.install_id.clone(),
             // Hosts do not reboot in the simulation; processes restart.
@@ -147,7 +119,7 @@ impl BatonPolicy {
             version: "sim".into(),
         };
         BatonPolicy {
-            own_file: core::record::file_name(&spec.device_id),
+            own_file: baton_core::record::file_name(&spec.device_id),
             core: Core::new(CoreConfig {
                 identity,
                 timing,
@@ -187,7 +159,7 @@ impl DevicePolicy for BatonPolicy {
 fn translate(effect: Effect) -> Option<Action> {
     Some(match effect {
         Effect::WriteRecord { record } => Action::Write {
-            name: core::record::file_name(&record.device_id),
+            name: baton_core::record::file_name(&record.device_id),
             text: record.to_json(),
             seq: Some(record.seq),
         },

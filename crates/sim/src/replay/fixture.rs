@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{Event, FileObservation, Identity, Input, Moment, Timing};
+use baton_core::{Event, FileObservation, Identity, Input, Moment, Timing};
 
 /// The only fixture format version so far.
 pub const FIXTURE_VERSION: u32 = 1;

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::policy::{Action, DevicePolicy, DeviceSpec};
-use crate::core::{Event, FileState, Input, Moment};
+use baton_core::{Event, FileState, Input, Moment};
 
 pub const STATE_FILE: &str = "state.json";
 const CHECK_MS: (u64, u64) = (5_000, 7_000);
@@ -200,7 +200,7 @@ impl SeedPolicy {
     }
 }
 
-fn shared_state(files: &[crate::core::FileObservation]) -> Option<SharedState> {
+fn shared_state(files: &[baton_core::FileObservation]) -> Option<SharedState> {
     let file = files.iter().find(|f| f.name == STATE_FILE)?;
     match &file.state {
         FileState::Contents { text } => serde_json::from_str(text).ok(),

@@ -1,6 +1,6 @@
 //! The exhaustive check: a stateright model of three devices electing a leader over a
 //! medium with bounded delay and crashes, whose decisions are made by the REAL election
-//! rules (`crate::core::election`: `leader`, `highest_claim`, `handoff_in_transit`,
+//! rules (`baton_core::election`: `leader`, `highest_claim`, `handoff_in_transit`,
 //! `outranked`, `highest_term`, `claim_key`, `is_live`) on the real record type.
 //!
 //! Owns: the abstraction — integer time units; every record write reaches each peer at
@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use stateright::{Checker, Model, Property};
 
-use crate::core::election::{self, PeerView, Peers};
-use crate::core::record::{DeviceRecord, Identity, Status};
-use crate::core::{Moment, Timing};
+use baton_core::election::{self, PeerView, Peers};
+use baton_core::record::{DeviceRecord, Identity, Status};
+use baton_core::{Moment, Timing};
 
 pub const DEVICES: usize = 3;
 

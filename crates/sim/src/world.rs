@@ -23,10 +23,11 @@ use rand_chacha::ChaCha8Rng;
 
 use super::metrics::{Incident, RunMetrics};
 use super::model::{DelayModel, Fault, MINUTE_MS, SECOND_MS, Scenario, Target};
-use super::policy::{Action, DevicePolicy, DeviceSpec, PolicyKind};
-use crate::core::offsets::{Admission, OffsetLedger, StartPosition};
-use crate::core::record::{self, NameKind};
-use crate::core::{Event, FileObservation, FileState, Input, Moment};
+use super::policy::{Action, DevicePolicy, DeviceSpec};
+use super::policy_kind::PolicyKind;
+use baton_core::offsets::{Admission, OffsetLedger, StartPosition};
+use baton_core::record::{self, NameKind};
+use baton_core::{Event, FileObservation, FileState, Input, Moment};
 
 /// Everything one run needs besides the scenario.
 #[derive(Clone, Debug)]

@@ -1,8 +1,8 @@
-//! The exhaustive check of the election rules (see `mirror_baton::sim::check`): safe for
+//! The exhaustive check of the election rules (see `baton_sim::check`): safe for
 //! every interleaving while the delay stays under the settle window, and a counterexample
 //! as soon as it does not.
 
-use mirror_baton::sim::check::ElectionModel;
+use baton_sim::check::ElectionModel;
 use stateright::Checker;
 
 const PROPERTY: &str = "at most one device active";

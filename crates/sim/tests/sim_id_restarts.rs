@@ -4,10 +4,10 @@
 //! update confirmed without being handled, none left unhandled at the end. A failure
 //! prints the seed; replay it with `baton simulate --seed S --trace`.
 
-use mirror_baton::core::Timing;
-use mirror_baton::sim::Batch;
-use mirror_baton::sim::model::{FaultRates, HOUR_MS};
-use mirror_baton::sim::policy::PolicyKind;
+use baton_core::Timing;
+use baton_sim::Batch;
+use baton_sim::model::{FaultRates, HOUR_MS};
+use baton_sim::PolicyKind;
 
 const RUNS: u64 = 160;
 const FAULT_HOURS: u64 = 3;

@@ -1,55 +1,26 @@
-//! Fixture replay and recording: one device's inputs over time as JSON Lines, replayed
-//! through the sans-IO core into a transcript of what it decided.
+//! `baton replay` and `baton record`: their flags and entry points, and the recorder.
 //!
-//! Owns: the fixture format ([`fixture`]), the replayer ([`engine`]), the transcript
-//! formats ([`transcript`]), `baton record` ([`recorder`]) and the clap arguments of
-//! `baton replay` and `baton record` ([`ReplayArgs`], [`RecordArgs`]) with their entry
-//! points ([`run_replay`], [`run_record`]). `fixtures/README.md` is the manual.
+//! Owns: the clap arguments ([`ReplayArgs`], [`RecordArgs`]), the entry points
+//! ([`run_replay`], [`run_record`]) and `baton record` itself ([`recorder`], which
+//! watches a real folder: IO, so it lives here, not in the simulator crate). The pure
+//! replay engine — fixture format, replayer, transcripts — is `baton_sim::replay`,
+//! re-exported here. `fixtures/README.md` is the manual.
 //!
-//! Must never: let anything but the fixture decide a replay (no clock, no OS randomness,
-//! no file but the fixture), panic on a malformed fixture (errors name the line), or
-//! write into a folder it records.
+//! Must never: let anything but the fixture decide a replay, or write into a folder it
+//! records.
 
-pub mod engine;
-pub mod fixture;
 pub mod recorder;
-pub mod transcript;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use engine::{Entry, Item, Replay, replay};
-pub use fixture::{Auto, Fixture, FixtureError, Header, Step, TimingSpec};
-pub use recorder::{RecordPlan, RecordSummary, record};
-pub use transcript::{render_json, render_text};
-
-/// Errors of `baton replay` and `baton record`.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error(transparent)]
-    Fixture(#[from] FixtureError),
-    #[error("cannot write the transcript: {0}")]
-    Output(#[source] std::io::Error),
-    #[error(
-        "{path} is not a folder: point --sync-dir and --group at a group whose devices \
-         folder exists (baton run creates it)"
-    )]
-    NoFolder { path: PathBuf },
-    #[error("cannot watch {path}: {source}")]
-    Watch {
-        path: PathBuf,
-        source: notify::Error,
-    },
-    #[error("cannot write the recording to {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("--duration must be a positive number of seconds, not {0}")]
-    BadDuration(f64),
-}
+pub use baton_sim::replay::{
+    Auto, Entry, Fixture, FixtureError, Header, Item, Replay, Step, TimingSpec, render_json,
+    render_text, replay,
+};
+pub use recorder::{RecordPlan, RecordSummary, ReplayError, record};
 
 /// `baton replay FIXTURE [--json]`.
 #[derive(clap::Args, Clone, Debug)]

@@ -7,22 +7,14 @@
 
 use std::fmt::Write as _;
 
-use crate::core::record::{self, DeviceRecord, NameKind};
-use crate::core::{ActivationOutcome, Effect, Event, FileObservation, FileState, Level, Moment};
+use baton_core::record::{self, DeviceRecord, NameKind};
+use baton_core::{ActivationOutcome, Effect, Event, FileObservation, FileState, Moment};
 
 use super::engine::{Entry, Item, Replay};
 use super::fixture::Header;
 
 /// Width of the time column.
 const TIME_WIDTH: usize = 10;
-
-pub fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Info => "info",
-        Level::Warn => "warn",
-        Level::Error => "error",
-    }
-}
 
 fn optional(value: Option<i64>) -> String {
     value.map_or_else(|| "-".to_string(), |id| id.to_string())
@@ -175,7 +167,7 @@ pub fn effect_line(effect: &Effect) -> String {
             at,
             jitter_ms,
         } => format!("arm {} at {at} (jitter {jitter_ms}ms)", timer.as_str()),
-        Effect::Notify { level, message } => format!("notify {}: {message}", level_name(*level)),
+        Effect::Notify { level, message } => format!("notify {}: {message}", level.as_str()),
         Effect::ActivationResult { ticket, result } => {
             format!("answer #{ticket}: {}", outcome_text(result))
         }

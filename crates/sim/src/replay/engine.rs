@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::core::{
+use baton_core::{
     Core, CoreConfig, Effect, Event, FileObservation, FileState, Input, Moment, Role, TimerId,
     record,
 };
@@ -100,7 +100,7 @@ impl Replay {
             .filter_map(|(_, effect)| match effect {
                 Effect::Notify { level, message } => Some(format!(
                     "{}: {message}",
-                    super::transcript::level_name(*level)
+                    level.as_str()
                 )),
                 _ => None,
             })

@@ -2,10 +2,10 @@
 //! models, with every invariant checked on every run. A failure prints the seed; replay
 //! it with `baton simulate --seed S --runs 1 --days D --intensity I --devices N --trace`.
 
-use mirror_baton::core::Timing;
-use mirror_baton::sim::Batch;
-use mirror_baton::sim::model::{FaultRates, HOUR_MS};
-use mirror_baton::sim::policy::PolicyKind;
+use baton_core::Timing;
+use baton_sim::Batch;
+use baton_sim::model::{FaultRates, HOUR_MS};
+use baton_sim::PolicyKind;
 
 /// Scenarios per shard; shards run as separate tests so `cargo test` spreads them.
 const SHARD_RUNS: u64 = 250;

@@ -1,15 +1,21 @@
-//! The deterministic multi-device simulator behind `baton simulate`.
+//! `baton-sim`: the core driven deterministically, with no IO — the multi-device
+//! simulator behind `baton simulate`, the model check, and fixture replay behind
+//! `baton replay`.
 //!
 //! Owns: running many seeded scenarios of N devices — each running the REAL
-//! [`crate::core::Core`] (or, for comparison, the seed's design) — over a modelled
+//! [`baton_core::Core`] (or, for comparison, the seed's design) — over a modelled
 //! iCloud Drive, checking invariants on every run and collecting the figures that chose
-//! [`crate::core::Timing::default`]. Must never: read a clock or OS randomness inside a
-//! run (only the CLI draws a base seed when none is given, and prints it), or carry
-//! protocol logic of its own: devices decide, the world only delivers.
+//! [`baton_core::Timing::default`]; and replaying one device's recorded inputs through
+//! the core into a transcript ([`replay`]). Must never: read a clock or OS randomness
+//! inside a run (the binary draws a base seed when none is given, and prints it), do IO
+//! beyond reading a fixture file, or carry protocol logic of its own: devices decide,
+//! the world only delivers. It depends on the core and on no other crate of ours.
 //!
 //! Layout: [`model`] (delay model, fault schedule), [`world`] (the event loop, medium,
-//! Telegram, invariants), [`policy`] (the seam both designs implement), [`seed_policy`]
-//! (the baseline), [`metrics`], [`check`] (the exhaustive model check).
+//! Telegram, invariants), [`policy`] (the seam both designs implement, and baton's
+//! core behind it), [`seed_policy`] (the baseline), [`policy_kind`] (which design a run
+//! uses), [`metrics`], [`check`] (the exhaustive model check, with stateright),
+//! [`replay`] (fixtures, the replayer and transcripts).
 //!
 //! Replay: every run prints its seed; `baton simulate --seed S --runs 1` replays it.
 
@@ -17,58 +23,18 @@ pub mod check;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod policy_kind;
+pub mod replay;
 pub mod seed_policy;
 pub mod world;
 
-use std::io::Write;
 use std::time::Duration;
 
-use crate::core::Timing;
+use baton_core::Timing;
 use metrics::{Quantiles, RunMetrics, Summary};
-use model::{DAY_MS, DelayModel, FaultRates, MINUTE_MS, Scenario};
-use policy::PolicyKind;
+use model::{DelayModel, FaultRates, MINUTE_MS, Scenario};
+pub use policy_kind::PolicyKind;
 use world::{RunConfig, World};
-
-/// `baton simulate`: seeded simulation runs, their invariants and figures.
-#[derive(clap::Args, Debug, Clone)]
-pub struct SimulateArgs {
-    /// First seed (runs use SEED, SEED+1, …). Default: drawn at random and printed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Number of seeded runs.
-    #[arg(long, default_value_t = 50)]
-    pub runs: u64,
-    /// Devices per group.
-    #[arg(long, default_value_t = 3)]
-    pub devices: usize,
-    /// Simulated days of faults per run (a quiet tail follows to check convergence).
-    #[arg(long, default_value_t = 7.0)]
-    pub days: f64,
-    /// Multiply every fault rate (and shorten long faults) by this factor.
-    #[arg(long, default_value_t = 1.0)]
-    pub intensity: f64,
-    /// Run the seed's design on the same seeds and print both side by side.
-    #[arg(long)]
-    pub compare: bool,
-    /// Also measure cold-start convergence for 2, 5, 20 and 50 devices.
-    #[arg(long)]
-    pub convergence: bool,
-    /// Print the report as JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Run seeds until stopped (Ctrl-C), printing every failing seed.
-    #[arg(long)]
-    pub soak: bool,
-    /// Worker threads.
-    #[arg(long, default_value_t = 1)]
-    pub jobs: usize,
-    /// Print every device's transitions and messages (use with one seed).
-    #[arg(long)]
-    pub trace: bool,
-    /// Scale of every timing constant of the core: the global `--time-scale`.
-    #[arg(skip = 1.0)]
-    pub time_scale: f64,
-}
 
 /// What one batch of runs is: shared by the CLI, the test suite and tuning.
 #[derive(Clone, Debug)]
@@ -196,108 +162,6 @@ pub fn run_batch(
             total
         })
         .collect()
-}
-
-/// The CLI entry point; returns the process exit code (1 when an invariant broke).
-pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
-    let first = args
-        .seed
-        .unwrap_or_else(|| u64::from(rand::random::<u32>()));
-    anyhow::ensure!(
-        args.devices >= 1 && args.devices <= 64,
-        "--devices must be 1..=64"
-    );
-    anyhow::ensure!(args.days > 0.0, "--days must be positive");
-    anyhow::ensure!(args.time_scale > 0.0, "--time-scale must be positive");
-    let timing = Timing::default().scaled(args.time_scale);
-    let rates = FaultRates::default().intensified(args.intensity);
-    let mut batch = Batch::new(
-        timing,
-        args.devices,
-        (args.days * DAY_MS as f64) as u64,
-        rates,
-    );
-    batch.trace = args.trace;
-    if args.soak {
-        return soak(&batch, first, args.jobs);
-    }
-    eprintln!(
-        "simulating {} run(s), seeds {first}..{} ({} devices, {} days each); replay one with --seed S --runs 1",
-        args.runs,
-        first + args.runs,
-        args.devices,
-        args.days
-    );
-    let mut policies = vec![PolicyKind::Baton(timing)];
-    if args.compare {
-        policies.push(PolicyKind::Seed);
-    }
-    let results = run_batch(&batch, &policies, first, args.runs, args.jobs);
-    let baton_violations = results[0].violations.clone();
-    let convergence = if args.convergence {
-        Some(convergence_table(&batch, &policies, first))
-    } else {
-        None
-    };
-    let summaries: Vec<(String, Summary)> = policies
-        .iter()
-        .zip(&results)
-        .map(|(policy, metrics)| (policy.label().to_string(), metrics.summary()))
-        .collect();
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let report = serde_json::json!({
-            "first_seed": first,
-            "runs": args.runs,
-            "devices": args.devices,
-            "days": args.days,
-            "delay_model": batch.delay,
-            "settle_bound_ms": timing.settle_bound().as_millis() as u64,
-            "policies": summaries.iter().map(|(l, s)| (l.clone(), s)).collect::<std::collections::BTreeMap<_, _>>(),
-            "convergence": convergence,
-            "violations": baton_violations,
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-    } else {
-        write!(out, "{}", render_table(&summaries, timing))?;
-        if let Some(rows) = &convergence {
-            write!(out, "{}", render_convergence(rows))?;
-        }
-    }
-    for line in baton_violations.iter().take(20) {
-        eprintln!("VIOLATION {line}");
-    }
-    Ok(if baton_violations.is_empty() { 0 } else { 1 })
-}
-
-fn soak(batch: &Batch, first: u64, jobs: usize) -> anyhow::Result<i32> {
-    let policy = PolicyKind::Baton(batch.timing);
-    let mut failures = 0u64;
-    let chunk = 16 * jobs.max(1) as u64;
-    let mut seed = first;
-    eprintln!("soaking from seed {first}; stop with Ctrl-C");
-    loop {
-        let per_seed: Vec<(u64, RunMetrics)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..chunk)
-                .map(|offset| {
-                    let seed = seed + offset;
-                    scope.spawn(move || (seed, batch.run(policy, seed)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("BUG: a simulation thread panicked"))
-                .collect()
-        });
-        for (run_seed, metrics) in per_seed {
-            if !metrics.violations.is_empty() {
-                failures += 1;
-                println!("FAILING SEED {run_seed}: {}", metrics.violations[0]);
-            }
-        }
-        seed += chunk;
-        eprintln!("… seeds {first}..{seed}: {failures} failing");
-    }
 }
 
 /// Cold-start convergence p50/p95/p99 for each group size.
@@ -479,7 +343,7 @@ pub fn render_table(summaries: &[(String, Summary)], timing: Timing) -> String {
     text
 }
 
-fn render_convergence(rows: &[(String, usize, Quantiles)]) -> String {
+pub fn render_convergence(rows: &[(String, usize, Quantiles)]) -> String {
     let mut text = String::from("\ncold-start convergence (p50 / p95 / p99)\n");
     for (label, devices, q) in rows {
         text += &format!("{label:<6} N={devices:<3} {} (n={})\n", dist(q), q.count);

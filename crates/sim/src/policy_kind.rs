@@ -1,0 +1,44 @@
+//! Which design the simulated devices run, and building one device's process of it.
+//!
+//! Owns: [`PolicyKind`] (baton's core with its timing, or the seed's design) and the
+//! factory over both. Must never: hold protocol logic (the policies do).
+
+use baton_core::Timing;
+
+use crate::policy::{BatonPolicy, DevicePolicy, DeviceSpec};
+use crate::seed_policy::SeedPolicy;
+
+/// Which design the simulated devices run.
+#[allow(clippy::large_enum_variant)] // Copy and short-lived: boxing the timing buys nothing
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PolicyKind {
+    /// mirror-baton's core with these timing constants.
+    Baton(Timing),
+    /// The TypeScript design of `../shared/seed`.
+    Seed,
+}
+
+impl PolicyKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            PolicyKind::Baton(_) => "baton",
+            PolicyKind::Seed => "seed",
+        }
+    }
+
+    /// Builds the process for `spec`'s `incarnation`-th start (new instance and pid).
+    pub fn spawn(&self, spec: &DeviceSpec, incarnation: u32, seed: u64) -> Box<dyn DevicePolicy> {
+        match self {
+            PolicyKind::Baton(timing) => {
+                Box::new(BatonPolicy::new(spec, incarnation, seed, *timing))
+            }
+            PolicyKind::Seed => Box::new(SeedPolicy::new(spec, seed)),
+        }
+    }
+
+    /// The pid a device's incarnation runs as (the same rule for both policies).
+    pub fn pid(spec: &DeviceSpec, incarnation: u32) -> u32 {
+        spec.pid(incarnation)
+    }
+}
+

@@ -1,0 +1,156 @@
+//! `baton simulate`: the simulator's flags and its entry point.
+//!
+//! Owns: the flags, drawing (and printing) a base seed when none is given, soak mode,
+//! and printing the report. Must never: hold simulation logic (that is `baton_sim`,
+//! which reads no clock and no OS randomness).
+
+use std::io::Write;
+
+use baton_core::Timing;
+use baton_sim::metrics::{RunMetrics, Summary};
+use baton_sim::model::{DAY_MS, FaultRates};
+use baton_sim::{Batch, PolicyKind, convergence_table, render_convergence, render_table, run_batch};
+
+/// `baton simulate`: seeded simulation runs, their invariants and figures.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// First seed (runs use SEED, SEED+1, …). Default: drawn at random and printed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of seeded runs.
+    #[arg(long, default_value_t = 50)]
+    pub runs: u64,
+    /// Devices per group.
+    #[arg(long, default_value_t = 3)]
+    pub devices: usize,
+    /// Simulated days of faults per run (a quiet tail follows to check convergence).
+    #[arg(long, default_value_t = 7.0)]
+    pub days: f64,
+    /// Multiply every fault rate (and shorten long faults) by this factor.
+    #[arg(long, default_value_t = 1.0)]
+    pub intensity: f64,
+    /// Run the seed's design on the same seeds and print both side by side.
+    #[arg(long)]
+    pub compare: bool,
+    /// Also measure cold-start convergence for 2, 5, 20 and 50 devices.
+    #[arg(long)]
+    pub convergence: bool,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Run seeds until stopped (Ctrl-C), printing every failing seed.
+    #[arg(long)]
+    pub soak: bool,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Print every device's transitions and messages (use with one seed).
+    #[arg(long)]
+    pub trace: bool,
+    /// Scale of every timing constant of the core: the global `--time-scale`.
+    #[arg(skip = 1.0)]
+    pub time_scale: f64,
+}
+
+/// The CLI entry point; returns the process exit code (1 when an invariant broke).
+pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
+    let first = args
+        .seed
+        .unwrap_or_else(|| u64::from(rand::random::<u32>()));
+    anyhow::ensure!(
+        args.devices >= 1 && args.devices <= 64,
+        "--devices must be 1..=64"
+    );
+    anyhow::ensure!(args.days > 0.0, "--days must be positive");
+    anyhow::ensure!(args.time_scale > 0.0, "--time-scale must be positive");
+    let timing = Timing::default().scaled(args.time_scale);
+    let rates = FaultRates::default().intensified(args.intensity);
+    let mut batch = Batch::new(
+        timing,
+        args.devices,
+        (args.days * DAY_MS as f64) as u64,
+        rates,
+    );
+    batch.trace = args.trace;
+    if args.soak {
+        return soak(&batch, first, args.jobs);
+    }
+    eprintln!(
+        "simulating {} run(s), seeds {first}..{} ({} devices, {} days each); replay one with --seed S --runs 1",
+        args.runs,
+        first + args.runs,
+        args.devices,
+        args.days
+    );
+    let mut policies = vec![PolicyKind::Baton(timing)];
+    if args.compare {
+        policies.push(PolicyKind::Seed);
+    }
+    let results = run_batch(&batch, &policies, first, args.runs, args.jobs);
+    let baton_violations = results[0].violations.clone();
+    let convergence = if args.convergence {
+        Some(convergence_table(&batch, &policies, first))
+    } else {
+        None
+    };
+    let summaries: Vec<(String, Summary)> = policies
+        .iter()
+        .zip(&results)
+        .map(|(policy, metrics)| (policy.label().to_string(), metrics.summary()))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let report = serde_json::json!({
+            "first_seed": first,
+            "runs": args.runs,
+            "devices": args.devices,
+            "days": args.days,
+            "delay_model": batch.delay,
+            "settle_bound_ms": timing.settle_bound().as_millis() as u64,
+            "policies": summaries.iter().map(|(l, s)| (l.clone(), s)).collect::<std::collections::BTreeMap<_, _>>(),
+            "convergence": convergence,
+            "violations": baton_violations,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", render_table(&summaries, timing))?;
+        if let Some(rows) = &convergence {
+            write!(out, "{}", render_convergence(rows))?;
+        }
+    }
+    for line in baton_violations.iter().take(20) {
+        eprintln!("VIOLATION {line}");
+    }
+    Ok(if baton_violations.is_empty() { 0 } else { 1 })
+}
+
+fn soak(batch: &Batch, first: u64, jobs: usize) -> anyhow::Result<i32> {
+    let policy = PolicyKind::Baton(batch.timing);
+    let mut failures = 0u64;
+    let chunk = 16 * jobs.max(1) as u64;
+    let mut seed = first;
+    eprintln!("soaking from seed {first}; stop with Ctrl-C");
+    loop {
+        let per_seed: Vec<(u64, RunMetrics)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..chunk)
+                .map(|offset| {
+                    let seed = seed + offset;
+                    scope.spawn(move || (seed, batch.run(policy, seed)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("BUG: a simulation thread panicked"))
+                .collect()
+        });
+        for (run_seed, metrics) in per_seed {
+            if !metrics.violations.is_empty() {
+                failures += 1;
+                println!("FAILING SEED {run_seed}: {}", metrics.violations[0]);
+            }
+        }
+        seed += chunk;
+        eprintln!("… seeds {first}..{seed}: {failures} failing");
+    }
+}
+
