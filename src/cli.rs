@@ -104,11 +104,14 @@ pub enum Command {
     #[command(subcommand)]
     Agent(crate::cli_ops::AgentCommand),
     /// Play the whole system on this machine: three devices, a simulated sync delay, a fake Telegram.
+    #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
     /// A stand-in for the mirror: reads updates from baton's gateway into a file (tests, demo).
+    #[cfg(feature = "demo")]
     #[command(hide = true)]
-    MirrorStub(crate::mirror_stub::MirrorStubArgs),
+    MirrorStub(baton_testkit::mirror_stub::MirrorStubArgs),
     /// Serve a fake Telegram Bot API on loopback (tests, demo).
+    #[cfg(feature = "demo")]
     #[command(hide = true)]
     FakeTelegram(FakeTelegramArgs),
     /// Run a command and stop its process group when baton (holding our stdin) dies.

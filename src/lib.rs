@@ -121,9 +121,8 @@ pub mod cli_ops;
 /// name tokio, notify, teloxide or the filesystem; it is re-exported here so the
 /// product's modules say `crate::core::…`.
 pub use baton_core as core;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod fake_bot_api;
-pub mod mirror_stub;
 pub mod replay;
 pub mod runtime;
 pub mod serving;

@@ -204,15 +204,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
+        #[cfg(feature = "demo")]
         Command::Demo(args) => mirror_baton::demo::run_demo(args).await,
-        Command::MirrorStub(args) => Ok(mirror_baton::mirror_stub::run(args).await?),
+        #[cfg(feature = "demo")]
+        Command::MirrorStub(args) => Ok(baton_testkit::mirror_stub::run(args).await?),
         Command::ChildGuard(args) => Ok(mirror_baton::child_guard::run(args).await),
+        #[cfg(feature = "demo")]
         Command::FakeTelegram(args) => {
-            let config = mirror_baton::fake_bot_api::FakeBotConfig {
+            let config = baton_testkit::fake_bot_api::FakeBotConfig {
                 token: args.token,
                 ..Default::default()
             };
-            let fake = mirror_baton::fake_bot_api::serve(args.listen, config).await?;
+            let fake = baton_testkit::fake_bot_api::serve(args.listen, config).await?;
             println!("{}", fake.api_url());
             tokio::signal::ctrl_c().await?;
             Ok(exit::OK)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::process::{Folder, wait_for};
 use mirror_baton::adapters::clock;
 use mirror_baton::core::Status;
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 
 const SCALE: f64 = 0.1;
 const CHAT: i64 = -1_023;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{Folder, MirrorSetup, processed, starts, wait_until};
 use mirror_baton::core::Status;
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 use serde_json::json;
 
 const SCALE: f64 = 0.05;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{Folder, wait_until};
 use mirror_baton::core::Status;
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 
 const SCALE: f64 = 0.05;
 const CHAT: i64 = -1_001_234_567;

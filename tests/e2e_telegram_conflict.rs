@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::process::Folder;
 use mirror_baton::core::Status;
 use mirror_baton::core::record::{self, NameKind};
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 
 const SCALE: f64 = 0.05;
 const CHAT: i64 = -1_009;

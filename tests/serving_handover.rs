@@ -15,7 +15,7 @@ use mirror_baton::adapters::telegram::{PollerEvent, StartPosition};
 use mirror_baton::adapters::telegram_commands::BatonCommand;
 use mirror_baton::adapters::telegram_config::{Secret, TelegramConfig};
 use mirror_baton::core::Event;
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 use mirror_baton::serving::{Serving, ServingEvent, TelegramPlan};
 use serde_json::json;
 

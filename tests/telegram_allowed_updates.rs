@@ -6,7 +6,7 @@ mod common;
 
 use common::{CHAT_ID, PATIENCE, start_device};
 use mirror_baton::adapters::telegram::{ALLOWED_UPDATES, PollerEvent, StartPosition};
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 use serde_json::json;
 
 #[tokio::test]

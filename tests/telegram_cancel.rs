@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{PATIENCE, start_device};
 use mirror_baton::adapters::telegram::{PollerEvent, PollerExit, StartPosition};
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 
 #[tokio::test]
 async fn cancel_abandons_the_long_poll_and_confirms_nothing_more() {

@@ -7,7 +7,7 @@ mod common;
 
 use common::{PATIENCE, start_device};
 use mirror_baton::adapters::telegram::{PollerEvent, StartPosition};
-use mirror_baton::fake_bot_api::{CONFLICT_OTHER_GET_UPDATES, FakeBotApi};
+use baton_testkit::fake_bot_api::{CONFLICT_OTHER_GET_UPDATES, FakeBotApi};
 
 #[tokio::test]
 async fn older_poller_reports_conflict_and_stopping_one_settles_it() {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use mirror_baton::fake_bot_api::{CONFLICT_OTHER_GET_UPDATES, FakeBotApi};
+use baton_testkit::fake_bot_api::{CONFLICT_OTHER_GET_UPDATES, FakeBotApi};
 use serde_json::{Value, json};
 use teloxide::prelude::Requester as _;
 
@@ -202,7 +202,7 @@ async fn every_call_goes_under_the_api_urls_path_prefix() {
         BotSettings, PollerEvent, StartPosition, TelegramBot, spawn_poller,
     };
     use mirror_baton::adapters::telegram_config::Secret;
-    use mirror_baton::fake_bot_api::FakeBotConfig;
+    use baton_testkit::fake_bot_api::FakeBotConfig;
     use std::time::Duration;
 
     let fake = FakeBotApi::start_with(FakeBotConfig {
@@ -268,7 +268,7 @@ async fn every_call_goes_under_the_api_urls_path_prefix() {
 /// of a chat sees the chat's own list before the default one, as on Telegram.
 #[tokio::test]
 async fn command_menus_are_kept_per_scope_and_the_chat_list_wins_in_its_chat() {
-    use mirror_baton::fake_bot_api::menus::Scope;
+    use baton_testkit::fake_bot_api::menus::Scope;
     let fake = FakeBotApi::start().await.expect("fake starts");
     let chat = json!({"type": "chat", "chat_id": common::CHAT_ID});
     let mirror = json!([{"command": "interrupt", "description": "stop it"}]);
@@ -381,4 +381,15 @@ async fn a_refused_token_gets_401_everywhere() {
     }
     fake.refuse_token(false);
     assert_eq!(call(&fake, "getMe", json!({})).await.0, 200);
+}
+
+/// baton names the sending device in a header that the fake logs per request. The
+/// product and the test kit share no code (the arrow would point the wrong way), so
+/// this holds the two names together.
+#[test]
+fn the_fake_reads_the_device_header_baton_sends() {
+    assert_eq!(
+        mirror_baton::adapters::telegram::DEVICE_HEADER,
+        baton_testkit::fake_bot_api::DEVICE_HEADER
+    );
 }

@@ -11,7 +11,7 @@ use mirror_baton::adapters::clock;
 use mirror_baton::adapters::gateway::{Gateway, GatewayConfig};
 use mirror_baton::adapters::telegram::{PollerEvent, StartPosition, spawn_poller};
 use mirror_baton::core::Moment;
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 use tokio::sync::{mpsc, watch};
 
 #[tokio::test]

@@ -5,7 +5,7 @@ mod common;
 
 use common::{CHAT_ID, fetch, start_device};
 use mirror_baton::adapters::telegram::{PollerEvent, StartPosition};
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 use serde_json::json;
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 use common::{CHAT_ID, PATIENCE, fetch, start_device};
 use mirror_baton::adapters::telegram::{PollerEvent, StartPosition};
 use mirror_baton::adapters::telegram_commands::BatonCommand;
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 
 #[tokio::test]
 async fn confirmed_only_after_handled_or_acknowledged() {

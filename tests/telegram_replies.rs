@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{CHAT_ID, PATIENCE, bot_for};
 use mirror_baton::adapters::telegram::{OutgoingMessage, Replier, ReplierSettings};
 use mirror_baton::adapters::telegram_commands::escape_html;
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 use serde_json::json;
 
 fn settings() -> ReplierSettings {

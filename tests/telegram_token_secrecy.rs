@@ -14,7 +14,7 @@ use mirror_baton::adapters::telegram::{
     TelegramBot, spawn_poller,
 };
 use mirror_baton::adapters::telegram_config::Secret;
-use mirror_baton::fake_bot_api::{FakeBotApi, FakeBotConfig};
+use baton_testkit::fake_bot_api::{FakeBotApi, FakeBotConfig};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Clone, Default)]

@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::process::{Folder, wait_for};
-use mirror_baton::fake_bot_api::{FakeBotApi, FakeBotConfig};
+use baton_testkit::fake_bot_api::{FakeBotApi, FakeBotConfig};
 
 /// A token of the real shape (bot id, colon, 35 url-safe characters) with a short bot id.
 const TOKEN: &str = "4321:AAE_never-print-me_0123456789abcdefgh";

@@ -67,6 +67,10 @@ pub const ALLOWED_UPDATES: &[&str] = &[
 const LEASE_ANSWER_MARGIN: Duration = Duration::from_secs(1);
 /// How Telegram's 409 to the older of two pollers begins (FACTS; teloxide matches the whole
 /// text). Every other "Conflict: …" means a webhook is set.
+/// The header that names the sending device, sent only to a custom API URL (a
+/// self-hosted server, or the test kit's fake, which logs it per request).
+pub const DEVICE_HEADER: &str = "x-baton-device";
+
 const CONFLICT_OTHER_POLLER: &str = "Conflict: terminated by other getUpdates request";
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -208,7 +212,7 @@ impl TelegramBot {
             let value = reqwest::header::HeaderValue::from_str(tag).map_err(|_| {
                 TelegramError::Client("the device tag is not a valid header value".into())
             })?;
-            headers.insert(crate::fake_bot_api::DEVICE_HEADER, value);
+            headers.insert(DEVICE_HEADER, value);
             builder = builder.default_headers(headers);
         }
         let client = builder

@@ -32,7 +32,7 @@ use crate::adapters::clock;
 use crate::cli::UsageError;
 use crate::core::Timing;
 use crate::core::record::{self, DeviceRecord, Status};
-use crate::fake_bot_api::{self, FakeBotApi, FakeBotConfig};
+use baton_testkit::fake_bot_api::{self, FakeBotApi, FakeBotConfig};
 
 use fleet::{DeviceSpec, Fleet, FleetEnv, ProcessState};
 use report::{Deliveries, Summary, TableDevice};

@@ -11,7 +11,7 @@ use mirror_baton::adapters::telegram::{
     BotSettings, PollerConfig, PollerEvent, PollerHandle, StartPosition, TelegramBot, spawn_poller,
 };
 use mirror_baton::adapters::telegram_config::Secret;
-use mirror_baton::fake_bot_api::FakeBotApi;
+use baton_testkit::fake_bot_api::FakeBotApi;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
