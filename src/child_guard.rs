@@ -43,8 +43,8 @@ use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 
-/// Exit code when CMD cannot be started (as a shell says "command not found").
-pub const EXIT_CANNOT_START: i32 = 127;
+use crate::exit::ExitCode;
+
 /// After CMD ended, how long what it printed last may take to be passed on. Bounded: a
 /// process CMD left behind may hold its pipes open.
 const OUTPUT_DRAIN_MAX: Duration = Duration::from_secs(1);
@@ -73,7 +73,7 @@ pub struct ChildGuardArgs {
 pub async fn run(args: ChildGuardArgs) -> i32 {
     let Some((program, rest)) = args.command.split_first() else {
         say!("baton child-guard: no command given");
-        return EXIT_CANNOT_START;
+        return ExitCode::CannotStart.code();
     };
     // Lead a group of our own (the supervisor already made us one), so the signals
     // below never reach whoever started us.
@@ -81,7 +81,7 @@ pub async fn run(args: ChildGuardArgs) -> i32 {
     unsafe {
         if libc::getpgrp() != libc::getpid() && libc::setpgid(0, 0) != 0 {
             say!("baton child-guard: cannot lead a process group; refusing to guard");
-            return EXIT_CANNOT_START;
+            return ExitCode::CannotStart.code();
         }
     }
     // Installed before CMD starts, so no early signal kills the guard alone. Handlers
@@ -92,7 +92,7 @@ pub async fn run(args: ChildGuardArgs) -> i32 {
         signal(SignalKind::hangup()),
     ) else {
         say!("baton child-guard: cannot install signal handlers");
-        return EXIT_CANNOT_START;
+        return ExitCode::CannotStart.code();
     };
     let mut child = match Command::new(program)
         .args(rest)
@@ -107,7 +107,7 @@ pub async fn run(args: ChildGuardArgs) -> i32 {
                 "baton child-guard: cannot start {}: {error}",
                 program.to_string_lossy()
             );
-            return EXIT_CANNOT_START;
+            return ExitCode::CannotStart.code();
         }
     };
     let pid = child.id().and_then(|id| libc::pid_t::try_from(id).ok());

@@ -13,30 +13,13 @@ use crate::adapters::control::{self, Reply, Request};
 use crate::adapters::local;
 use crate::adapters::store::Store;
 use crate::adapters::watcher::WatchMode;
+use crate::config::{Settings, UsageError, project_dir};
 use crate::core::election::{self, DeviceRow, Health};
 use crate::core::record::{self, Identity};
 use crate::core::{ActivationOutcome, FileState, Status, Timing};
+use crate::exit::ExitCode;
 
-/// Documented exit codes (README "Exit codes").
 pub mod simulate;
-
-pub mod exit {
-    pub const OK: i32 = 0;
-    /// Runtime failure (IO, a folder that cannot be created).
-    pub const FAILURE: i32 = 1;
-    /// Bad flags or configuration (clap also exits 2).
-    pub const USAGE: i32 = 2;
-    /// Another live process writes this device id (cloned or restored Mac).
-    pub const DUPLICATE_DEVICE: i32 = crate::core::io::exit_code::DUPLICATE_DEVICE;
-    /// A `baton run` for this device already runs on this machine.
-    pub const ALREADY_RUNNING: i32 = 4;
-    /// No running baton on this machine to ask (for `activate`).
-    pub const NO_DAEMON: i32 = 5;
-    /// The activation was refused or did not complete in time.
-    pub const ACTIVATION_FAILED: i32 = 6;
-    /// Forced exit on a second SIGINT/SIGTERM.
-    pub const FORCED: i32 = crate::runtime::EXIT_FORCED;
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -102,7 +85,7 @@ pub enum Command {
     Record(crate::replay::RecordArgs),
     /// Install, remove, list or print the background agent (launchd on macOS, systemd on Linux).
     #[command(subcommand)]
-    Agent(crate::cli_ops::AgentCommand),
+    Agent(crate::agent::verbs::AgentCommand),
     /// Play the whole system on this machine: three devices, a simulated sync delay, a fake Telegram.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
@@ -223,25 +206,13 @@ impl CliError {
     /// The documented exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Usage(_) => exit::USAGE,
-            CliError::Local(local::LocalError::AlreadyRunning { .. }) => exit::ALREADY_RUNNING,
-            CliError::Local(_) | CliError::Daemon(_) => exit::FAILURE,
+            CliError::Usage(_) => ExitCode::Usage.code(),
+            CliError::Local(local::LocalError::AlreadyRunning { .. }) => {
+                ExitCode::AlreadyRunning.code()
+            }
+            CliError::Local(_) | CliError::Daemon(_) => ExitCode::Failure.code(),
         }
     }
-}
-
-/// A bad flag, folder or configuration: exit code 2 with this message.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// The resolved common settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub sync_dir: PathBuf,
-    pub group: String,
-    pub state_dir: PathBuf,
-    pub timing: Timing,
 }
 
 pub fn settings(global: &GlobalArgs, bot_id: Option<u64>) -> Result<Settings, UsageError> {
@@ -318,16 +289,6 @@ pub fn hostname() -> String {
     } else {
         name
     }
-}
-
-/// The project directory, absolute and canonical.
-pub fn project_dir(dir: &Path) -> Result<PathBuf, UsageError> {
-    dir.canonicalize().map_err(|error| {
-        UsageError(format!(
-            "project directory {} is not usable ({error}); pass an existing directory",
-            dir.display()
-        ))
-    })
 }
 
 /// The identity of the device for `dir` on this machine.
@@ -545,13 +506,13 @@ pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, C
             "no baton is running on this machine for group {:?}; start one with `baton run` (the request travels through it)",
             settings.group
         );
-        return Ok(exit::NO_DAEMON);
+        return Ok(ExitCode::NoDaemon.code());
     };
     let (asked_via, result) = match reply {
         Reply::Activation { device_id, result } => (device_id, result),
         Reply::Error { message } => {
             eprintln!("baton refused: {message}");
-            return Ok(exit::ACTIVATION_FAILED);
+            return Ok(ExitCode::ActivationFailed.code());
         }
         Reply::Table { .. } => {
             return Err(CliError::Daemon(
@@ -562,15 +523,15 @@ pub async fn activate(settings: &Settings, args: &ActivateArgs) -> Result<i32, C
     let wanted = match result {
         ActivationOutcome::AlreadyActive { device } => {
             println!("{device} is already active");
-            return Ok(exit::OK);
+            return Ok(ExitCode::Ok.code());
         }
         ActivationOutcome::Done { device } => {
             println!("✅ {device} is now ACTIVE");
-            return Ok(exit::OK);
+            return Ok(ExitCode::Ok.code());
         }
         ActivationOutcome::Failed { reason } => {
             eprintln!("cannot activate: {reason}");
-            return Ok(exit::ACTIVATION_FAILED);
+            return Ok(ExitCode::ActivationFailed.code());
         }
         ActivationOutcome::HandingOver { to } => {
             println!("{asked_via} is handing over to {to} …");
@@ -598,12 +559,12 @@ async fn wait_until_active(settings: &Settings, wanted: &str) -> Result<i32, Cli
             row.device_id == wanted && row.role == Status::Active && row.health == Health::Ok
         }) {
             println!("✅ {wanted} is now ACTIVE");
-            return Ok(exit::OK);
+            return Ok(ExitCode::Ok.code());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("{wanted} did not become active within {limit:?}; see `baton status`");
-    Ok(exit::ACTIVATION_FAILED)
+    Ok(ExitCode::ActivationFailed.code())
 }
 
 /// Loads the Telegram configuration the mirror itself would use, with baton's flags on

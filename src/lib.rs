@@ -116,13 +116,14 @@ pub mod adapters;
 pub mod agent;
 pub mod child_guard;
 pub mod cli;
-pub mod cli_ops;
+pub mod config;
 /// The sans-IO core lives in its own crate (`crates/core`, `baton-core`), which cannot
 /// name tokio, notify, teloxide or the filesystem; it is re-exported here so the
 /// product's modules say `crate::core::…`.
 pub use baton_core as core;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod exit;
 pub mod replay;
 pub mod runtime;
 pub mod serving;

@@ -8,9 +8,11 @@ use mirror_baton::adapters::local::{self, LocalError};
 use mirror_baton::adapters::telegram::PollerConfig;
 use mirror_baton::adapters::telegram_config::config_files;
 use mirror_baton::adapters::telegram_config::redact_token_shapes;
-use mirror_baton::cli::{self, Cli, Command, LogFormat, UsageError, exit};
+use mirror_baton::cli::{self, Cli, Command, LogFormat};
+use mirror_baton::config::{self, Reload, RunConfig, UsageError};
 use mirror_baton::core::Timing;
-use mirror_baton::runtime::{self, RunConfig, RunError};
+use mirror_baton::exit::ExitCode;
+use mirror_baton::runtime::{self, RunError};
 use mirror_baton::serving::{ChildPlan, TelegramPlan};
 
 fn main() {
@@ -24,7 +26,7 @@ fn main() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("baton: cannot start the async runtime: {error}");
-            std::process::exit(exit::FAILURE);
+            std::process::exit(ExitCode::Failure.code());
         }
     };
     let code = match runtime.block_on(dispatch(cli)) {
@@ -39,19 +41,19 @@ fn main() {
 
 fn exit_code_for(error: &anyhow::Error) -> i32 {
     if error.downcast_ref::<UsageError>().is_some() {
-        return exit::USAGE;
+        return ExitCode::Usage.code();
     }
     if let Some(error) = error.downcast_ref::<cli::CliError>() {
         return error.exit_code();
     }
     match error.downcast_ref::<RunError>() {
-        Some(RunError::Local(LocalError::AlreadyRunning { .. })) => exit::ALREADY_RUNNING,
-        _ => exit::FAILURE,
+        Some(RunError::Local(LocalError::AlreadyRunning { .. })) => ExitCode::AlreadyRunning.code(),
+        _ => ExitCode::Failure.code(),
     }
 }
 
 async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32> {
-    let project = cli::project_dir(&args.dir)?;
+    let project = config::project_dir(&args.dir)?;
     let telegram = cli::telegram_config(&project, &args.telegram)?;
     let settings = cli::settings(global, telegram.as_ref().and_then(cli::bot_id))?;
     let thread_id = telegram.as_ref().and_then(|t| t.thread_id);
@@ -122,7 +124,7 @@ async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32
 }
 
 /// SIGHUP: re-read the Telegram configuration; compare fingerprints that carry no token.
-fn reloader(project: std::path::PathBuf, args: cli::TelegramArgs) -> runtime::Reload {
+fn reloader(project: std::path::PathBuf, args: cli::TelegramArgs) -> Reload {
     Box::new(move || {
         let config = cli::telegram_config(&project, &args)
             .map_err(|error| redact_token_shapes(&error.to_string()).into_owned())?;
@@ -196,11 +198,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     print!("{}", cli::render_table(&rows, source));
                 }
                 if !args.watch {
-                    return Ok(exit::OK);
+                    return Ok(ExitCode::Ok.code());
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(cli::WATCH_INTERVAL) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(exit::OK),
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::Ok.code()),
                 }
             }
         }
@@ -218,7 +220,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let fake = baton_testkit::fake_bot_api::serve(args.listen, config).await?;
             println!("{}", fake.api_url());
             tokio::signal::ctrl_c().await?;
-            Ok(exit::OK)
+            Ok(ExitCode::Ok.code())
         }
         Command::Simulate(mut args) => {
             args.time_scale = cli.global.time_scale;
@@ -236,7 +238,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             .await??;
             Ok(code)
         }
-        Command::Agent(command) => Ok(mirror_baton::cli_ops::agent(&cli.global, &command)?),
+        Command::Agent(command) => {
+            let options = mirror_baton::agent::verbs::RunOptions {
+                sync_dir: cli.global.sync_dir.clone(),
+                group: cli.global.group.clone(),
+            };
+            Ok(mirror_baton::agent::verbs::run(&options, &command)?)
+        }
         Command::Activate(args) => {
             let settings = cli::settings(&cli.global, None)?;
             Ok(cli::activate(&settings, &args).await?)

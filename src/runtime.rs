@@ -22,37 +22,16 @@ use crate::adapters::store::{FolderIdentity, Listing, Store, StoreError};
 use crate::adapters::telegram::{PollProgress, StartPosition};
 use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
+use crate::config::{Reload, RunConfig};
 use crate::core::election;
 use crate::core::{
-    ActivationOutcome, Core, CoreConfig, Effect, Event, Identity, Input, Level, Moment, Role,
-    Timing,
+    ActivationOutcome, Core, CoreConfig, Effect, Event, Input, Level, Moment, Role, Timing,
 };
+use crate::exit::ExitCode;
 use crate::serving::{
-    ACK_WAIT_MAX, CHILD_GRACE, ChildPlan, REPLY_FLUSH_MAX, Serving, ServingEvent, TelegramPlan,
-    target_text,
+    ACK_WAIT_MAX, CHILD_GRACE, REPLY_FLUSH_MAX, Serving, ServingEvent, target_text,
 };
 use crate::telegram_text;
-
-/// Everything `baton run` needs, validated by the CLI.
-pub struct RunConfig {
-    pub identity: Identity,
-    pub sync_dir: PathBuf,
-    pub group: String,
-    pub state_dir: PathBuf,
-    pub timing: Timing,
-    pub seed: u64,
-    pub watch_mode: WatchMode,
-    /// Telegram, when configured: the active device polls it.
-    pub telegram: Option<TelegramPlan>,
-    /// The child command (the mirror), when given.
-    pub child: Option<ChildPlan>,
-    /// Re-reads the configuration on SIGHUP; returns a fingerprint (never the token
-    /// itself) to compare with the one in force, or why it could not be read.
-    pub reload: Option<Reload>,
-}
-
-/// Re-reads the configuration and fingerprints it.
-pub type Reload = Box<dyn Fn() -> Result<String, String> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -101,9 +80,6 @@ pub fn resignation_deadline(timing: &Timing, child_stops_with_role: bool) -> Dur
 pub fn exit_budget(timing: &Timing) -> Duration {
     ACK_WAIT_MAX + CHILD_GRACE + timing.resign_wait + SHUTDOWN_GRACE_EXTRA + REPLY_FLUSH_MAX
 }
-
-/// Exit code after a forced stop (second signal).
-pub const EXIT_FORCED: i32 = 130;
 
 /// Who asked for an activation, so the answer goes back to them.
 enum Asker {
@@ -810,7 +786,7 @@ impl Runtime {
             tracing::warn!(parent: &self.span, "second stop signal: exiting now");
             self.serving.note_stop_signal(true);
             self.serving.stop("forced exit").await;
-            self.exit_code = Some(EXIT_FORCED);
+            self.exit_code = Some(ExitCode::Forced.code());
             return;
         }
         tracing::info!(parent: &self.span, "stop signal: resigning");

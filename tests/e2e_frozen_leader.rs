@@ -9,10 +9,10 @@ mod common;
 
 use std::time::Duration;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::process::{Folder, wait_for};
 use mirror_baton::adapters::clock;
 use mirror_baton::core::Status;
-use baton_testkit::fake_bot_api::FakeBotApi;
 
 const SCALE: f64 = 0.1;
 const CHAT: i64 = -1_023;

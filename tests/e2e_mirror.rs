@@ -10,9 +10,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::process::{Folder, MirrorSetup, processed, starts, wait_until};
 use mirror_baton::core::Status;
-use baton_testkit::fake_bot_api::FakeBotApi;
 use serde_json::json;
 
 const SCALE: f64 = 0.05;

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::process::{Folder, wait_until};
 use mirror_baton::core::Status;
-use baton_testkit::fake_bot_api::FakeBotApi;
 
 const SCALE: f64 = 0.05;
 const CHAT: i64 = -1_001_234_567;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::process::Folder;
 use mirror_baton::core::Status;
 use mirror_baton::core::record::{self, NameKind};
-use baton_testkit::fake_bot_api::FakeBotApi;
 
 const SCALE: f64 = 0.05;
 const CHAT: i64 = -1_009;

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::process::{Device, Folder, wait_until};
 use mirror_baton::core::{Status, record};
-use baton_testkit::fake_bot_api::FakeBotApi;
 
 const SCALE: f64 = 0.05;
 const CHAT: i64 = -1_001_234_567;

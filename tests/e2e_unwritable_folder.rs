@@ -15,10 +15,10 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::process::{Device, Folder, wait_for};
 use mirror_baton::adapters::clock;
 use mirror_baton::core::Status;
-use baton_testkit::fake_bot_api::FakeBotApi;
 
 const SCALE: f64 = 0.1;
 const CHAT: i64 = -1_017;

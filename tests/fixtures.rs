@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use mirror_baton::core::{Effect, Level, Moment, Role, TimerId};
 use baton_sim::replay::{Fixture, Item, Replay, render_json, render_text, replay};
+use mirror_baton::core::{Effect, Level, Moment, Role, TimerId};
 
 fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")

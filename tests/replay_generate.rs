@@ -8,9 +8,9 @@
 
 use std::path::PathBuf;
 
+use baton_sim::replay::{Auto, Fixture, Header, Step, TimingSpec};
 use mirror_baton::core::record::{self, ActivationRequest, DeviceRecord, Handoff, Status};
 use mirror_baton::core::{Event, FileObservation, FileState, Identity, Input, Moment};
-use baton_sim::replay::{Auto, Fixture, Header, Step, TimingSpec};
 
 const WALL_START_MS: u64 = 1_750_000_000_000;
 const HOUR_MS: i64 = 3_600_000;

@@ -10,12 +10,12 @@ mod common;
 
 use std::time::Duration;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::{CHAT_ID, PATIENCE, fast_poller_config};
 use mirror_baton::adapters::telegram::{PollerEvent, StartPosition};
 use mirror_baton::adapters::telegram_commands::BatonCommand;
 use mirror_baton::adapters::telegram_config::{Secret, TelegramConfig};
 use mirror_baton::core::Event;
-use baton_testkit::fake_bot_api::FakeBotApi;
 use mirror_baton::serving::{Serving, ServingEvent, TelegramPlan};
 use serde_json::json;
 

@@ -8,11 +8,11 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
+use baton_sim::replay::{Fixture, replay};
 use mirror_baton::core::{
     Core, CoreConfig, Effect, Event, FileObservation, FileState, Identity, Input, Moment, Role,
     Timing, record,
 };
-use baton_sim::replay::{Fixture, replay};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

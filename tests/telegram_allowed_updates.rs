@@ -4,9 +4,9 @@
 
 mod common;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::{CHAT_ID, PATIENCE, start_device};
 use mirror_baton::adapters::telegram::{ALLOWED_UPDATES, PollerEvent, StartPosition};
-use baton_testkit::fake_bot_api::FakeBotApi;
 use serde_json::json;
 
 #[tokio::test]

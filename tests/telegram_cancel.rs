@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::{PATIENCE, start_device};
 use mirror_baton::adapters::telegram::{PollerEvent, PollerExit, StartPosition};
-use baton_testkit::fake_bot_api::FakeBotApi;
 
 #[tokio::test]
 async fn cancel_abandons_the_long_poll_and_confirms_nothing_more() {

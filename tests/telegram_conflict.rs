@@ -5,9 +5,9 @@
 
 mod common;
 
+use baton_testkit::fake_bot_api::{CONFLICT_OTHER_GET_UPDATES, FakeBotApi};
 use common::{PATIENCE, start_device};
 use mirror_baton::adapters::telegram::{PollerEvent, StartPosition};
-use baton_testkit::fake_bot_api::{CONFLICT_OTHER_GET_UPDATES, FakeBotApi};
 
 #[tokio::test]
 async fn older_poller_reports_conflict_and_stopping_one_settles_it() {

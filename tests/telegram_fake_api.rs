@@ -198,11 +198,11 @@ async fn real_teloxide_understands_the_fake() {
 /// Found`, which baton reads as a refused token and stops polling.
 #[tokio::test]
 async fn every_call_goes_under_the_api_urls_path_prefix() {
+    use baton_testkit::fake_bot_api::FakeBotConfig;
     use mirror_baton::adapters::telegram::{
         BotSettings, PollerEvent, StartPosition, TelegramBot, spawn_poller,
     };
     use mirror_baton::adapters::telegram_config::Secret;
-    use baton_testkit::fake_bot_api::FakeBotConfig;
     use std::time::Duration;
 
     let fake = FakeBotApi::start_with(FakeBotConfig {

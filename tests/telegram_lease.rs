@@ -6,12 +6,12 @@ mod common;
 
 use std::time::Duration;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::{PATIENCE, bot_for, fast_poller_config};
 use mirror_baton::adapters::clock;
 use mirror_baton::adapters::gateway::{Gateway, GatewayConfig};
 use mirror_baton::adapters::telegram::{PollerEvent, StartPosition, spawn_poller};
 use mirror_baton::core::Moment;
-use baton_testkit::fake_bot_api::FakeBotApi;
 use tokio::sync::{mpsc, watch};
 
 #[tokio::test]

@@ -3,9 +3,9 @@
 
 mod common;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::{CHAT_ID, fetch, start_device};
 use mirror_baton::adapters::telegram::{PollerEvent, StartPosition};
-use baton_testkit::fake_bot_api::FakeBotApi;
 use serde_json::json;
 
 #[tokio::test]

@@ -3,10 +3,10 @@
 
 mod common;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::{CHAT_ID, PATIENCE, fetch, start_device};
 use mirror_baton::adapters::telegram::{PollerEvent, StartPosition};
 use mirror_baton::adapters::telegram_commands::BatonCommand;
-use baton_testkit::fake_bot_api::FakeBotApi;
 
 #[tokio::test]
 async fn confirmed_only_after_handled_or_acknowledged() {

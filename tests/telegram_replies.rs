@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::{CHAT_ID, PATIENCE, bot_for};
 use mirror_baton::adapters::telegram::{OutgoingMessage, Replier, ReplierSettings};
 use mirror_baton::adapters::telegram_commands::escape_html;
-use baton_testkit::fake_bot_api::FakeBotApi;
 use serde_json::json;
 
 fn settings() -> ReplierSettings {

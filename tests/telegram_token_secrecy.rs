@@ -7,6 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use baton_testkit::fake_bot_api::{FakeBotApi, FakeBotConfig};
 use common::{CHAT_ID, PATIENCE, bot_for, fast_poller_config, start_device};
 use mirror_baton::adapters::gateway::Acknowledged;
 use mirror_baton::adapters::telegram::{
@@ -14,7 +15,6 @@ use mirror_baton::adapters::telegram::{
     TelegramBot, spawn_poller,
 };
 use mirror_baton::adapters::telegram_config::Secret;
-use baton_testkit::fake_bot_api::{FakeBotApi, FakeBotConfig};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Clone, Default)]

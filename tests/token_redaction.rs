@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::process::{Folder, wait_for};
 use baton_testkit::fake_bot_api::{FakeBotApi, FakeBotConfig};
+use common::process::{Folder, wait_for};
 
 /// A token of the real shape (bot id, colon, 35 url-safe characters) with a short bot id.
 const TOKEN: &str = "4321:AAE_never-print-me_0123456789abcdefgh";

@@ -9,7 +9,9 @@ use std::io::Write;
 use baton_core::Timing;
 use baton_sim::metrics::{RunMetrics, Summary};
 use baton_sim::model::{DAY_MS, FaultRates};
-use baton_sim::{Batch, PolicyKind, convergence_table, render_convergence, render_table, run_batch};
+use baton_sim::{
+    Batch, PolicyKind, convergence_table, render_convergence, render_table, run_batch,
+};
 
 /// `baton simulate`: seeded simulation runs, their invariants and figures.
 #[derive(clap::Args, Debug, Clone)]
@@ -153,4 +155,3 @@ fn soak(batch: &Batch, first: u64, jobs: usize) -> anyhow::Result<i32> {
         eprintln!("… seeds {first}..{seed}: {failures} failing");
     }
 }
-

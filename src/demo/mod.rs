@@ -29,9 +29,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::adapters::clock;
-use crate::cli::UsageError;
+use crate::config::UsageError;
 use crate::core::Timing;
 use crate::core::record::{self, DeviceRecord, Status};
+use crate::exit::ExitCode;
 use baton_testkit::fake_bot_api::{self, FakeBotApi, FakeBotConfig};
 
 use fleet::{DeviceSpec, Fleet, FleetEnv, ProcessState};
@@ -77,10 +78,6 @@ const TIMELINE_LAG: Duration = Duration::from_millis(300);
 const SLACK: Duration = Duration::from_secs(10);
 /// Unix socket paths must stay under 104 bytes on macOS.
 const SOCKET_PATH_BYTES_MAX: usize = 100;
-/// Exit code when updates were lost or the story did not complete.
-const EXIT_FAILED: i32 = 1;
-/// Exit code after Ctrl-C.
-const EXIT_INTERRUPTED: i32 = 130;
 
 /// A step of the story that did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +106,7 @@ pub async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
         code = demo.play() => code,
         _ = tokio::signal::ctrl_c() => {
             println!("\ninterrupted: stopping every device …");
-            EXIT_INTERRUPTED
+            ExitCode::Forced.code()
         }
     };
     // The demo (and its fleet) is dropped by now: every process has been stopped.
@@ -340,7 +337,11 @@ impl Demo {
         self.timeline.flush_all();
         let summary = self.summary(result.err().map(|e| e.to_string()));
         println!("{}", summary.render());
-        if summary.passed() { 0 } else { EXIT_FAILED }
+        if summary.passed() {
+            0
+        } else {
+            ExitCode::Failure.code()
+        }
     }
 
     async fn story(&mut self) -> Result<(), StoryError> {
@@ -801,7 +802,7 @@ fn device_specs(root: &Path, seed: u64) -> anyhow::Result<Vec<DeviceSpec>> {
         }
         std::fs::create_dir_all(root.join("logs"))?;
         std::fs::create_dir_all(root.join("mirror"))?;
-        let project = crate::cli::project_dir(&dir("projects"))?;
+        let project = crate::config::project_dir(&dir("projects"))?;
         let hostname = format!("mac-{name}");
         let device_id = record::device_id(Some(name), &hostname, &project.to_string_lossy());
         let state_dir = dir("state");

@@ -285,7 +285,10 @@ pub struct TelegramNews {
 }
 
 impl PollWatch {
-    pub fn look(&mut self, requests: &[baton_testkit::fake_bot_api::RequestRecord]) -> TelegramNews {
+    pub fn look(
+        &mut self,
+        requests: &[baton_testkit::fake_bot_api::RequestRecord],
+    ) -> TelegramNews {
         let mut news = TelegramNews::default();
         for request in requests {
             let device = request.device.clone().unwrap_or_else(|| "?".into());

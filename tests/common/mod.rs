@@ -6,12 +6,12 @@ pub mod process;
 
 use std::time::Duration;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use mirror_baton::adapters::gateway::{Gateway, GatewayConfig};
 use mirror_baton::adapters::telegram::{
     BotSettings, PollerConfig, PollerEvent, PollerHandle, StartPosition, TelegramBot, spawn_poller,
 };
 use mirror_baton::adapters::telegram_config::Secret;
-use baton_testkit::fake_bot_api::FakeBotApi;
 use serde_json::Value;
 use tokio::sync::mpsc;
 

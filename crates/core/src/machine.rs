@@ -1381,8 +1381,7 @@ impl Core {
                 None
             }
             Event::ActingStopped { last_update_id } => {
-                if let Some(id) =
-                    last_update_id.filter(|id| crate::offsets::is_sane_update_id(*id))
+                if let Some(id) = last_update_id.filter(|id| crate::offsets::is_sane_update_id(*id))
                 {
                     ctx.own.last_update_id = Some(id);
                 }

@@ -41,4 +41,3 @@ impl PolicyKind {
         spec.pid(incarnation)
     }
 }
-

@@ -6,8 +6,8 @@
 
 use baton_core::Timing;
 use baton_sim::Batch;
-use baton_sim::model::{FaultRates, HOUR_MS};
 use baton_sim::PolicyKind;
+use baton_sim::model::{FaultRates, HOUR_MS};
 
 const RUNS: u64 = 160;
 const FAULT_HOURS: u64 = 3;

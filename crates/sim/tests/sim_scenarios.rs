@@ -4,8 +4,8 @@
 
 use baton_core::Timing;
 use baton_sim::Batch;
-use baton_sim::model::{FaultRates, HOUR_MS};
 use baton_sim::PolicyKind;
+use baton_sim::model::{FaultRates, HOUR_MS};
 
 /// Scenarios per shard; shards run as separate tests so `cargo test` spreads them.
 const SHARD_RUNS: u64 = 250;

@@ -98,10 +98,7 @@ impl Replay {
     pub fn notifications(&self) -> Vec<String> {
         self.effects()
             .filter_map(|(_, effect)| match effect {
-                Effect::Notify { level, message } => Some(format!(
-                    "{}: {message}",
-                    level.as_str()
-                )),
+                Effect::Notify { level, message } => Some(format!("{}: {message}", level.as_str())),
                 _ => None,
             })
             .collect()

@@ -1,15 +1,19 @@
-//! CLI verbs that wrap other modules: `agent …`, `replay`, `record`.
+//! The `baton agent …` verbs: install, uninstall, list, print.
 //!
-//! Owns: the flags of these verbs and turning them into the modules' requests. Must
-//! never: put the bot token into an agent's arguments or environment (the agent module
-//! refuses token-shaped values too).
+//! Owns: the flags of these verbs, turning them into an [`InstallRequest`] (with the
+//! configured token as a value no argument may hold), and what they print. Must never:
+//! put the bot token into an agent's arguments or environment (the agent refuses
+//! token-shaped values too).
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::agent::{self, AgentEnv, InstallRequest, SystemRunner, UninstallTarget};
-use crate::cli::{GlobalArgs, exit};
+use crate::agent::error::AgentError;
+use crate::agent::install::{self, UninstallTarget};
+use crate::agent::runner::SystemRunner;
+use crate::agent::spec::{AgentEnv, AgentSpec, InstallRequest, ServiceManager};
+use crate::exit::ExitCode;
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
@@ -57,11 +61,11 @@ pub enum Manager {
     Systemd,
 }
 
-impl From<Manager> for agent::ServiceManager {
+impl From<Manager> for ServiceManager {
     fn from(manager: Manager) -> Self {
         match manager {
-            Manager::Launchd => agent::ServiceManager::Launchd,
-            Manager::Systemd => agent::ServiceManager::Systemd,
+            Manager::Launchd => ServiceManager::Launchd,
+            Manager::Systemd => ServiceManager::Systemd,
         }
     }
 }
@@ -75,7 +79,7 @@ pub struct AgentTargetArgs {
     pub label: Option<String>,
 }
 
-fn install_request(global: &GlobalArgs, args: &AgentInstallArgs) -> InstallRequest {
+fn install_request(global: &RunOptions, args: &AgentInstallArgs) -> InstallRequest {
     let mut run_options = Vec::new();
     if let Some(dir) = &global.sync_dir {
         run_options.extend(["--sync-dir".to_string(), dir.to_string_lossy().into_owned()]);
@@ -132,7 +136,7 @@ fn configured_token(
 /// service's will not: agents get PATH (and the variables listed for them), never the
 /// token, so a token exported only in the shell leaves the service coordinating without
 /// Telegram, in another group.
-fn telegram_only_in_this_shell(env: &AgentEnv, spec: &agent::AgentSpec) -> Option<String> {
+fn telegram_only_in_this_shell(env: &AgentEnv, spec: &AgentSpec) -> Option<String> {
     use crate::adapters::telegram_config::{ConfigSources, load_telegram_config};
     let shell: std::collections::HashMap<String, String> = std::env::vars().collect();
     let service: std::collections::HashMap<String, String> =
@@ -166,8 +170,17 @@ fn telegram_only_in_this_shell(env: &AgentEnv, spec: &agent::AgentSpec) -> Optio
     ))
 }
 
+/// The global options an agent's `baton run` is given as they were given here.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--sync-dir`, when given.
+    pub sync_dir: Option<PathBuf>,
+    /// `--group`, when given.
+    pub group: Option<String>,
+}
+
 /// Runs an `agent` verb.
-pub fn agent(global: &GlobalArgs, command: &AgentCommand) -> Result<i32, agent::AgentError> {
+pub fn run(global: &RunOptions, command: &AgentCommand) -> Result<i32, AgentError> {
     let mut env = AgentEnv::detect()?;
     if let AgentCommand::Install(args) | AgentCommand::Print(args) = command
         && let Some(manager) = args.manager
@@ -176,8 +189,8 @@ pub fn agent(global: &GlobalArgs, command: &AgentCommand) -> Result<i32, agent::
     }
     match command {
         AgentCommand::Install(args) => {
-            let spec = agent::AgentSpec::from_request(&env, &install_request(global, args))?;
-            let report = agent::install(&env, &spec, args.no_load, &mut SystemRunner)?;
+            let spec = AgentSpec::from_request(&env, &install_request(global, args))?;
+            let report = install::install(&env, &spec, args.no_load, &mut SystemRunner)?;
             println!("wrote {}", report.unit_path.display());
             if !report.dropped_env.is_empty() {
                 println!(
@@ -199,18 +212,18 @@ pub fn agent(global: &GlobalArgs, command: &AgentCommand) -> Result<i32, agent::
             }
         }
         AgentCommand::Print(args) => {
-            print!("{}", agent::print(&env, &install_request(global, args))?);
+            print!("{}", install::print(&env, &install_request(global, args))?);
         }
         AgentCommand::Uninstall(args) => {
             let target = match &args.label {
                 Some(label) => UninstallTarget::Label(label.clone()),
                 None => UninstallTarget::Dir(args.dir.clone()),
             };
-            let report = agent::uninstall(&env, &target, &mut SystemRunner)?;
+            let report = install::uninstall(&env, &target, &mut SystemRunner)?;
             println!("removed {} ({})", report.label, report.unit_path.display());
         }
         AgentCommand::List => {
-            let agents = agent::list(&env)?;
+            let agents = install::list(&env)?;
             if agents.is_empty() {
                 println!("no baton agents installed");
             }
@@ -226,5 +239,5 @@ pub fn agent(global: &GlobalArgs, command: &AgentCommand) -> Result<i32, agent::
             }
         }
     }
-    Ok(exit::OK)
+    Ok(ExitCode::Ok.code())
 }
