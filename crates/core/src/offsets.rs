@@ -23,17 +23,8 @@
 use std::collections::BTreeMap;
 
 use super::record::DeviceRecord;
-
-/// The highest update id taken seriously. Telegram's identifiers fit in 52 bits (the Bot
-/// API says so of its 64-bit ids; update ids are 32-bit today), and they are positive. A
-/// record or an update carrying an id outside `1..=UPDATE_ID_MAX` is corrupt: the id is
-/// reported and ignored, never computed with.
-pub const UPDATE_ID_MAX: i64 = (1 << 53) - 1;
-
-/// Whether `id` can be a Telegram update id.
-pub fn is_sane_update_id(id: i64) -> bool {
-    (1..=UPDATE_ID_MAX).contains(&id)
-}
+/// The bounds on update ids live with the record's other number bounds.
+pub use super::record::{UPDATE_ID_MAX, is_sane_update_id};
 
 /// Handled ids above the watermark kept in [`PollProgress`] at most.
 const HANDLED_ABOVE_MAX: usize = super::record::HANDLED_ABOVE_MAX;

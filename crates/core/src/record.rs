@@ -35,6 +35,17 @@ pub const TERM_MAX: u64 = u32::MAX as u64;
 /// record of our own beyond it is not continued from, so `seq + 1` cannot wrap.
 pub const SEQ_MAX: u64 = (1 << 53) - 1;
 
+/// The highest update id taken seriously. Telegram's identifiers fit in 52 bits (the Bot
+/// API says so of its 64-bit ids; update ids are 32-bit today), and they are positive. A
+/// record or an update carrying an id outside `1..=UPDATE_ID_MAX` is corrupt: the id is
+/// reported and ignored, never computed with.
+pub const UPDATE_ID_MAX: i64 = (1 << 53) - 1;
+
+/// Whether `id` can be a Telegram update id.
+pub fn is_sane_update_id(id: i64) -> bool {
+    (1..=UPDATE_ID_MAX).contains(&id)
+}
+
 /// The longest `polling_refused` reason kept (it is Telegram's short description).
 const REFUSAL_CHARS_MAX: usize = 200;
 
@@ -328,7 +339,6 @@ impl std::fmt::Display for Absurdity {
 /// - A `seq` above [`SEQ_MAX`] is kept for comparison; a device never continues from it.
 /// - A `polling_refused` reason is cut to a sane length.
 pub fn sanitize(record: &mut DeviceRecord) -> Vec<Absurdity> {
-    use super::offsets::is_sane_update_id;
     let mut found = Vec::new();
     let bad_ids: Vec<i64> = record
         .last_update_id
