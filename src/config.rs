@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::adapters::watcher::WatchMode;
 use crate::core::{Identity, Timing};
-use crate::serving::{ChildPlan, TelegramPlan};
+use crate::serving::plan::{ChildPlan, TelegramPlan};
 
 /// A bad flag, folder or configuration: exit code 2 with this message.
 #[derive(Debug, thiserror::Error)]
