@@ -180,31 +180,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run(&cli.global, args).await,
         Command::Status(args) => {
             let settings = cli::settings(&cli.global, None)?;
-            loop {
-                let (rows, source) = cli::load_table(&settings).await?;
-                if args.json {
-                    let value = serde_json::json!({
-                        "group": settings.group,
-                        "source": source,
-                        "devices": rows,
-                    });
-                    println!("{}", serde_json::to_string_pretty(&value)?);
-                } else if args.watch {
-                    print!(
-                        "{}",
-                        cli::render_watch_frame(&settings.group, &rows, source)
-                    );
-                } else {
-                    print!("{}", cli::render_table(&rows, source));
-                }
-                if !args.watch {
-                    return Ok(ExitCode::Ok.code());
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(cli::WATCH_INTERVAL) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::Ok.code()),
-                }
-            }
+            Ok(cli::status::run(&settings, &args).await?)
         }
         #[cfg(feature = "demo")]
         Command::Demo(args) => mirror_baton::demo::run_demo(args).await,

@@ -142,6 +142,38 @@ impl Recording<'_> {
         }
     }
 
+    /// Follows the notices until `stop`, the plan's duration or the line bound; returns
+    /// whether any notice overflowed the queue (each overflow became a full rescan).
+    fn follow(
+        &mut self,
+        stop: &AtomicBool,
+        receiver: &mpsc::Receiver<Notice>,
+        dropped: &AtomicBool,
+    ) -> bool {
+        let mut dropped_any = false;
+        loop {
+            if stop.load(Ordering::SeqCst)
+                || self
+                    .plan
+                    .duration
+                    .is_some_and(|limit| self.started.elapsed() >= limit)
+                || self.steps.len() >= FIXTURE_LINES_MAX
+            {
+                return dropped_any;
+            }
+            if dropped.swap(false, Ordering::SeqCst) {
+                dropped_any = true;
+                self.scan();
+            }
+            match receiver.recv_timeout(POLL_INTERVAL) {
+                Ok(Notice::Changed(path)) => self.changed(&path),
+                Ok(Notice::Rescan) => self.scan(),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return dropped_any,
+            }
+        }
+    }
+
     fn changed(&mut self, path: &Path) {
         if path == self.devices_dir {
             self.scan();
@@ -166,24 +198,11 @@ pub fn record(plan: &RecordPlan, stop: &AtomicBool) -> Result<RecordSummary, Rep
     }
     let (sender, receiver) = mpsc::sync_channel::<Notice>(EVENT_QUEUE_MAX);
     let dropped = Arc::new(AtomicBool::new(false));
-    let dropped_in_watcher = Arc::clone(&dropped);
-    let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
-        let notices: Vec<Notice> = match result {
-            Ok(event) if event.need_rescan() => vec![Notice::Rescan],
-            Ok(event) if matches!(event.kind, EventKind::Access(_)) => Vec::new(),
-            Ok(event) => event.paths.into_iter().map(Notice::Changed).collect(),
-            Err(_) => vec![Notice::Rescan],
-        };
-        for notice in notices {
-            if let Err(TrySendError::Full(_)) = sender.try_send(notice) {
-                dropped_in_watcher.store(true, Ordering::SeqCst);
-            }
-        }
-    })
-    .map_err(|source| ReplayError::Watch {
-        path: devices_dir.clone(),
-        source,
-    })?;
+    let mut watcher =
+        notice_watcher(sender, Arc::clone(&dropped)).map_err(|source| ReplayError::Watch {
+            path: devices_dir.clone(),
+            source,
+        })?;
     let mut recording = Recording {
         plan,
         started: Instant::now(),
@@ -206,34 +225,41 @@ pub fn record(plan: &RecordPlan, stop: &AtomicBool) -> Result<RecordSummary, Rep
         }
     }
     recording.push(Event::Start);
-    let mut dropped_any = false;
-    loop {
-        if stop.load(Ordering::SeqCst)
-            || plan
-                .duration
-                .is_some_and(|limit| recording.started.elapsed() >= limit)
-            || recording.steps.len() >= FIXTURE_LINES_MAX
-        {
-            break;
-        }
-        if dropped.swap(false, Ordering::SeqCst) {
-            dropped_any = true;
-            recording.scan();
-        }
-        match receiver.recv_timeout(POLL_INTERVAL) {
-            Ok(Notice::Changed(path)) => recording.changed(&path),
-            Ok(Notice::Rescan) => recording.scan(),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-    }
+    let dropped_any = recording.follow(stop, &receiver, &dropped);
     drop(watcher);
+    write_fixture(recording, dropped_any)
+}
+
+/// A notify watcher that turns events into [`Notice`]s on a bounded channel; when the
+/// channel is full it drops the notice and flags `dropped` (the recorder rescans).
+fn notice_watcher(
+    sender: mpsc::SyncSender<Notice>,
+    dropped: Arc<AtomicBool>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+        let notices: Vec<Notice> = match result {
+            Ok(event) if event.need_rescan() => vec![Notice::Rescan],
+            Ok(event) if matches!(event.kind, EventKind::Access(_)) => Vec::new(),
+            Ok(event) => event.paths.into_iter().map(Notice::Changed).collect(),
+            Err(_) => vec![Notice::Rescan],
+        };
+        for notice in notices {
+            if let Err(TrySendError::Full(_)) = sender.try_send(notice) {
+                dropped.store(true, Ordering::SeqCst);
+            }
+        }
+    })
+}
+
+/// Writes the recording as a fixture to the plan's `out`.
+fn write_fixture(recording: Recording, dropped_any: bool) -> Result<RecordSummary, ReplayError> {
+    let plan = recording.plan;
     let duration_ms = recording.started.elapsed().as_millis() as u64;
     let fixture = Fixture {
         header: Header {
             description: format!(
                 "recorded from {} as a new device {:?} would have seen it",
-                devices_dir.display(),
+                recording.devices_dir.display(),
                 plan.observer
             ),
             seed: plan.seed,

@@ -197,7 +197,8 @@ fn dist(q: &Quantiles) -> String {
     )
 }
 
-/// The side-by-side table (`--compare`), with the targets.
+/// The side-by-side table (`--compare`), with the targets. Long because it is a
+/// table: one row per metric, each with how to print its cell.
 pub fn render_table(summaries: &[(String, Summary)], timing: Timing) -> String {
     type Cell = Box<dyn Fn(&Summary) -> String>;
     let rows: Vec<(&str, Cell)> = vec![
