@@ -134,9 +134,8 @@ fn expand_use_tree(tree: &str) -> Vec<String> {
 }
 
 /// Every path the module names, made absolute (`crate::` dropped).
-fn named_paths(module: &str, is_dir_module: bool, code: &str) -> Vec<String> {
+fn named_paths(module: &str, code: &str) -> Vec<String> {
     // `super` of `a::b` is `a`, whether b is `a/b.rs` or `a/b/mod.rs`.
-    let _ = is_dir_module;
     let absolute = |path: &str| -> Option<String> {
         let mut base = module.to_owned();
         let mut rest = path;
@@ -193,10 +192,10 @@ fn named_paths(module: &str, is_dir_module: bool, code: &str) -> Vec<String> {
             let end = tail
                 .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
                 .unwrap_or(tail.len());
-            if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
-                if let Some(path) = absolute(tail[..end].trim_end_matches(':')) {
-                    paths.push(path);
-                }
+            if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                && let Some(path) = absolute(tail[..end].trim_end_matches(':'))
+            {
+                paths.push(path);
             }
             rest = &tail[start.len()..];
         }
@@ -207,18 +206,17 @@ fn named_paths(module: &str, is_dir_module: bool, code: &str) -> Vec<String> {
 fn crate_graph(root: &Path) -> Graph {
     let mut files = Vec::new();
     rust_files(root, &mut files);
-    let sources: Vec<(String, bool, String)> = files
+    let sources: Vec<(String, String)> = files
         .iter()
         .filter_map(|file| {
             let module = module_of(root, file)?;
             let text = std::fs::read_to_string(file).expect("readable");
-            let is_dir_module = file.file_name().is_some_and(|n| n == "mod.rs");
-            Some((module, is_dir_module, code_of(&text)))
+            Some((module, code_of(&text)))
         })
         .collect();
-    let modules: BTreeSet<String> = sources.iter().map(|(m, _, _)| m.clone()).collect();
+    let modules: BTreeSet<String> = sources.iter().map(|(m, _)| m.clone()).collect();
     let mut graph = Graph::new();
-    for (module, is_dir_module, code) in &sources {
+    for (module, code) in &sources {
         let edges = graph.entry(module.clone()).or_default();
         // A child named by a bare path in code (`fleet::Fleet`), not only in a `use`.
         for child in modules
@@ -237,7 +235,7 @@ fn crate_graph(root: &Path) -> Graph {
                 edges.insert(child.clone());
             }
         }
-        for path in named_paths(module, *is_dir_module, code) {
+        for path in named_paths(module, code) {
             let target = match path.strip_prefix('\u{0}') {
                 Some(bare) => {
                     let child = join(module, bare);
@@ -359,7 +357,6 @@ fn the_reader_sees_a_cycle_when_there_is_one() {
     assert_eq!(cycles(&graph), vec![vec!["a", "b", "c"]]);
     let paths = named_paths(
         "x::y",
-        false,
         "use crate::a::{b, c::{d, E}};\nuse super::z::W;\nfn f() { crate::q::r(); }\n",
     );
     assert!(paths.contains(&"a::b".to_string()), "{paths:?}");
