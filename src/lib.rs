@@ -9,8 +9,25 @@
 //! `<sync-root>/<group>/devices/` and decides who is active from everyone's records.
 //!
 //! This is the programmer's manual. `ARCHITECTURE.md` (at the repository root) is the
-//! codemap: the protocol, its safety argument and its limits, the module map and the
-//! invariants with the tests that check them. `README.md` is the user's manual.
+//! codemap: the crates and modules, how the layers are held, and the invariants with
+//! the tests that check them. `docs/PROTOCOL.md` is the protocol in prose: its rules,
+//! its safety argument and its limits. `README.md` is the user's manual.
+//!
+//! # The crates
+//!
+//! The workspace's crate graph is the architecture; arrows point down only:
+//!
+//! - `baton-core` (`crates/core`, re-exported here as [`core`]): the sans-IO core. Its
+//!   dependencies are serde, rand (without OS entropy), statig and thiserror, so it
+//!   cannot name tokio, notify, teloxide, an HTTP client or libc.
+//! - `baton-sim` (`crates/sim`): the core driven with no IO — the multi-device
+//!   simulator, the stateright model check, and fixture replay ([`replay`] re-exports
+//!   its engine). It depends on the core alone.
+//! - `baton-testkit` (`crates/testkit`): the fake Bot API and the stand-in mirror the
+//!   tests and `baton demo` run against. It depends on nothing of ours; this crate
+//!   reaches it only through the default `demo` feature.
+//! - `mirror-baton` (this crate, and the `baton` binary): everything that does IO for
+//!   the core.
 //!
 //! # The run loop
 //!
@@ -80,8 +97,12 @@
 //!
 //! # Modules
 //!
-//! - [`core`] — the sans-IO coordination core.
-//!   - [`core::record`] — the device record and file names.
+//! From the bottom up:
+//!
+//! - [`exit`] — the one table of exit codes; [`config`] — the configuration types the
+//!   command line parses into (below the runtime).
+//! - [`core`] — the sans-IO coordination core (the `baton-core` crate).
+//!   - [`core::record`] — the device record, file names and number bounds.
 //!   - [`core::election`] — pure election rules.
 //!   - [`core::timers`] — time, constants, timers.
 //!   - [`core::io`] — inputs and effects.
@@ -93,24 +114,21 @@
 //!   - [`adapters::clock`] — clocks and sleep detection.
 //!   - [`adapters::local`] — the local state directory, lock and pid probe.
 //!   - [`adapters::control`] — the local control socket.
-//!   - [`adapters::telegram`] — the poller and replier.
+//!   - [`adapters::telegram`] — the bot client, the poller and the replier.
 //!   - [`adapters::gateway`] — the loopback gateway the child reads.
 //!   - [`adapters::child`] — the child supervisor.
 //!   - [`adapters::child_env`] — what the child's environment gets from baton.
 //!   - [`adapters::child_output`] — the child's output, scrubbed, into baton's log.
-//! - [`child_guard`] — `baton child-guard`, which stops the child's group when baton dies.
 //!   - [`adapters::telegram_config`] — configuration and the token `Secret`.
-//! - [`runtime`] — the tokio run loop of `baton run`.
 //! - [`serving`] — what acting as the active device means (poller, gateway, child).
-//! - [`replay`] — fixtures, the replayer, transcripts and `baton record`.
-//! - [`cli`], [`cli_ops`] — the command line.
-//! - [`agent`] — launchd and systemd services.
-//! - [`fake_bot_api`], [`mirror_stub`] — a fake Bot API and a stand-in mirror, for tests
-//!   and the demo.
+//! - [`runtime`] — the tokio run loop of `baton run`.
 //! - [`telegram_text`] — the words baton says in the chat.
-//! - [`sim`] — many devices of the real core over a modelled sync folder, the seed's
-//!   design beside them, and the stateright model check.
-//! - [`demo`] — the failover and handoff story on one machine.
+//! - [`child_guard`] — `baton child-guard`, which stops the child's group when baton dies.
+//! - [`cli`] — the command line: flags, parsing into [`config`], `status`, `activate`,
+//!   `simulate`.
+//! - [`agent`] — launchd and systemd services, and the `baton agent` verbs.
+//! - [`replay`] — `baton replay` and `baton record` (the engine is `baton_sim::replay`).
+//! - `demo` (feature `demo`) — the failover and handoff story on one machine.
 
 pub mod adapters;
 pub mod agent;
@@ -127,5 +145,4 @@ pub mod exit;
 pub mod replay;
 pub mod runtime;
 pub mod serving;
-
 pub mod telegram_text;
