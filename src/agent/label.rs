@@ -7,7 +7,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-/// Every label baton writes starts with this; [`list`] looks for it.
+/// Every label baton writes starts with this; [`list`](super::install::list) looks for it.
 pub const LABEL_PREFIX: &str = "dev.mirror-baton.";
 
 /// launchd labels and systemd unit names both stay well below this.

@@ -6,7 +6,8 @@
 //! - The service label (`dev.mirror-baton.<slug>-<hash>`) and where the service file lives:
 //!   `~/Library/LaunchAgents/<label>.plist` or `~/.config/systemd/user/<label>.service`.
 //! - Rendering those files ([`render`]), writing them atomically with mode 0644
-//!   ([`install`]), removing them ([`uninstall`]) and finding them again ([`list`]).
+//!   ([`install()`](install::install)), removing them ([`uninstall`]) and finding them
+//!   again ([`list`]).
 //! - Asking the service manager to load or unload them, always through a
 //!   [`CommandRunner`] so that tests and dry runs never touch `launchctl` or `systemctl`.
 //! - The `baton agent …` verbs themselves ([`verbs`]): their flags and output.
@@ -16,7 +17,7 @@
 //! [`label`] (labels) and [`error`] are the leaves; [`secrets`] (what may never be
 //! written), [`spec`] (the environment, the request, the resolved spec), [`runner`]
 //! (the service-manager commands), [`launchd`] and [`systemd`] (one file format and
-//! loader each), [`install`] (the operations) and [`verbs`] (the command line) build on
+//! loader each), [`install`](mod@install) (the operations) and [`verbs`] (the command line) build on
 //! them in that order. This module only declares and re-exports them.
 //!
 //! # What it must never do

@@ -152,7 +152,7 @@ pub struct InstallRequest {
     pub secrets: Vec<Secret>,
 }
 
-/// A fully resolved service definition: everything [`render`] needs, nothing it must look
+/// A fully resolved service definition: everything [`render`](super::install::render) needs, nothing it must look
 /// up. All paths are absolute and UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSpec {
@@ -311,7 +311,7 @@ fn clean_path_env(path_env: &str) -> String {
 }
 
 /// Checks a user-given `--label` and puts [`LABEL_PREFIX`] in front if it lacks it, so
-/// `--label work` becomes `dev.mirror-baton.work` and [`list`] still finds it.
+/// `--label work` becomes `dev.mirror-baton.work` and [`list`](super::install::list) still finds it.
 pub fn normalize_label(label: &str) -> Result<String, AgentError> {
     let invalid = |reason| AgentError::InvalidLabel {
         label: label.to_owned(),

@@ -2,8 +2,8 @@
 //! the small commands (`status`, `activate`, `simulate`) that need no run loop.
 //!
 //! Owns: every flag and its help text ([`args`]), the defaults and the device identity
-//! ([`settings`]), what the small commands fail with ([`error`]) and the commands
-//! themselves ([`status`], [`activate`], [`simulate`]). The verbs of `baton agent` live
+//! ([`settings`](mod@settings)), what the small commands fail with ([`error`]) and the commands
+//! themselves ([`status`], [`activate`](mod@activate), [`simulate`]). The verbs of `baton agent` live
 //! with the agent (`crate::agent::verbs`), `baton replay`/`record` in `crate::replay`.
 //! Must never: print or log a token, or hold configuration of its own: it parses into
 //! `crate::config`'s types. This module only declares and re-exports.

@@ -2,9 +2,9 @@
 //!
 //! Three devices — real `baton run` subprocesses of this binary, each with its own
 //! replica of the synced folder, its own state folder and a `baton mirror-stub` child —
-//! coordinate through a simulated sync medium ([`sync`]: delayed, atomic, heavy-tailed
+//! coordinate through a simulated sync medium (`sync`: delayed, atomic, heavy-tailed
 //! copies of record files only) and serve a fake Telegram Bot API running in this process
-//! ([`crate::fake_bot_api`]). The demo then plays a story against them: election, a user
+//! (`baton_testkit::fake_bot_api`). The demo then plays a story against them: election, a user
 //! writing to the bot at a steady rate, a crash (SIGKILL), failover, a restart that must
 //! not steal the role, `/activate` typed into the chat, and a clean resignation (SIGTERM).
 //! Everything shown is observed, not scripted: role changes come from the devices' JSON
@@ -16,7 +16,7 @@
 //! so `--speed 4` is the same story four times slower.
 //!
 //! Owns: the story, its temporary folder, and every process it starts. Must never: leave
-//! a process running on any exit path (the [`fleet::Fleet`] stops them on drop, Ctrl-C
+//! a process running on any exit path (the `fleet::Fleet` stops them on drop, Ctrl-C
 //! included), touch the user's real sync folder or Telegram configuration (devices get
 //! their own HOME), or report a figure it did not measure.
 

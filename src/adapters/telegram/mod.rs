@@ -20,7 +20,7 @@
 //! (a refused token is [`PollerEvent::Refused`]: the core decides who serves).
 //!
 //! Must never: poll outside Active (the runtime owns when it runs), log or return the bot
-//! token (every library error passes through [`Secret::scrub`]), panic or stall on a
+//! token (every library error passes through [`Secret::scrub`](crate::adapters::telegram_config::Secret::scrub)), panic or stall on a
 //! malformed update, or confirm an update the child has not acknowledged.
 //!
 //! Layout: [`error`] and [`answers`] (reading what Telegram says) are the leaves;

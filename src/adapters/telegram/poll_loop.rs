@@ -143,7 +143,7 @@ impl PollerHandle {
 
 /// Starts polling. Call on entering Active (not in `--child-when-active` mode).
 ///
-/// `acknowledged` is [`super::gateway::Gateway::acknowledged`]; `events` goes to the
+/// `acknowledged` is [`Gateway::acknowledged`](crate::adapters::gateway::Gateway::acknowledged); `events` goes to the
 /// runtime, which must push every `Forward` to the gateway in order.
 pub fn spawn_poller(
     bot: TelegramBot,
