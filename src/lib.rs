@@ -91,8 +91,8 @@
 //! file and problem) and survived. A panic means a broken invariant, and its message
 //! starts with `"BUG: "`. The core's re-evaluation bound (at most 8 transitions per
 //! input) reports a `BUG:` notice instead of panicking or hanging. Errors are
-//! `thiserror` enums per module; `anyhow` is used only at the top (`main.rs`, and some
-//! of [`cli`]'s verbs). The bot token never reaches a log, a record, an error or a
+//! `thiserror` enums per module; `anyhow` is used only at the top (`main.rs`, the
+//! demo's set-up, and [`cli::simulate`]). The bot token never reaches a log, a record, an error or a
 //! panic.
 //!
 //! # Modules
