@@ -184,6 +184,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     let value = serde_json::json!({
                         "group": settings.group,
                         "source": source,
+                        "trusts": source.trusts(),
                         "devices": rows,
                     });
                     println!("{}", serde_json::to_string_pretty(&value)?);

@@ -71,7 +71,13 @@ pub fn rerun_in_private_network(name: &str, extra_env: &[(&str, String)]) -> Opt
             "sh",
         ])
         .arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1", "--include-ignored"])
+        .args([
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(NETNS_ENV, "1")
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
