@@ -98,6 +98,8 @@ pub enum Command {
     Replay(crate::replay::ReplayArgs),
     /// Record a live folder's file events into a fixture (to contribute a real iCloud sequence).
     Record(crate::replay::RecordArgs),
+    /// Check this machine's set-up (sync folder, file events, peers, clocks, agent, Telegram); safe to paste.
+    Doctor(crate::doctor::DoctorArgs),
     /// Install, remove, list or print the background agent (launchd on macOS, systemd on Linux).
     #[command(subcommand)]
     Agent(crate::cli_ops::AgentCommand),

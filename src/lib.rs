@@ -119,6 +119,7 @@ pub mod cli;
 pub mod cli_ops;
 pub mod core;
 pub mod demo;
+pub mod doctor;
 pub mod fake_bot_api;
 pub mod mirror_stub;
 pub mod replay;

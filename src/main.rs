@@ -235,6 +235,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(code)
         }
         Command::Agent(command) => Ok(mirror_baton::cli_ops::agent(&cli.global, &command)?),
+        Command::Doctor(args) => Ok(mirror_baton::doctor::run(&cli.global, &args).await?),
         Command::Activate(args) => {
             let settings = cli::settings(&cli.global, None)?;
             Ok(cli::activate(&settings, &args).await?)

@@ -433,10 +433,10 @@ async fn scenario(binary: PathBuf) {
 
     // Election: three cold starts at once.
     let started = Instant::now();
-    for index in 0..hosts.len() {
-        let device = start_device(&folder, &hosts[index], &fake, SCALE);
-        audit.started(&hosts[index].device_id, device.pid());
-        hosts[index].device = Some(device);
+    for host in hosts.iter_mut() {
+        let device = start_device(&folder, host, &fake, SCALE);
+        audit.started(&host.device_id, device.pid());
+        host.device = Some(device);
     }
     let leader = wait_until(PATIENCE, || {
         let a = active(&hosts);
@@ -747,8 +747,8 @@ async fn cold_start(binary: &Path, watcher_delay_s: u32) -> (Duration, Duration,
     let fake = FakeBotApi::start().await.expect("fake Bot API");
     let mut hosts = hosts_for(&folder, &cluster);
     let start_ms = wall_ms();
-    for index in 0..hosts.len() {
-        hosts[index].device = Some(start_device(&folder, &hosts[index], &fake, 1.0));
+    for host in hosts.iter_mut() {
+        host.device = Some(start_device(&folder, host, &fake, 1.0));
     }
     tokio::time::sleep(Duration::from_secs(100)).await;
     let end_ms = wall_ms();
