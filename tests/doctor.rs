@@ -258,27 +258,45 @@ impl ReadOnly {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
             return Some(ReadOnly(dir.to_path_buf(), false));
         }
-        let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: valid NUL-terminated strings that outlive the call.
-        let result = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_RDONLY,
-                std::ptr::null(),
-            )
-        };
-        (result == 0).then(|| ReadOnly(dir.to_path_buf(), true))
+        mount_read_only(dir).then(|| ReadOnly(dir.to_path_buf(), true))
     }
 }
 
+#[cfg(target_os = "linux")]
+fn mount_read_only(dir: &Path) -> bool {
+    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated strings that outlive the call.
+    let result = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_RDONLY,
+            std::ptr::null(),
+        )
+    };
+    result == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn mount_read_only(_dir: &Path) -> bool {
+    false
+}
+
+#[cfg(target_os = "linux")]
+fn unmount(dir: &Path) {
+    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: detaching our own mount.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unmount(_dir: &Path) {}
+
 impl Drop for ReadOnly {
     fn drop(&mut self) {
-        let target = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
         if self.1 {
-            // SAFETY: detaching our own mount.
-            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            unmount(&self.0);
         } else {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
