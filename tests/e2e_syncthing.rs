@@ -12,7 +12,7 @@
 //! when `CI=true`). `.ci/run` installs Syncthing.
 //!
 //! The time scale: Syncthing's own delays are not scaled. With `fsWatcherDelayS=1` a
-//! record reaches the other replicas in about 1.2–2 s here (the test measures and
+//! record reaches the other replicas in 0.8–1.0 s here (the test measures and
 //! prints it before the devices start); at `--time-scale 0.5` the protocol's settle
 //! bound is 4 s, two to three times that, so the test runs inside the guarantee it
 //! checks, and a failover costs 25 s of lease instead of 50.
