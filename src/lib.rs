@@ -141,6 +141,7 @@ pub mod config;
 pub use baton_core as core;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod doctor;
 pub mod exit;
 pub mod replay;
 pub mod runtime;

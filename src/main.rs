@@ -221,6 +221,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             };
             Ok(mirror_baton::agent::verbs::run(&options, &command)?)
         }
+        Command::Doctor(args) => Ok(mirror_baton::doctor::run(&cli.global, &args).await?),
         Command::Activate(args) => {
             let settings = cli::settings(&cli.global, None)?;
             Ok(cli::activate(&settings, &args).await?)

@@ -143,15 +143,20 @@ impl Store {
         })
     }
 
-    /// Writes our record atomically: `.<name>.tmp` (never synced), fsync, mode 0600,
-    /// rename over `<name>` in the same directory.
+    /// The name our record is written under before the rename: [`temp_name`].
+    pub fn temp_name(&self) -> String {
+        temp_name(&self.own_name)
+    }
+
+    /// Writes our record atomically: [`temp_name`] (skipped by every sync tool), fsync,
+    /// mode 0600, rename over `<name>` in the same directory.
     pub fn write_record(&self, record: &DeviceRecord) -> Result<(), StoreError> {
         let name = record::file_name(&record.device_id);
         if name != self.own_name {
             return Err(StoreError::NotOurs { name });
         }
         let final_path = self.devices_dir.join(&name);
-        let temp_path = self.devices_dir.join(format!(".{name}.tmp"));
+        let temp_path = self.devices_dir.join(temp_name(&name));
         let write = || -> io::Result<()> {
             let mut file = open_private(&temp_path)?;
             file.write_all(record.to_json().as_bytes())?;
@@ -321,6 +326,24 @@ const LISTING_RECORDS_MAX: usize = 10_000;
 /// A bound on the entries one listing looks at, junk included (the loop's own bound;
 /// the runtime's read timeout bounds its time).
 const LISTING_ENTRIES_EXAMINED_MAX: usize = 1_000_000;
+
+/// The temp name a record is written under before its rename:
+/// `~syncthing~<name>.tmp`. The rename must stay in the devices folder (only a rename
+/// within one file system is atomic, and nothing else of the sync folder is known to be
+/// on the record's file system and writable), so the temp file lives where the sync
+/// tool watches, and its name must be one every sync tool skips:
+///
+/// - iCloud Drive does not sync names ending in `.tmp` (FACTS.md);
+/// - Syncthing never syncs its own temp names, and its `fs.IsTemporary` recognises both
+///   of its prefixes, `.syncthing.` and `~syncthing~`, on every platform, ahead of any
+///   `.stignore` (which belongs to the user, not to baton);
+/// - Dropbox skips temporary files that start with `~` and end in `.tmp`.
+///
+/// The former `.<name>.tmp` matched only iCloud's rule: Syncthing indexed it in the
+/// instant before the rename and left `.syncthing..<name>.tmp.tmp` files on its peers.
+pub fn temp_name(record_name: &str) -> String {
+    format!("~syncthing~{record_name}.tmp")
+}
 
 pub fn devices_dir(sync_dir: &Path, group: &str) -> PathBuf {
     sync_dir.join(group).join("devices")

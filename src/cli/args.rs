@@ -71,6 +71,8 @@ pub enum Command {
     Replay(crate::replay::ReplayArgs),
     /// Record a live folder's file events into a fixture (to contribute a real iCloud sequence).
     Record(crate::replay::RecordArgs),
+    /// Check this machine's set-up (sync folder, file events, peers, clocks, agent, Telegram); safe to paste.
+    Doctor(DoctorArgs),
     /// Install, remove, list or print the background agent (launchd on macOS, systemd on Linux).
     #[command(subcommand)]
     Agent(crate::agent::verbs::AgentCommand),
@@ -177,4 +179,22 @@ pub struct ActivateArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// `baton doctor` options.
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// The project directory whose device, agent and configuration to check.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Print JSON (for scripts) instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the probe file's event, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub events_timeout: f64,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(flatten)]
+    pub telegram: TelegramArgs,
 }

@@ -16,13 +16,15 @@ pub mod status;
 
 pub use activate::activate;
 pub use args::{
-    ActivateArgs, Cli, Command, DeviceArgs, FakeTelegramArgs, GlobalArgs, LogFormat, RunArgs,
+    ActivateArgs, Cli, Command, DeviceArgs, DoctorArgs, FakeTelegramArgs, GlobalArgs, LogFormat, RunArgs,
     StatusArgs, TelegramArgs,
 };
 pub use error::CliError;
 pub use settings::{
     bot_id, default_sync_dir, hostname, identity, settings, telegram_config, watch_mode,
 };
-pub use status::{TableSource, WATCH_INTERVAL, load_table, render_table, render_watch_frame};
+pub use status::{
+    TableSource, WATCH_INTERVAL, load_table, render_table, render_watch_frame, trust_highest_claim,
+};
 
 pub mod simulate;

@@ -12,6 +12,7 @@ use crate::adapters::store::Store;
 use crate::config::{Settings, UsageError};
 use crate::core::FileState;
 use crate::core::election::{self, DeviceRow, Health};
+use crate::core::record::Status;
 use crate::core::record::{self};
 
 use super::args::StatusArgs;
@@ -68,9 +69,61 @@ pub async fn load_table(settings: &Settings) -> Result<(Vec<DeviceRow>, TableSou
         })
         .collect();
     Ok((
-        election::device_table(entries, &settings.timing),
+        trust_highest_claim(election::device_table(entries, &settings.timing)),
         TableSource::Folder,
     ))
+}
+
+impl TableSource {
+    /// Which view the table trusts, in words (`baton status` says it, `--json` as
+    /// `trusts`).
+    pub fn trusts(self) -> &'static str {
+        match self {
+            TableSource::Daemon => {
+                "the running baton's own view: ages by its clock since it saw each record change"
+            }
+            TableSource::Folder => {
+                "the records on disk: ages by their writers' clocks (± skew); of several \
+                 records claiming the role, only the highest claim (term, then device id) counts"
+            }
+        }
+    }
+}
+
+/// Folder mode ages a record by its writer's wall clock, so a leader that just died
+/// (or one that has not yet seen a newer claim on a slow medium) still looks healthy
+/// next to the device that took over. Like every device, the table trusts the highest
+/// live claim `(term, device id)`: any other record claiming Active is shown stale,
+/// with the claim that supersedes it. Never two devices active and healthy at once.
+pub fn trust_highest_claim(mut rows: Vec<DeviceRow>) -> Vec<DeviceRow> {
+    let serving = |row: &DeviceRow| row.role == Status::Active && row.health == Health::Ok;
+    let Some((term, leader)) = rows
+        .iter()
+        .filter(|row| serving(row))
+        .map(|row| (row.term, row.device_id.clone()))
+        .max()
+    else {
+        return rows;
+    };
+    for row in rows.iter_mut() {
+        if serving(row) && row.device_id != leader {
+            row.health = Health::Stale;
+            let superseded = format!(
+                "superseded by the higher claim of {leader} (term {term}); it steps down when \
+                 it sees that claim"
+            );
+            row.problem = Some(match row.problem.take() {
+                Some(problem) => format!("{problem}; {superseded}"),
+                None => superseded,
+            });
+        }
+    }
+    // The table's order: the serving device first, then by device id; numbered anew.
+    rows.sort_by(|a, b| (!serving(a), &a.device_id).cmp(&(!serving(b), &b.device_id)));
+    for (index, row) in rows.iter_mut().enumerate() {
+        row.number = index + 1;
+    }
+    rows
 }
 
 /// Renders the table for a terminal.
@@ -111,7 +164,10 @@ pub fn render_table(rows: &[DeviceRow], source: TableSource) -> String {
         ));
     }
     if source == TableSource::Folder {
-        out.push_str("(read from the folder: ages use the writers' clocks; run `baton run` here for local ones)\n");
+        out.push_str(
+            "(read from the folder: ages use the writers' clocks; of two records claiming \
+             the role, the higher claim is trusted; run `baton run` here for local ages)\n",
+        );
     }
     out
 }
@@ -165,6 +221,7 @@ pub async fn run(settings: &Settings, args: &StatusArgs) -> Result<i32, CliError
             let value = serde_json::json!({
                 "group": settings.group,
                 "source": source,
+                "trusts": source.trusts(),
                 "devices": rows,
             });
             let text = serde_json::to_string_pretty(&value)

@@ -132,7 +132,7 @@ impl Runtime {
                 Some(signal) = rx.recv() => absorb(signal, &mut names),
             }
         }
-        names.remove(&format!(".{}.tmp", self.store.own_name()));
+        names.remove(&self.store.temp_name());
         if let Some(reason) = failed {
             // A watch that failed (its folder removed, say) hears nothing more: look at
             // what is at the path now and watch that, even when it looks the same (a

@@ -710,6 +710,7 @@ mod tests {
             ),
             (format!(".{stem}.json.tmp"), NameKind::Temp),
             (format!(".syncthing.{stem}.json.tmp"), NameKind::Temp),
+            (format!("~syncthing~{stem}.json.tmp"), NameKind::Temp),
             (".DS_Store".to_string(), NameKind::Foreign),
             ("notes.json".to_string(), NameKind::Foreign),
         ];

@@ -224,6 +224,19 @@ pub(crate) async fn call(
             shared.lock().webhook_url = param_string(params, "url");
             Ok(json!(true))
         }
+        "getwebhookinfo" => {
+            let state = shared.lock();
+            Ok(json!({
+                "url": state.webhook_url.clone().unwrap_or_default(),
+                "has_custom_certificate": false,
+                "pending_update_count": state.pending.len(),
+            }))
+        }
+        // Shows "typing…" in the chat; the fake checks only that a chat is named.
+        "sendchataction" => match params.get("chat_id") {
+            Some(_) => Ok(json!(true)),
+            None => Err(api_error(400, "Bad Request: chat_id is empty")),
+        },
         _ => Err(api_error(404, "Not Found")),
     }
 }
