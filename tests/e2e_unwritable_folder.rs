@@ -7,7 +7,9 @@
 //!
 //! Needs: root and the right to mount (a tmpfs over the test's sync folder, remounted
 //! read-only, or filled up). CI runs as root on Debian, as does the dev container; where
-//! mounting is not allowed the tests say so on stderr and skip.
+//! mounting is not allowed the tests say so on stderr and skip. Linux only (tmpfs and
+//! `umount2`), so that `scripts/check-macos` type-checks everything else.
+#![cfg(target_os = "linux")]
 
 mod common;
 
