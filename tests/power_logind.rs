@@ -551,6 +551,28 @@ mod linux {
         assert_unavailable(&options, "no connection to").await;
     }
 
+    /// A bus that takes the connection and never answers must not hang `baton run`:
+    /// the adapter gives up after its bound (on tokio's paused clock: no real wait).
+    #[tokio::test(start_paused = true)]
+    async fn a_bus_that_never_answers_is_given_up_on() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let socket = dir.path().join("mute-bus");
+        let _mute = std::os::unix::net::UnixListener::bind(&socket).expect("socket bound");
+        let options = PowerOptions {
+            system_bus_address: Some(format!("unix:path={}", socket.display())),
+            who: WHO.to_string(),
+        };
+        let power = tokio::time::timeout(Duration::from_secs(60), power::start(&options))
+            .await
+            .expect("power::start gave up on the mute bus by itself");
+        assert!(!power.support.available, "{:?}", power.support);
+        assert!(
+            power.support.detail.contains("did not answer within 10s"),
+            "{:?}",
+            power.support
+        );
+    }
+
     #[tokio::test]
     async fn a_bus_without_logind_has_no_announcements() {
         if let Err(why) = have_dbus_daemon() {

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     EVENTS_MAX, HandleInner, MACOS_WILL_SLEEP_LIMIT, Power, PowerEvent, PowerEvents, PowerHandle,
-    PowerOptions, PowerSupport, emit, grace_for,
+    PowerOptions, PowerSupport, Unavailable, emit, grace_for,
 };
 
 /// How long the run loop waits when no answer is due (it wakes for every notification).
@@ -161,7 +161,7 @@ struct Registration {
     notifier: io_object_t,
 }
 
-fn register(refcon: *mut c_void) -> Result<Registration, String> {
+fn register(refcon: *mut c_void) -> Result<Registration, Unavailable> {
     let mut port: IONotificationPortRef = ptr::null_mut();
     let mut notifier: io_object_t = 0;
     // SAFETY: both out-pointers are valid locals; the callback matches IOKit's signature
@@ -175,7 +175,9 @@ fn register(refcon: *mut c_void) -> Result<Registration, String> {
             port,
             notifier,
         }),
-        _ => Err("IORegisterForSystemPower refused to register for sleep notices".to_string()),
+        _ => Err(Unavailable::IoKit {
+            reason: "IORegisterForSystemPower refused to register".to_string(),
+        }),
     }
 }
 
@@ -193,7 +195,7 @@ impl Registration {
 }
 
 /// The run-loop thread: registers, reports, then serves notifications and deadlines.
-fn run_loop(shared: Arc<Shared>, ready: oneshot::Sender<Result<(), String>>) {
+fn run_loop(shared: Arc<Shared>, ready: oneshot::Sender<Result<(), Unavailable>>) {
     // Leaked on purpose: the callback may run for as long as the process lives.
     let refcon = Arc::into_raw(Arc::clone(&shared)) as *mut c_void;
     let registration = match register(refcon) {
@@ -210,9 +212,9 @@ fn run_loop(shared: Arc<Shared>, ready: oneshot::Sender<Result<(), String>>) {
     let source = unsafe { IONotificationPort::run_loop_source(registration.port.as_ptr()) };
     let (Some(source), Some(run_loop)) = (source, CFRunLoop::current()) else {
         registration.close();
-        let _ = ready.send(Err(
-            "IOKit gave no run-loop source for sleep notices".to_string()
-        ));
+        let _ = ready.send(Err(Unavailable::IoKit {
+            reason: "no run-loop source for the notification port".to_string(),
+        }));
         return;
     };
     // SAFETY: reading an immutable CoreFoundation constant.
@@ -253,7 +255,7 @@ fn detail() -> String {
     )
 }
 
-pub(super) async fn start(_options: &PowerOptions) -> Result<Power, String> {
+pub(super) async fn start(_options: &PowerOptions) -> Result<Power, Unavailable> {
     let (events, receiver) = mpsc::channel(EVENTS_MAX);
     let shared = Arc::new(Shared {
         wanted: AtomicBool::new(false),
@@ -266,10 +268,12 @@ pub(super) async fn start(_options: &PowerOptions) -> Result<Power, String> {
     std::thread::Builder::new()
         .name("baton-power".to_string())
         .spawn(move || run_loop(thread_shared, ready))
-        .map_err(|error| format!("cannot start the thread for sleep notices: {error}"))?;
-    registered
-        .await
-        .map_err(|_| "the thread for sleep notices ended early".to_string())??;
+        .map_err(|error| Unavailable::IoKit {
+            reason: format!("cannot start the run-loop thread: {error}"),
+        })?;
+    registered.await.map_err(|_| Unavailable::IoKit {
+        reason: "the run-loop thread ended early".to_string(),
+    })??;
     let detail = detail();
     tracing::info!("sleep announcements: {detail}");
     Ok(Power {
@@ -285,7 +289,7 @@ pub(super) async fn start(_options: &PowerOptions) -> Result<Power, String> {
 }
 
 /// Registers and deregisters at once: proves the notifications can be had here.
-pub(super) async fn probe(_options: &PowerOptions) -> Result<String, String> {
+pub(super) async fn probe(_options: &PowerOptions) -> Result<String, Unavailable> {
     let checked = tokio::task::spawn_blocking(|| {
         // Never called back: the registration is closed before any run loop serves it.
         let (events, _receiver) = mpsc::channel(1);
@@ -298,6 +302,8 @@ pub(super) async fn probe(_options: &PowerOptions) -> Result<String, String> {
         register(Arc::as_ptr(&shared) as *mut c_void).map(Registration::close)
     })
     .await
-    .map_err(|error| format!("the sleep-notice check failed: {error}"))?;
+    .map_err(|error| Unavailable::IoKit {
+        reason: format!("the registration check failed: {error}"),
+    })?;
     checked.map(|()| detail())
 }

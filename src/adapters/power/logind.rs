@@ -23,11 +23,14 @@ use zbus::proxy::CacheProperties;
 
 use super::{
     EVENTS_MAX, HandleInner, INHIBIT_WHY, LOGIND_DEFAULT_LIMIT, Power, PowerEvent, PowerEvents,
-    PowerHandle, PowerOptions, PowerSupport, emit, grace_for,
+    PowerHandle, PowerOptions, PowerSupport, Unavailable, emit, grace_for,
 };
 
-/// Bound on every D-Bus call and on connecting.
+/// Bound on every D-Bus call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bound on connecting, finding logind and subscribing, all together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How soon a lock that logind refused is asked for again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(30);
@@ -105,8 +108,8 @@ impl Link {
 }
 
 /// Connects, finds logind, subscribes to `PrepareForSleep` (before anything else, so no
-/// announcement is missed) and reads the delay limit. Err is a sentence for a person.
-async fn connect(options: &PowerOptions) -> Result<Link, String> {
+/// announcement is missed) and reads the delay limit, within [`CONNECT_TIMEOUT`].
+async fn connect(options: &PowerOptions) -> Result<Link, Unavailable> {
     let (builder, bus) = match &options.system_bus_address {
         Some(address) => (
             zbus::connection::Builder::address(address.as_str()),
@@ -117,12 +120,31 @@ async fn connect(options: &PowerOptions) -> Result<Link, String> {
             "the system bus".to_string(),
         ),
     };
-    let connection =
-        tokio::time::timeout(CALL_TIMEOUT, builder.method_timeout(CALL_TIMEOUT).build())
-            .await
-            .map_err(|_| format!("{bus} did not answer within {CALL_TIMEOUT:?}"))?
-            .map_err(|error| format!("no connection to {bus}: {error}"))?;
-    let not_found = |error: zbus::Error| format!("systemd-logind is not on {bus}: {error}");
+    let silent = Unavailable::BusSilent {
+        bus: bus.clone(),
+        timeout: CONNECT_TIMEOUT,
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, subscribe(builder, bus))
+        .await
+        .map_err(|_| silent)?
+}
+
+async fn subscribe(
+    builder: zbus::connection::Builder<'_>,
+    bus: String,
+) -> Result<Link, Unavailable> {
+    let connection = builder
+        .method_timeout(CALL_TIMEOUT)
+        .build()
+        .await
+        .map_err(|error| Unavailable::NoBus {
+            bus: bus.clone(),
+            reason: error.to_string(),
+        })?;
+    let not_found = |error: zbus::Error| Unavailable::NoLogind {
+        bus: bus.clone(),
+        reason: error.to_string(),
+    };
     zbus::fdo::PeerProxy::builder(&connection)
         .destination(LOGIND_SERVICE)
         .path(LOGIND_PATH)
@@ -137,9 +159,14 @@ async fn connect(options: &PowerOptions) -> Result<Link, String> {
         .build()
         .await
         .map_err(not_found)?;
-    let signals = manager.receive_prepare_for_sleep().await.map_err(|error| {
-        format!("cannot subscribe to logind's PrepareForSleep on {bus}: {error}")
-    })?;
+    let signals =
+        manager
+            .receive_prepare_for_sleep()
+            .await
+            .map_err(|error| Unavailable::NoSubscription {
+                bus: bus.clone(),
+                reason: error.to_string(),
+            })?;
     let os_limit = match manager.inhibit_delay_max_usec().await {
         Ok(usec) => Duration::from_micros(usec),
         Err(error) => {
@@ -157,11 +184,11 @@ async fn connect(options: &PowerOptions) -> Result<Link, String> {
     })
 }
 
-pub(super) async fn probe(options: &PowerOptions) -> Result<String, String> {
+pub(super) async fn probe(options: &PowerOptions) -> Result<String, Unavailable> {
     connect(options).await.map(|link| link.detail())
 }
 
-pub(super) async fn start(options: &PowerOptions) -> Result<Power, String> {
+pub(super) async fn start(options: &PowerOptions) -> Result<Power, Unavailable> {
     let link = connect(options).await?;
     let detail = link.detail();
     tracing::info!("sleep announcements: {detail}");

@@ -117,6 +117,24 @@ pub fn grace_for(os_limit: Duration) -> Duration {
     limit.saturating_sub(margin)
 }
 
+/// Why sleep announcements cannot be heard here. Each says what is missing; none is an
+/// error for `baton run`, which goes on without announcements.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("{bus} did not answer within {timeout:?}")]
+    BusSilent { bus: String, timeout: Duration },
+    #[error("no connection to {bus}: {reason}")]
+    NoBus { bus: String, reason: String },
+    #[error("systemd-logind is not on {bus}: {reason}")]
+    NoLogind { bus: String, reason: String },
+    #[error("cannot subscribe to logind's PrepareForSleep on {bus}: {reason}")]
+    NoSubscription { bus: String, reason: String },
+    #[error("IOKit gives no sleep notices: {reason}")]
+    IoKit { reason: String },
+    #[error("sleep announcements are not implemented on this operating system")]
+    UnsupportedOs,
+}
+
 /// The adapter, started: its events, the handle, and what was found.
 pub struct Power {
     pub events: PowerEvents,
@@ -126,18 +144,20 @@ pub struct Power {
 
 /// Starts listening. Never fails: when sleep announcements cannot be heard it logs so
 /// once, at info level, and returns events that never come and a handle whose calls do
-/// nothing. Takes at most a few seconds (every D-Bus call is bounded); call it once.
+/// nothing. Bounded: it gives up on a bus that does not answer within 10 s. Call it
+/// once per process.
 pub async fn start(options: &PowerOptions) -> Power {
     #[cfg(target_os = "linux")]
     let started = logind::start(options).await;
     #[cfg(target_os = "macos")]
     let started = iokit::start(options).await;
     #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-    let started: Result<Power, String> = {
+    let started: Result<Power, Unavailable> = {
         let _ = options;
-        Err("sleep announcements are not implemented on this operating system".to_string())
+        Err(Unavailable::UnsupportedOs)
     };
-    started.unwrap_or_else(|detail| {
+    started.unwrap_or_else(|unavailable| {
+        let detail = unavailable.to_string();
         tracing::info!(
             "sleep announcements unavailable ({detail}): if this machine sleeps while \
              active, another device takes over when its lease runs out"
@@ -161,18 +181,18 @@ pub async fn probe(options: &PowerOptions) -> PowerSupport {
     #[cfg(target_os = "macos")]
     let found = iokit::probe(options).await;
     #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-    let found: Result<String, String> = {
+    let found: Result<String, Unavailable> = {
         let _ = options;
-        Err("sleep announcements are not implemented on this operating system".to_string())
+        Err(Unavailable::UnsupportedOs)
     };
     match found {
         Ok(detail) => PowerSupport {
             available: true,
             detail,
         },
-        Err(detail) => PowerSupport {
+        Err(unavailable) => PowerSupport {
             available: false,
-            detail,
+            detail: unavailable.to_string(),
         },
     }
 }
