@@ -12,9 +12,6 @@
 //! type-check every test target.
 #![cfg(target_os = "linux")]
 
-// Mounting a tmpfs is Linux's; on macOS (scripts/check-macos) this file compiles to nothing.
-#![cfg(target_os = "linux")]
-
 mod common;
 
 use std::ffi::CString;
