@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::process::BATON;
 use mirror_baton::adapters::store::Store;
 use mirror_baton::adapters::telegram_config::{Secret, TelegramConfig};
@@ -18,7 +19,6 @@ use mirror_baton::core::Timing;
 use mirror_baton::core::record::{self, DeviceRecord, Identity, Status};
 use mirror_baton::doctor::os::{Loaded, OsProbes, SleepClock};
 use mirror_baton::doctor::{self, Report, Setup, Verdict};
-use baton_testkit::fake_bot_api::FakeBotApi;
 
 const CHAT: i64 = -1_001_234_567;
 

@@ -29,11 +29,11 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use baton_testkit::fake_bot_api::FakeBotApi;
 use common::process::{BATON, Device, Folder, processed, wait_until};
 use common::syncthing::{self, Cluster};
 use mirror_baton::core::Status;
 use mirror_baton::core::record::{self, NameKind};
-use baton_testkit::fake_bot_api::FakeBotApi;
 
 const SCALE: f64 = 0.5;
 const CHAT: i64 = -1_001_234_567;

@@ -16,8 +16,8 @@ pub mod status;
 
 pub use activate::activate;
 pub use args::{
-    ActivateArgs, Cli, Command, DeviceArgs, DoctorArgs, FakeTelegramArgs, GlobalArgs, LogFormat, RunArgs,
-    StatusArgs, TelegramArgs,
+    ActivateArgs, Cli, Command, DeviceArgs, DoctorArgs, FakeTelegramArgs, GlobalArgs, LogFormat,
+    RunArgs, StatusArgs, TelegramArgs,
 };
 pub use error::CliError;
 pub use settings::{

@@ -21,7 +21,6 @@ mod telegram_check;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
 use serde::Serialize;
 
 use crate::adapters::telegram_config::{TelegramConfig, redact_token_shapes};
