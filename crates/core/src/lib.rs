@@ -16,7 +16,9 @@ pub mod election;
 pub mod io;
 pub mod machine;
 pub mod offsets;
+pub mod mailbox;
 pub mod record;
+pub mod routing;
 pub mod timers;
 
 pub use context::CoreConfig;
