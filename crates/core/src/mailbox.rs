@@ -89,8 +89,9 @@ impl Mailbox {
         }
     }
 
-    /// Reads a mailbox; `writer` is the device its file name belongs to.
-    pub fn parse(text: &str, writer: &str) -> Result<Mailbox, MailError> {
+    /// Reads a mailbox found under `file_name`, which must be its writer's
+    /// (`record::file_name` of the writer's device id).
+    pub fn parse(text: &str, file_name: &str) -> Result<Mailbox, MailError> {
         if text.len() > MAIL_BYTES_MAX {
             return Err(MailError::TooLarge { bytes: text.len() });
         }
@@ -98,7 +99,7 @@ impl Mailbox {
             serde_json::from_str(text).map_err(|error| MailError::Corrupt {
                 detail: error.to_string(),
             })?;
-        if mailbox.writer != writer {
+        if crate::record::file_name(&mailbox.writer) != file_name {
             return Err(MailError::WrongWriter {
                 found: mailbox.writer,
             });
@@ -412,19 +413,20 @@ mod tests {
         }
         assert_eq!(mailbox.post(mail(999, Some(5), Some("r"))), Err(MailError::Full));
         let text = mailbox.to_json();
-        assert_eq!(Mailbox::parse(&text, "w").unwrap(), mailbox);
+        let name = crate::record::file_name("w");
+        assert_eq!(Mailbox::parse(&text, &name).unwrap(), mailbox);
         assert!(matches!(
-            Mailbox::parse(&text, "x"),
+            Mailbox::parse(&text, &crate::record::file_name("x")),
             Err(MailError::WrongWriter { .. })
         ));
         assert!(matches!(
-            Mailbox::parse(&text[..text.len() / 2], "w"),
+            Mailbox::parse(&text[..text.len() / 2], &name),
             Err(MailError::Corrupt { .. })
         ));
         // A hand-edited next_seq below its mail is lifted, so seqs never repeat.
         let mut edited = mailbox.clone();
         edited.next_seq = 3;
-        let read = Mailbox::parse(&edited.to_json(), "w").unwrap();
+        let read = Mailbox::parse(&edited.to_json(), &name).unwrap();
         assert_eq!(read.next_seq, MAIL_ENTRIES_MAX as u64 + 1);
     }
 
