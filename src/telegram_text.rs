@@ -12,6 +12,23 @@ use crate::core::{ActivationOutcome, Role};
 
 /// `/devices`: the numbered table, active first; ⚠ on stale devices.
 pub fn devices(rows: &[DeviceRow]) -> String {
+    devices_with(rows, None)
+}
+
+/// `/devices` with routing (issue 11): each device's topic (or the whole chat) and the
+/// mail waiting for it; mail for topics nobody serves under its own line.
+pub fn devices_routed(rows: &[DeviceRow], queued: &std::collections::BTreeMap<String, usize>) -> String {
+    let mut text = devices_with(rows, Some(queued));
+    if let Some(unserved) = queued.get("").filter(|n| **n > 0) {
+        text.push_str(&format!("\n📭 {unserved} message(s) wait for a topic no device serves"));
+    }
+    text
+}
+
+fn devices_with(
+    rows: &[DeviceRow],
+    queued: Option<&std::collections::BTreeMap<String, usize>>,
+) -> String {
     if rows.is_empty() {
         return "no devices yet".into();
     }
@@ -24,9 +41,15 @@ pub fn devices(rows: &[DeviceRow]) -> String {
             Health::Stopped => "⏹",
             Health::Unknown => "❔",
         };
-        let thread = row
-            .thread_id
-            .map(|t| format!(" · topic {t}"))
+        let thread = match (row.thread_id, queued) {
+            (Some(t), _) => format!(" · topic {t}"),
+            (None, Some(_)) => " · whole chat".into(),
+            (None, None) => String::new(),
+        };
+        let waiting = queued
+            .and_then(|q| q.get(&row.device_id))
+            .filter(|n| **n > 0)
+            .map(|n| format!(" · 📬 {n} queued"))
             .unwrap_or_default();
         let problem = row
             .problem
@@ -34,7 +57,7 @@ pub fn devices(rows: &[DeviceRow]) -> String {
             .map(|p| format!(" · ⚠ {}", escape_html(p)))
             .unwrap_or_default();
         text.push_str(&format!(
-            "{} {mark} <code>{}</code> — {}{thread} · term {} · seen {} ago{problem}\n",
+            "{} {mark} <code>{}</code> — {}{thread} · term {} · seen {} ago{waiting}{problem}\n",
             row.number,
             escape_html(&row.device_id),
             row.role.as_str(),
@@ -44,6 +67,51 @@ pub fn devices(rows: &[DeviceRow]) -> String {
     }
     text.push_str("\n/activate &lt;n&gt; makes a device active");
     text
+}
+
+/// What routing tells a topic (issue 11): where to send it, and the words.
+pub fn routing_notice(
+    notice: &crate::adapters::telegram::RoutingNotice,
+) -> (i64, Option<i64>, String) {
+    use crate::adapters::telegram::RoutingNotice;
+    match notice {
+        RoutingNotice::Unserved { chat_id, thread_id } => (
+            *chat_id,
+            *thread_id,
+            "⚠ no project serves this topic: start <code>baton run --thread-id …</code> for it. \
+             Messages here are kept for a day and delivered when one does."
+                .into(),
+        ),
+        RoutingNotice::OwnerOffline {
+            chat_id,
+            thread_id,
+            device_id,
+        } => (
+            *chat_id,
+            *thread_id,
+            format!(
+                "⏸ <code>{}</code>, which serves this topic, is offline: your messages wait and are delivered when it is back.",
+                escape_html(device_id)
+            ),
+        ),
+        RoutingNotice::NotQueued {
+            chat_id,
+            thread_id,
+            device_id,
+            reason,
+        } => (
+            *chat_id,
+            *thread_id,
+            format!(
+                "⚠ this message could not be passed on to {}: {}. It was not delivered; send it again later.",
+                device_id
+                    .as_deref()
+                    .map(|d| format!("<code>{}</code>", escape_html(d)))
+                    .unwrap_or_else(|| "a device".into()),
+                escape_html(reason)
+            ),
+        ),
+    }
 }
 
 fn age(duration: Duration) -> String {

@@ -116,7 +116,10 @@ impl Runtime {
         command: BatonCommand,
     ) {
         let text = match command {
-            BatonCommand::Devices => telegram_text::devices(&self.core.device_table()),
+            BatonCommand::Devices => match &self.mail {
+                Some(mail) => telegram_text::devices_routed(&self.core.device_table(), &mail.queued),
+                None => telegram_text::devices(&self.core.device_table()),
+            },
             BatonCommand::Help => telegram_text::help(),
             BatonCommand::Status => telegram_text::status(&telegram_text::StatusInfo {
                 device_id: &self.core.own_record().device_id,
@@ -133,6 +136,8 @@ impl Runtime {
                 self.tickets
                     .insert(ticket, Asker::Telegram { chat_id, thread_id });
                 let target = target_text(&target);
+                // Typed in a topic: the target also owns that topic (issue 11).
+                self.note_topic_choice(chat_id, thread_id, &target).await;
                 self.feed(Event::ActivateAsked { target, ticket }).await;
                 return;
             }

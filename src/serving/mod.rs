@@ -29,11 +29,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::child::ChildSupervisor;
-use crate::adapters::telegram::{PollProgress, StartPosition};
+use crate::adapters::telegram::{PollProgress, PollerEvent, StartPosition};
 use crate::adapters::telegram_commands::escape_html;
 
 mod child_side;
 pub mod plan;
+mod routing;
 mod telegram_side;
 
 pub use acknowledgement::{
@@ -64,6 +65,8 @@ pub struct Serving {
     stop_signal_at_tx: Option<watch::Sender<Option<tokio::time::Instant>>>,
     /// Ends the command-menu keeper.
     menu_keeper: CancellationToken,
+    /// Mail from the synced folder for this device's child (issue 11, `routing`).
+    mail: routing::MailReader,
 }
 
 impl Serving {
@@ -102,6 +105,10 @@ impl Serving {
         if let Some(child) = child.as_ref().filter(|c| !c.only_when_active) {
             child.supervisor.start().await;
         }
+        // After the child's environment pinned its STARTUP_TIMESTAMP: never below it.
+        let startup_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs() as i64);
         if telegram.is_some() && child.is_none() {
             tracing::warn!(
                 "Telegram is configured but no command was given after `--`: updates other than baton's commands wait, unconfirmed, for a consumer"
@@ -116,6 +123,7 @@ impl Serving {
             stop_signal_at: watch::channel(None).1,
             stop_signal_at_tx: None,
             menu_keeper,
+            mail: routing::MailReader::new(startup_s),
         })
     }
 
@@ -182,6 +190,7 @@ impl Serving {
             stop_signal_at: watch::channel(None).1,
             stop_signal_at_tx: None,
             menu_keeper: CancellationToken::new(),
+            mail: routing::MailReader::default(),
         }
     }
 
@@ -212,6 +221,11 @@ impl Serving {
                     continue;
                 }
             };
+            if let PollerEvent::Forward { payload, .. } = &event {
+                // Mail of this update (a routing device crashed before confirming it) is
+                // then a duplicate for the mail reader.
+                self.mail.note_forwarded(payload);
+            }
             if let Some(event) = side.on_poller_event(event) {
                 return Some(event);
             }

@@ -145,6 +145,60 @@ pub fn owner(
     }
 }
 
+/// An owned snapshot of everything [`owner`] needs, published by the runtime after
+/// every input and read by the poller for each update.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    pub me: String,
+    pub default_chat: i64,
+    pub active: Option<String>,
+    /// (record, live, last seen) per device, this one included.
+    pub devices: Vec<(DeviceRecord, bool, Moment)>,
+}
+
+impl RouteTable {
+    /// From the core's view: `peers`, our `own` record, the active device (if any).
+    pub fn build(
+        peers: &Peers,
+        own: &DeviceRecord,
+        now: Moment,
+        timing: &Timing,
+        default_chat: i64,
+        active: Option<String>,
+    ) -> RouteTable {
+        RouteTable {
+            me: own.device_id.clone(),
+            default_chat,
+            active,
+            devices: servers(peers, own, now, timing)
+                .into_iter()
+                .map(|s| (s.record.clone(), s.live, s.last_seen))
+                .collect(),
+        }
+    }
+
+    /// Where an update of (`chat_id`, `thread_id`) goes.
+    pub fn route(&self, chat_id: i64, thread_id: Option<i64>) -> Route {
+        let servers: Vec<Server<'_>> = self
+            .devices
+            .iter()
+            .map(|(record, live, last_seen)| Server {
+                record,
+                live: *live,
+                last_seen: *last_seen,
+            })
+            .collect();
+        owner(
+            &servers,
+            chat_id,
+            thread_id,
+            self.default_chat,
+            self.active.as_deref(),
+            &self.me,
+        )
+    }
+}
+
 /// What the runtime tells the core about routing, to be carried in our own record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
