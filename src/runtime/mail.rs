@@ -2,94 +2,20 @@
 //! after every input, the mail folder watched and read, our mailbox pruned, and the
 //! child's mail acknowledgements folded into our record.
 //!
-//! Owns: [`MailSide`] (the mail folder, our outbox, the table's sender, the last counts
-//! of waiting mail for `/devices`) and the `Runtime` methods that drive it. Must never:
+//! Owns: the `Runtime` methods that drive routing (its state is `mail_side`'s
+//! `MailSide`). Must never:
 //! read the folder on the event loop (reads run on a blocking thread with a timeout),
 //! write a mailbox but ours, or decide an owner (the core's `routing` does).
 
 use std::collections::BTreeMap;
-use std::path::Path;
-
-use tokio::sync::{mpsc, watch};
 
 use crate::adapters::clock;
-use crate::adapters::mailbox::{MailFolder, Outbox};
-use crate::adapters::telegram::PollRouter;
-use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
 use crate::core::election;
-use crate::core::record::{DeviceRecord, MailAck};
+use crate::core::record::DeviceRecord;
 use crate::core::routing::{RouteTable, RoutingNote};
 use crate::core::{Event, Role};
-use crate::serving::Serving;
 
 use super::{READ_TIMEOUT, Runtime};
-
-pub(super) struct MailSide {
-    folder: MailFolder,
-    outbox: Outbox,
-    table_tx: watch::Sender<RouteTable>,
-    chat_id: i64,
-    /// Kept alive: the watch on the mail folder.
-    _watch: Option<FolderWatch>,
-    /// Mail waiting per addressee, at the last look (all mailboxes).
-    pub(super) queued: BTreeMap<String, usize>,
-}
-
-/// Sets routing up when Telegram is configured: the mail folder, our outbox (continuing
-/// a previous run's), its watch, and the poller's router. `recorded` is our record as a
-/// previous run left it (its mail acknowledgements carry over). Returns the notes the
-/// core must hear first.
-pub(super) fn set_up(
-    serving: &mut Serving,
-    sync_dir: &Path,
-    group: &str,
-    device_id: &str,
-    recorded: Option<DeviceRecord>,
-    mode: WatchMode,
-) -> (Option<MailSide>, Option<mpsc::Receiver<WatchSignal>>, Vec<Event>) {
-    let Some(chat_id) = serving.chat_id() else {
-        return (None, None, Vec::new());
-    };
-    let folder = MailFolder::new(sync_dir, group, device_id);
-    if let Err(error) = folder.ensure_dir() {
-        tracing::warn!(%error, dir = %folder.dir().display(), "cannot make the mail folder; routing to other devices waits for it");
-    }
-    let outbox = Outbox::open(folder.clone(), device_id);
-    let (mail_tx, mail_rx) = mpsc::channel(watcher::SIGNALS_MAX);
-    let watch = match watcher::watch(folder.dir(), mode, mail_tx) {
-        Ok(watch) => Some(watch),
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch the mail folder; the backstop scan still reads it");
-            None
-        }
-    };
-    let (table_tx, table_rx) = watch::channel(RouteTable::default());
-    let acks: Vec<MailAck> = recorded.map(|r| r.mail_acked).unwrap_or_default();
-    serving.bind_router(
-        PollRouter {
-            table: table_rx,
-            outbox: outbox.clone(),
-        },
-        &acks,
-    );
-    let mut notes = vec![Event::Routing {
-        note: RoutingNote::Serves { chat_id },
-    }];
-    if !acks.is_empty() {
-        notes.push(Event::Routing {
-            note: RoutingNote::MailAcked { acks },
-        });
-    }
-    let side = MailSide {
-        folder,
-        outbox,
-        table_tx,
-        chat_id,
-        _watch: watch,
-        queued: BTreeMap::new(),
-    };
-    (Some(side), Some(mail_rx), notes)
-}
 
 impl Runtime {
     /// Publishes the route table from the core's view (after every input).

@@ -18,6 +18,7 @@
 mod effects;
 mod folder;
 mod mail;
+mod mail_side;
 mod requests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -130,7 +131,7 @@ struct Runtime {
     /// The folder was found gone and could not be made again (said once).
     folder_gone_said: bool,
     /// Routing through the mail folder (issue 11), when Telegram is configured.
-    mail: Option<mail::MailSide>,
+    mail: Option<mail_side::MailSide>,
 }
 
 /// What the run loop listens to besides the core, and what must outlive it.
@@ -159,6 +160,8 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     let group = config.group.clone();
     let settle_bound = config.timing.settle_bound();
     let (mut runtime, mut inputs) = start(config).await?;
+    // The poller may route before the first input is handled: a table from the start.
+    runtime.publish_routes();
     tracing::info!(parent: &runtime.span, seed, group = %group, "starting");
     runtime.run_loop(&mut inputs, settle_bound).await;
     Ok(runtime.finish(inputs).await)
@@ -192,7 +195,7 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         },
     )?;
     let recorded = previous_record(&store);
-    let (mail_side, mail_rx, routing_notes) = mail::set_up(
+    let (mail_side, mail_rx, routing_notes) = mail_side::set_up(
         &mut serving,
         &config.sync_dir,
         &config.group,

@@ -29,10 +29,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::child::ChildSupervisor;
-use crate::adapters::telegram::{PollProgress, PollerEvent, StartPosition};
+use crate::adapters::telegram::{PollProgress, StartPosition};
 use crate::adapters::telegram_commands::escape_html;
 
 mod child_side;
+mod mail_reader;
 pub mod plan;
 mod routing;
 mod telegram_side;
@@ -66,7 +67,7 @@ pub struct Serving {
     /// Ends the command-menu keeper.
     menu_keeper: CancellationToken,
     /// Mail from the synced folder for this device's child (issue 11, `routing`).
-    mail: routing::MailReader,
+    mail: mail_reader::MailReader,
 }
 
 impl Serving {
@@ -123,7 +124,7 @@ impl Serving {
             stop_signal_at: watch::channel(None).1,
             stop_signal_at_tx: None,
             menu_keeper,
-            mail: routing::MailReader::new(startup_s),
+            mail: mail_reader::MailReader::new(startup_s),
         })
     }
 
@@ -190,7 +191,7 @@ impl Serving {
             stop_signal_at: watch::channel(None).1,
             stop_signal_at_tx: None,
             menu_keeper: CancellationToken::new(),
-            mail: routing::MailReader::default(),
+            mail: mail_reader::MailReader::default(),
         }
     }
 
@@ -221,11 +222,6 @@ impl Serving {
                     continue;
                 }
             };
-            if let PollerEvent::Forward { payload, .. } = &event {
-                // Mail of this update (a routing device crashed before confirming it) is
-                // then a duplicate for the mail reader.
-                self.mail.note_forwarded(payload);
-            }
             if let Some(event) = side.on_poller_event(event) {
                 return Some(event);
             }

@@ -9,47 +9,16 @@
 //! [`Serving::mail_acks`]. Must never: acknowledge mail the child has not fetched, serve
 //! mail outside this device's chat/topic, or read a file (the runtime reads the folder).
 
-use std::collections::HashMap;
-
 use crate::adapters::gateway::PushOutcome;
 use crate::adapters::mailbox::ReadMailbox;
 use crate::adapters::telegram::PollRouter;
 use crate::adapters::update_route::UpdateRoute;
-use crate::core::mailbox::{AckTracker, Mail, Offer, date_at_least, duplicate_key};
+use crate::core::mailbox::{AckTracker, Mail, Offer, date_at_least};
 use crate::core::record::MailAck;
 use crate::core::routing::{Route, RouteTable};
 
 use super::Serving;
-
-/// Mail handed to the gateway and not yet fetched, at most (the gateway's own bound is
-/// larger; mail past this waits in its mailbox for the next look).
-const IN_FLIGHT_MAX: usize = 1_000;
-
-#[derive(Debug, Default)]
-pub(crate) struct MailReader {
-    tracker: AckTracker,
-    /// Gateway tag → (writer, epoch, seq).
-    in_flight: HashMap<u64, (String, String, u64)>,
-    next_tag: u64,
-    /// The child's pinned `STARTUP_TIMESTAMP` (unix seconds).
-    startup_s: i64,
-    last_acks: Vec<MailAck>,
-}
-
-impl MailReader {
-    pub(crate) fn new(startup_s: i64) -> MailReader {
-        MailReader {
-            startup_s,
-            ..MailReader::default()
-        }
-    }
-
-    /// Notes an update this device forwarded to its own child: mail of the same update
-    /// (routed by a device that crashed before confirming it) is then a duplicate.
-    pub(crate) fn note_forwarded(&mut self, payload: &serde_json::Value) {
-        self.tracker.remember(duplicate_key(payload));
-    }
-}
+use super::mail_reader::IN_FLIGHT_MAX;
 
 impl Serving {
     /// Hands the poller its routing (the route table and our mailbox), and starts the

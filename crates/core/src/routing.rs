@@ -179,6 +179,21 @@ impl RouteTable {
 
     /// Where an update of (`chat_id`, `thread_id`) goes.
     pub fn route(&self, chat_id: i64, thread_id: Option<i64>) -> Route {
+        self.route_with_active(chat_id, thread_id, self.active.as_deref())
+    }
+
+    /// Where the poller sends an update: only the active device polls, so it counts
+    /// itself active whatever the table says (published before the role changed).
+    pub fn route_polling(&self, chat_id: i64, thread_id: Option<i64>) -> Route {
+        self.route_with_active(chat_id, thread_id, Some(&self.me))
+    }
+
+    fn route_with_active(
+        &self,
+        chat_id: i64,
+        thread_id: Option<i64>,
+        active: Option<&str>,
+    ) -> Route {
         let servers: Vec<Server<'_>> = self
             .devices
             .iter()
@@ -193,7 +208,7 @@ impl RouteTable {
             chat_id,
             thread_id,
             self.default_chat,
-            self.active.as_deref(),
+            active,
             &self.me,
         )
     }
@@ -408,6 +423,68 @@ mod tests {
                 Route::Unserved => "none".into(),
             };
             assert_eq!(named, "d4", "as seen by {me}");
+        }
+    }
+
+    /// 2,000 seeded random groups (devices serving random topics or the whole chat, at
+    /// random priorities, live or not, with random choices in random records), each
+    /// routed in every topic from shuffled record orders by every device: the same
+    /// owner every time, and the owner always serves the topic (exactly, or the whole
+    /// chat when nobody serves it exactly).
+    #[test]
+    fn random_groups_route_the_same_from_every_order_and_every_device() {
+        use rand::{Rng as _, SeedableRng as _, seq::SliceRandom as _};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for _ in 0..2_000 {
+            let count = rng.random_range(1..6);
+            let mut records: Vec<DeviceRecord> = (0..count)
+                .map(|i| {
+                    let thread = [None, Some(5), Some(6)][rng.random_range(0..3)];
+                    record(&format!("d{i}"), thread, rng.random_range(0..3))
+                })
+                .collect();
+            for _ in 0..rng.random_range(0..3) {
+                let at = rng.random_range(0..count);
+                let chosen = format!("d{}", rng.random_range(0..count));
+                let thread = [None, Some(5), Some(6)][rng.random_range(0..3)];
+                records[at].topic_choices.push(TopicChoice {
+                    thread_id: thread,
+                    ..choice(&chosen, rng.random_range(1..4), rng.random_range(1..4))
+                });
+            }
+            let live: Vec<bool> = (0..count).map(|_| rng.random_bool(0.7)).collect();
+            let seen: Vec<u64> = (0..count).map(|_| rng.random_range(0..3)).collect();
+            let active = Some(format!("d{}", rng.random_range(0..count)));
+            for thread in [None, Some(5), Some(6), Some(7)] {
+                let mut answers = Vec::new();
+                for me in 0..count {
+                    let mut order: Vec<usize> = (0..count).collect();
+                    order.shuffle(&mut rng);
+                    let servers: Vec<Server<'_>> = order
+                        .iter()
+                        .map(|&i| server(&records[i], live[i], seen[i]))
+                        .collect();
+                    let me = format!("d{me}");
+                    let named = match owner(&servers, CHAT, thread, CHAT, active.as_deref(), &me) {
+                        Route::Mine => Some(me),
+                        Route::Other { device_id, .. } => Some(device_id),
+                        Route::Unserved => None,
+                    };
+                    answers.push(named);
+                }
+                assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+                let exact = records.iter().any(|r| r.thread_id == thread);
+                match &answers[0] {
+                    Some(id) => {
+                        let served = &records.iter().find(|r| &r.device_id == id).unwrap();
+                        assert!(
+                            served.thread_id == thread || (!exact && served.thread_id.is_none()),
+                            "{id} does not serve {thread:?}"
+                        );
+                    }
+                    None => assert!(!exact && records.iter().all(|r| r.thread_id.is_some())),
+                }
+            }
         }
     }
 

@@ -392,11 +392,13 @@ impl PollLoop {
             self.ledger.handled(update_id);
             return Ok(());
         }
-        let command =
-            message_text(&payload).and_then(|text| parse_command(text, &self.bot_username));
         let owner = self.owner(chat_id, route.thread_id);
+        // With routing, baton's commands are answered in any topic; without, only in ours.
+        let obeyed = self.config.router.is_some() || owner.is_some();
+        let command = message_text(&payload)
+            .filter(|_| obeyed)
+            .and_then(|text| parse_command(text, &self.bot_username));
         if let Some(command) = command {
-            // Baton's commands are answered by the active device in any topic.
             let shared = command.also_for_mirror();
             let event = PollerEvent::Command {
                 update_id,
@@ -437,7 +439,7 @@ impl PollLoop {
             let mine = self.config.thread_id.is_none_or(|t| thread_id == Some(t));
             return mine.then_some(Route::Mine);
         };
-        let route = router.table.borrow().route(chat_id, thread_id);
+        let route = router.table.borrow().route_polling(chat_id, thread_id);
         self.told.observe(chat_id, thread_id, &route);
         Some(route)
     }
