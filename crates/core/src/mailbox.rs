@@ -145,23 +145,32 @@ impl Mailbox {
         records: impl IntoIterator<Item = &'a DeviceRecord>,
         now_wall_ms: u64,
     ) -> Vec<(u64, &'static str)> {
-        let mut acked_by: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut acked_by_anyone = 0;
+        // Per reader: its acknowledgement here, and what it serves (chat, topic).
+        let mut acked_by: BTreeMap<&str, (u64, Option<i64>, Option<i64>)> = BTreeMap::new();
         for record in records {
             for ack in &record.mail_acked {
                 if ack.writer == self.writer && ack.epoch == self.epoch {
-                    acked_by.insert(record.device_id.as_str(), ack.through);
-                    acked_by_anyone = acked_by_anyone.max(ack.through);
+                    let serves = (ack.through, record.chat_id, record.thread_id);
+                    acked_by.insert(record.device_id.as_str(), serves);
                 }
             }
         }
+        // Unaddressed mail was delivered when a reader serving its topic (or its whole
+        // chat) acknowledged past it; any other reader's acknowledgement says nothing.
+        let served_by_acker = |mail: &Mail| {
+            acked_by.values().any(|(through, chat, thread)| {
+                *through >= mail.seq
+                    && chat.is_none_or(|c| c == mail.chat_id)
+                    && (thread.is_none() || *thread == mail.thread_id)
+            })
+        };
         let mut deleted = Vec::new();
         self.entries.retain(|mail| {
             let why = match &mail.to {
-                Some(to) if acked_by.get(to.as_str()).is_some_and(|t| *t >= mail.seq) => {
+                Some(to) if acked_by.get(to.as_str()).is_some_and(|a| a.0 >= mail.seq) => {
                     Some("delivered")
                 }
-                None if acked_by_anyone >= mail.seq => Some("delivered"),
+                None if served_by_acker(mail) => Some("delivered"),
                 None if now_wall_ms.saturating_sub(mail.queued_at_ms) > UNSERVED_KEEP_MS => {
                     Some("expired: no device served its topic for a day")
                 }
@@ -442,10 +451,18 @@ mod tests {
             epoch: epoch.into(),
             through,
         };
-        // b acknowledged through 3 — but only its own mail counts; an old epoch nothing.
-        let records = [reader("b", vec![ack("e1", 3)]), reader("a", vec![ack("e0", 9)])];
+        // b acknowledged through 4 — but only its own mail counts (not the unserved
+        // topic 7's, which b does not serve); an old epoch nothing.
+        let mut b = reader("b", vec![ack("e1", 4)]);
+        b.thread_id = Some(6);
+        let records = [b, reader("a", vec![ack("e0", 9)])];
         let deleted = mailbox.prune(&records, 2_000);
         assert_eq!(deleted, vec![(2, "delivered")]);
+        // A reader serving topic 7 that acknowledged it: delivered.
+        let mut c = reader("c", vec![ack("e1", 4)]);
+        c.thread_id = Some(7);
+        let mut kept = mailbox.clone();
+        assert_eq!(kept.prune(&[c], 2_000), vec![(4, "delivered")]);
         assert_eq!(mailbox.queued_for("a"), 2);
         // Unserved mail expires after a day.
         let deleted = mailbox.prune(&records, 1_000 + UNSERVED_KEEP_MS + 1);
