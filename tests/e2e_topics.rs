@@ -340,7 +340,7 @@ async fn every_topic_reaches_its_mirror_across_crash_activate_resignation_and_re
     let unserved_replies = fake
         .sent_messages()
         .iter()
-        .filter(|m| m.message_thread_id == Some(40))
+        .filter(|m| m.message_thread_id == Some(40) && m.plain_text.contains("no project serves"))
         .count();
     assert_eq!(unserved_replies, 1, "one reply per episode in the unserved topic");
     eprintln!("crash-window duplicates: {duplicates}");

@@ -17,6 +17,9 @@ use crate::core::{Event, Role};
 
 use super::{READ_TIMEOUT, Runtime};
 
+/// The longest a clean stop waits for the child to fetch mail it was handed.
+const MAIL_ACK_SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Runtime {
     /// Publishes the route table from the core's view (after every input).
     pub(super) fn publish_routes(&self) {
@@ -93,6 +96,23 @@ impl Runtime {
                 note: RoutingNote::MailAcked { acks },
             })
             .await;
+        }
+    }
+
+    /// Before the last record write of a clean stop: gives the child a moment (at most
+    /// [`MAIL_ACK_SETTLE_MAX`]) to fetch the mail it was handed, and records what it
+    /// fetched, so a restart serves none of it again.
+    pub(super) async fn settle_mail_acks(&mut self) {
+        if self.mail.is_none() {
+            return;
+        }
+        let until = tokio::time::Instant::now() + MAIL_ACK_SETTLE_MAX;
+        loop {
+            self.collect_mail_acks().await;
+            if self.serving.mail_in_flight() == 0 || tokio::time::Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 

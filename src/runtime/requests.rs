@@ -185,6 +185,8 @@ impl Runtime {
         // (a handoff's wait for the child) is inside the budget, not added to it.
         let arrived = self.serving.stop_signal_at();
         *deadline = Some(arrived.unwrap_or_else(tokio::time::Instant::now) + resignation_deadline);
+        // Issue 11: the last record must carry what the child fetched of its mail.
+        self.settle_mail_acks().await;
         self.feed(Event::ShutdownAsked).await;
     }
 }

@@ -101,6 +101,11 @@ impl Serving {
         handed
     }
 
+    /// Mail handed to the gateway and not fetched yet.
+    pub fn mail_in_flight(&self) -> usize {
+        self.mail.in_flight.len()
+    }
+
     /// The acknowledgements to record, when the child fetched more mail since the last
     /// call.
     pub fn mail_acks(&mut self) -> Option<Vec<MailAck>> {
