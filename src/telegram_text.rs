@@ -17,10 +17,15 @@ pub fn devices(rows: &[DeviceRow]) -> String {
 
 /// `/devices` with routing (issue 11): each device's topic (or the whole chat) and the
 /// mail waiting for it; mail for topics nobody serves under its own line.
-pub fn devices_routed(rows: &[DeviceRow], queued: &std::collections::BTreeMap<String, usize>) -> String {
+pub fn devices_routed(
+    rows: &[DeviceRow],
+    queued: &std::collections::BTreeMap<String, usize>,
+) -> String {
     let mut text = devices_with(rows, Some(queued));
     if let Some(unserved) = queued.get("").filter(|n| **n > 0) {
-        text.push_str(&format!("\n📭 {unserved} message(s) wait for a topic no device serves"));
+        text.push_str(&format!(
+            "\n📭 {unserved} message(s) wait for a topic no device serves"
+        ));
     }
     text
 }

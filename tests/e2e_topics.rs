@@ -48,7 +48,9 @@ impl Syncer {
                 for (owner, name) in owners.iter().enumerate() {
                     for (kind, sub) in files.iter().enumerate() {
                         let path = homes[owner].join(sub).join(name);
-                        let Ok(bytes) = std::fs::read(&path) else { continue };
+                        let Ok(bytes) = std::fs::read(&path) else {
+                            continue;
+                        };
                         if last.get(&(owner, kind)) != Some(&bytes) {
                             last.insert((owner, kind), bytes.clone());
                             queue.push((Instant::now() + SYNC_DELAY, owner, kind, bytes));
@@ -56,8 +58,9 @@ impl Syncer {
                     }
                 }
                 let now = Instant::now();
-                let (due, rest): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut queue).into_iter().partition(|c| c.0 <= now);
+                let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut queue)
+                    .into_iter()
+                    .partition(|c| c.0 <= now);
                 queue = rest;
                 for (_, owner, kind, bytes) in due {
                     for replica in replicas.iter().filter(|r| **r != homes[owner]) {
@@ -103,13 +106,21 @@ impl Topics {
 
     fn device_id(&self, name: &str) -> String {
         let project = self.folder.project(name);
-        record::device_id(None, &common::process::hostname(), &project.to_string_lossy())
+        record::device_id(
+            None,
+            &common::process::hostname(),
+            &project.to_string_lossy(),
+        )
     }
 
     /// `baton run` for project `name` serving topic `thread` on replica `index`.
     fn start(&self, name: &str, thread: i64, index: usize) -> Device {
         let mut command: Command = self.folder.baton();
-        let updates = self.folder.updates_path(name).to_string_lossy().into_owned();
+        let updates = self
+            .folder
+            .updates_path(name)
+            .to_string_lossy()
+            .into_owned();
         command
             .env("BATON_SYNC_DIR", self.replica(index))
             .env("TELEGRAM_BOT_TOKEN", self.fake.token())
@@ -239,22 +250,42 @@ async fn every_topic_reaches_its_mirror_across_crash_activate_resignation_and_re
     };
 
     // 1. Every topic, with api active; and a topic nobody serves, twice.
-    expect(&mut expected, send_round(&fake, "a", &[10, 20, 30], 5).await);
+    let round_started_ms = wall_ms();
+    expect(
+        &mut expected,
+        send_round(&fake, "a", &[10, 20, 30], 5).await,
+    );
+    let sent_at = round_started_ms;
     fake.inject_text(CHAT, Some(40), "lost-40-1");
     fake.inject_text(CHAT, Some(40), "lost-40-2");
-    expected.entry(ops).or_default().extend(["lost-40-1".into(), "lost-40-2".into()]);
+    expected
+        .entry(ops)
+        .or_default()
+        .extend(["lost-40-1".into(), "lost-40-2".into()]);
     wait_until(Duration::from_secs(30), || {
         let unserved: Vec<_> = fake
             .sent_messages()
             .into_iter()
             .filter(|m| m.message_thread_id == Some(40))
             .collect();
-        (unserved.len() == 1 && unserved[0].plain_text.contains("no project serves this topic"))
-            .then_some(())
+        (unserved.len() == 1
+            && unserved[0]
+                .plain_text
+                .contains("no project serves this topic"))
+        .then_some(())
     })
     .await
     .expect("the unserved topic gets one reply");
     wait_delivered(&topics, &expected, &[api, web, infra]).await;
+    report_latency(
+        &topics,
+        &sent_at,
+        &[
+            (api, 10, "own topic of the active device"),
+            (web, 20, "another replica's topic"),
+            (infra, 30, "another replica's topic"),
+        ],
+    );
 
     // 2. SIGKILL the active device mid-stream.
     let stream = {
@@ -263,7 +294,10 @@ async fn every_topic_reaches_its_mirror_across_crash_activate_resignation_and_re
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     devices.get(api).unwrap().signal(libc::SIGKILL);
-    devices.get_mut(api).unwrap().wait_exit(Duration::from_secs(10));
+    devices
+        .get_mut(api)
+        .unwrap()
+        .wait_exit(Duration::from_secs(10));
     let next = wait_active(&topics, &[(web, 1), (infra, 2)], "after the crash").await;
     expect(&mut expected, stream.await.unwrap());
     // api's topic waits in the mailbox; api is told offline.
@@ -271,30 +305,56 @@ async fn every_topic_reaches_its_mirror_across_crash_activate_resignation_and_re
     wait_delivered(&topics, &expected, &[api, web, infra]).await;
 
     // 3. /activate typed in web's topic: web polls (and owns topic 20).
-    fake.inject_text(CHAT, Some(20), &format!("/activate {}", topics.device_id(web)));
+    fake.inject_text(
+        CHAT,
+        Some(20),
+        &format!("/activate {}", topics.device_id(web)),
+    );
     wait_until(Duration::from_secs(40), || {
         (topics.active(&all) == vec![topics.device_id(web)]).then_some(())
     })
     .await
     .unwrap_or_else(|| panic!("/activate web from {next}"));
-    expect(&mut expected, send_round(&fake, "c", &[10, 20, 30], 4).await);
+    expect(
+        &mut expected,
+        send_round(&fake, "c", &[10, 20, 30], 4).await,
+    );
     wait_delivered(&topics, &expected, &[api, web, infra]).await;
 
     // 4. Resignation: web stops cleanly, the others take over; web comes back.
     devices.get(web).unwrap().signal(libc::SIGTERM);
-    assert_eq!(devices.get_mut(web).unwrap().wait_exit(Duration::from_secs(30)), Some(0));
+    assert_eq!(
+        devices
+            .get_mut(web)
+            .unwrap()
+            .wait_exit(Duration::from_secs(30)),
+        Some(0)
+    );
     wait_active(&topics, &[(api, 0), (infra, 2)], "after web resigned").await;
-    expect(&mut expected, send_round(&fake, "d", &[10, 20, 30], 4).await);
+    expect(
+        &mut expected,
+        send_round(&fake, "d", &[10, 20, 30], 4).await,
+    );
     devices.insert(web, topics.start(web, 20, 1));
     wait_delivered(&topics, &expected, &[api, web, infra]).await;
 
     // 5. An owner (not the active one) stopped; its topic's messages wait; restarted.
     let active_now = wait_active(&topics, &all, "before stopping an owner").await;
-    let stopped = if active_now == topics.device_id(infra) { api } else { infra };
+    let stopped = if active_now == topics.device_id(infra) {
+        api
+    } else {
+        infra
+    };
     devices.get(stopped).unwrap().signal(libc::SIGTERM);
-    devices.get_mut(stopped).unwrap().wait_exit(Duration::from_secs(30));
+    devices
+        .get_mut(stopped)
+        .unwrap()
+        .wait_exit(Duration::from_secs(30));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    expect(&mut expected, send_round(&fake, "e", &[10, 20, 30], 4).await);
+    expect(
+        &mut expected,
+        send_round(&fake, "e", &[10, 20, 30], 4).await,
+    );
     let thread = thread_of[stopped];
     wait_until(Duration::from_secs(30), || {
         fake.sent_messages()
@@ -305,7 +365,10 @@ async fn every_topic_reaches_its_mirror_across_crash_activate_resignation_and_re
     .await
     .expect("the stopped owner's topic is told it waits");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    devices.insert(stopped, topics.start(stopped, thread, if stopped == api { 0 } else { 2 }));
+    devices.insert(
+        stopped,
+        topics.start(stopped, thread, if stopped == api { 0 } else { 2 }),
+    );
     wait_delivered(&topics, &expected, &[api, web, infra]).await;
 
     // 6. The unserved topic's messages reach the device started for it.
@@ -342,7 +405,10 @@ async fn every_topic_reaches_its_mirror_across_crash_activate_resignation_and_re
         .iter()
         .filter(|m| m.message_thread_id == Some(40) && m.plain_text.contains("no project serves"))
         .count();
-    assert_eq!(unserved_replies, 1, "one reply per episode in the unserved topic");
+    assert_eq!(
+        unserved_replies, 1,
+        "one reply per episode in the unserved topic"
+    );
     eprintln!("crash-window duplicates: {duplicates}");
     for (_, device) in devices.iter_mut() {
         device.signal(libc::SIGTERM);
@@ -382,5 +448,44 @@ async fn wait_delivered(topics: &Topics, expected: &BTreeMap<&str, Vec<String>>,
             "messages not delivered: {missing:?}\nlogs in {}",
             topics.folder.root.path().display()
         );
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Prints the median delivery latency of round `a` per topic (from the stand-in's
+/// `received_at_ms`, against when the round started: an upper bound by the send spacing,
+/// 30 ms a message). Measured, not asserted.
+fn report_latency(topics: &Topics, round_started_ms: &u64, which: &[(&str, i64, &str)]) {
+    for (name, thread, what) in which {
+        let lines = std::fs::read_to_string(topics.folder.updates_path(name)).unwrap_or_default();
+        let mut latencies: Vec<u64> = lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| {
+                v["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&format!("a-{thread}-")))
+            })
+            .filter_map(|v| {
+                let text = v["text"].as_str()?;
+                let n: u64 = text.rsplit('-').next()?.parse().ok()?;
+                let sent = round_started_ms + (n - 1) * 30;
+                v["received_at_ms"]
+                    .as_u64()
+                    .map(|at| at.saturating_sub(sent))
+            })
+            .collect();
+        latencies.sort();
+        if let Some(median) = latencies.get(latencies.len() / 2) {
+            eprintln!(
+                "latency p50 topic {thread} ({what}): {median} ms over {} messages",
+                latencies.len()
+            );
+        }
     }
 }

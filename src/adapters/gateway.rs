@@ -407,7 +407,9 @@ impl Gateway {
     pub fn withdraw_unserved(&self) -> i64 {
         let mut buffer = self.shared.lock();
         // Routed mail stays: it is this device's to serve whatever its role.
-        buffer.entries.retain(|entry| entry.served || entry.routed.is_some());
+        buffer
+            .entries
+            .retain(|entry| entry.served || entry.routed.is_some());
         let generation = buffer.stats.generation;
         let highest_buffered = buffer
             .entries

@@ -38,7 +38,11 @@ pub(super) fn set_up(
     device_id: &str,
     recorded: Option<DeviceRecord>,
     mode: WatchMode,
-) -> (Option<MailSide>, Option<mpsc::Receiver<WatchSignal>>, Vec<Event>) {
+) -> (
+    Option<MailSide>,
+    Option<mpsc::Receiver<WatchSignal>>,
+    Vec<Event>,
+) {
     let Some(chat_id) = serving.chat_id() else {
         return (None, None, Vec::new());
     };
@@ -82,4 +86,3 @@ pub(super) fn set_up(
     };
     (Some(side), Some(mail_rx), notes)
 }
-

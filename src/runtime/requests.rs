@@ -117,7 +117,9 @@ impl Runtime {
     ) {
         let text = match command {
             BatonCommand::Devices => match &self.mail {
-                Some(mail) => telegram_text::devices_routed(&self.core.device_table(), &mail.queued),
+                Some(mail) => {
+                    telegram_text::devices_routed(&self.core.device_table(), &mail.queued)
+                }
                 None => telegram_text::devices(&self.core.device_table()),
             },
             BatonCommand::Help => telegram_text::help(),

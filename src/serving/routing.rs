@@ -71,7 +71,11 @@ impl Serving {
             match self.mail.tracker.offer(writer, epoch, mail) {
                 Offer::Known => continue,
                 Offer::Duplicate => {
-                    tracing::info!(update_id = mail.update_id, writer, "mail of an update already delivered: skipped");
+                    tracing::info!(
+                        update_id = mail.update_id,
+                        writer,
+                        "mail of an update already delivered: skipped"
+                    );
                     continue;
                 }
                 Offer::Deliver => {}
@@ -91,7 +95,11 @@ impl Serving {
                     handed += 1;
                 }
                 outcome => {
-                    tracing::warn!(update_id = mail.update_id, ?outcome, "mail not served to the child; it waits for the next start");
+                    tracing::warn!(
+                        update_id = mail.update_id,
+                        ?outcome,
+                        "mail not served to the child; it waits for the next start"
+                    );
                 }
             }
         }
@@ -125,8 +133,12 @@ impl Serving {
 
 /// A message's date (a callback's: its message's), 0 when it has none.
 fn message_date(payload: &serde_json::Value) -> i64 {
-    ["/message/date", "/edited_message/date", "/callback_query/message/date"]
-        .iter()
-        .find_map(|pointer| payload.pointer(pointer).and_then(serde_json::Value::as_i64))
-        .unwrap_or(0)
+    [
+        "/message/date",
+        "/edited_message/date",
+        "/callback_query/message/date",
+    ]
+    .iter()
+    .find_map(|pointer| payload.pointer(pointer).and_then(serde_json::Value::as_i64))
+    .unwrap_or(0)
 }

@@ -219,7 +219,10 @@ impl Mailbox {
 /// callback) id. Update ids alone repeat after Telegram starts them over; message ids in
 /// a chat do not.
 pub fn duplicate_key(payload: &Value) -> (i64, i64, String) {
-    let update_id = payload.get("update_id").and_then(Value::as_i64).unwrap_or(0);
+    let update_id = payload
+        .get("update_id")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     let message = ["message", "edited_message", "channel_post"]
         .iter()
         .find_map(|kind| payload.get(kind));
@@ -232,10 +235,11 @@ pub fn duplicate_key(payload: &Value) -> (i64, i64, String) {
                 .map(|id| id.to_string()),
         ),
         (None, Some(callback)) => (
+            callback.pointer("/message/chat/id").and_then(Value::as_i64),
             callback
-                .pointer("/message/chat/id")
-                .and_then(Value::as_i64),
-            callback.get("id").and_then(Value::as_str).map(str::to_owned),
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         ),
         (None, None) => (None, None),
     };
@@ -420,7 +424,10 @@ mod tests {
         for id in 1..=MAIL_ENTRIES_MAX as i64 {
             assert_eq!(mailbox.post(mail(id, Some(5), Some("r"))), Ok(id as u64));
         }
-        assert_eq!(mailbox.post(mail(999, Some(5), Some("r"))), Err(MailError::Full));
+        assert_eq!(
+            mailbox.post(mail(999, Some(5), Some("r"))),
+            Err(MailError::Full)
+        );
         let text = mailbox.to_json();
         let name = crate::record::file_name("w");
         assert_eq!(Mailbox::parse(&text, &name).unwrap(), mailbox);

@@ -19,7 +19,9 @@
 use std::cmp::Reverse;
 
 use crate::election::{self, Peers};
-use crate::record::{DeviceRecord, MAIL_ACKED_MAX, MailAck, Status, TOPIC_CHOICES_MAX, TopicChoice};
+use crate::record::{
+    DeviceRecord, MAIL_ACKED_MAX, MailAck, Status, TOPIC_CHOICES_MAX, TopicChoice,
+};
 use crate::timers::{Moment, Timing};
 
 /// One device as routing sees it: its record, whether it is live, when it was last seen.
@@ -93,9 +95,7 @@ pub fn latest_choice<'a>(
         .into_iter()
         .flat_map(|record| record.topic_choices.iter())
         .filter(|choice| choice.chat_id == chat_id && choice.thread_id == thread_id)
-        .max_by(|a, b| {
-            (a.term, a.seq, &a.device_id).cmp(&(b.term, b.seq, &b.device_id))
-        })
+        .max_by(|a, b| (a.term, a.seq, &a.device_id).cmp(&(b.term, b.seq, &b.device_id)))
 }
 
 /// The owner of (`chat_id`, `thread_id`), from `servers` alone (see the module doc).
@@ -391,7 +391,13 @@ mod tests {
     #[test]
     fn the_answer_does_not_depend_on_the_order_of_the_records() {
         let mut records: Vec<DeviceRecord> = (0..6)
-            .map(|i| record(&format!("d{i}"), [None, Some(5), Some(6)][i % 3], (i % 2) as i32))
+            .map(|i| {
+                record(
+                    &format!("d{i}"),
+                    [None, Some(5), Some(6)][i % 3],
+                    (i % 2) as i32,
+                )
+            })
             .collect();
         records[3].topic_choices = vec![choice("d4", 2, 7)];
         let make = |order: &[usize]| -> Vec<Route> {
@@ -507,7 +513,11 @@ mod tests {
             through,
         };
         let acks = vec![ack("b", 2), ack("a", 1), ack("a", 1)];
-        assert!(note(&mut own, RoutingNote::MailAcked { acks: acks.clone() }, 1));
+        assert!(note(
+            &mut own,
+            RoutingNote::MailAcked { acks: acks.clone() },
+            1
+        ));
         assert_eq!(own.mail_acked, vec![ack("a", 1), ack("b", 2)]);
         assert!(!note(&mut own, RoutingNote::MailAcked { acks }, 1));
     }

@@ -28,7 +28,10 @@ pub struct PollRouter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoutingNotice {
     /// No device serves this topic (said once per episode); the message is kept a day.
-    Unserved { chat_id: i64, thread_id: Option<i64> },
+    Unserved {
+        chat_id: i64,
+        thread_id: Option<i64>,
+    },
     /// The owner is offline (said once per offline episode); its mail waits.
     OwnerOffline {
         chat_id: i64,
