@@ -123,7 +123,9 @@ impl Runtime {
         thread_id: Option<i64>,
         typed: &str,
     ) {
-        if self.mail.is_none() {
+        // Outside a topic (General, a plain group) the active device owns what the
+        // whole-chat devices serve: `/activate` there moves the poller only.
+        if self.mail.is_none() || thread_id.is_none() {
             return;
         }
         let rows = self.core.device_table();
