@@ -1,8 +1,9 @@
 //! `baton-core`: the sans-IO coordination core — who is active, decided from files alone.
 //!
-//! Owns: the device record format ([`record`]), the election rules ([`election`]), time
-//! and timers ([`timers`]), the inputs and effects ([`io`]), the state machine
-//! ([`machine`]) and the Telegram offset bookkeeping ([`offsets`]). Must never: read a
+//! Owns: the device record format ([`record`]), the election rules ([`election`]), who
+//! serves which topic ([`routing`]) and the mailbox rules ([`mailbox`]), time and timers
+//! ([`timers`]), the inputs and effects ([`io`]), the state machine ([`machine`]) and
+//! the Telegram offset bookkeeping ([`offsets`]). Must never: read a
 //! clock, a file or OS randomness, spawn a task, or touch tokio, notify or teloxide. Time
 //! and a seed come in; effects go out. That is what makes fixture replay, simulation and
 //! model checking possible. The crate's dependencies are the first guard: it cannot name
