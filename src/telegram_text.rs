@@ -199,3 +199,48 @@ pub fn activation(result: &ActivationOutcome) -> String {
         ActivationOutcome::Failed { reason } => format!("❌ {}", escape_html(reason)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Status;
+
+    fn row(number: usize, device_id: &str, thread_id: Option<i64>) -> DeviceRow {
+        DeviceRow {
+            number,
+            device_id: device_id.into(),
+            hostname: "h".into(),
+            role: Status::Standby,
+            term: 1,
+            thread_id,
+            priority: 0,
+            heartbeat_age_s: 3,
+            written_at_ms: 0,
+            health: Health::Ok,
+            this_device: false,
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn devices_with_routing_show_topics_and_queued_mail() {
+        let rows = [row(1, "h:/api", Some(10)), row(2, "h:/all", None)];
+        let queued =
+            std::collections::BTreeMap::from([("h:/api".to_string(), 3), (String::new(), 2)]);
+        let text = devices_routed(&rows, &queued);
+        assert!(
+            text.contains("topic 10 · term 1 · seen 3s ago · 📬 3 queued"),
+            "{text}"
+        );
+        assert!(
+            text.contains("<code>h:/all</code> — standby · whole chat"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2 message(s) wait for a topic no device serves"),
+            "{text}"
+        );
+        // Without routing, the table is as before.
+        assert!(!devices(&rows).contains("whole chat"));
+    }
+}
