@@ -64,18 +64,10 @@ pub struct Ctx {
     request_counter: u64,
     /// Activation requests of peers already served (by id).
     pub(crate) served_requests: BTreeSet<String>,
-    /// 409s seen while active, for the step-down rule.
-    pub(crate) conflicts: VecDeque<Moment>,
-    /// Active and woke from a short sleep: not acting until a full rescan confirms the claim.
-    pub revalidating: bool,
-    /// Yielding: waiting for the runtime to confirm polling has stopped.
-    pub awaiting_stop: bool,
     /// Problems already reported, by (file name, kind): each is said once.
     reported: BTreeMap<String, &'static str>,
     /// Set once the first complete listing has been ingested.
     pub scanned_once: bool,
-    /// When our current claim was written (Contending).
-    pub contend_started: Moment,
     /// Do not contend before this moment (after stepping down on Telegram evidence).
     pub hold_off_until: Moment,
     /// Another live process writes our device id: never write or act again.
@@ -86,16 +78,11 @@ pub struct Ctx {
     pub unreadable_peers: BTreeMap<String, Moment>,
     /// Whether a `StartActing` is in force (no `StopActing` since).
     pub acting: bool,
-    /// Active, stopping with no standby: resign once the runtime says polling stopped.
-    pub(crate) resign_when_stopped: bool,
     /// The last update id our last written record carried.
     written_update_id: Option<i64>,
-    /// Telegram refusals of our token in a row (each doubles the hold-off), and when we
-    /// last became Active (a refusal after a good while as Active starts the count anew).
+    /// Telegram refusals of our token in a row (each doubles the hold-off; a refusal after
+    /// a good while as Active starts the count anew, see `Tenure::since`).
     pub(crate) polling_refusals: u32,
-    pub(crate) active_since: Moment,
-    /// Who asked for the handoff in progress, to be told how it ended.
-    pub(crate) handoff_ticket: Option<u64>,
     /// Why we refused, until the exit is asked for.
     pub(crate) refusal: Option<String>,
     /// The install a previous run of this device refused for (see `Core::recall_refusal`).
@@ -126,22 +113,15 @@ impl Ctx {
             pending_request: None,
             request_counter: 0,
             served_requests: BTreeSet::new(),
-            conflicts: VecDeque::new(),
-            revalidating: false,
-            awaiting_stop: false,
             reported: BTreeMap::new(),
             scanned_once: false,
-            contend_started: Moment(0),
             hold_off_until: Moment(0),
             refused: false,
             refusal: None,
             refused_by: None,
-            handoff_ticket: None,
             acting: false,
-            resign_when_stopped: false,
             written_update_id: None,
             polling_refusals: 0,
-            active_since: Moment(0),
             unreadable_peers: BTreeMap::new(),
             cause: String::new(),
         }
@@ -328,14 +308,14 @@ impl Ctx {
     }
 
     /// Ingests a complete listing: files not in it are gone (peers are kept, marked absent).
-    pub fn ingest_listing(&mut self, files: &[FileObservation]) -> OwnFileNews {
+    pub fn ingest_listing(&mut self, files: &[FileObservation], held: bool) -> OwnFileNews {
         let mut news = OwnFileNews::Nothing;
         let mut listed = BTreeSet::new();
         for file in files {
             if let NameKind::Record { stem } = record::classify_name(&file.name) {
                 listed.insert(stem);
             }
-            news = news.merge(self.ingest_file(file));
+            news = news.merge(self.ingest_file(file, held));
         }
         for (stem, peer) in self.peers.iter_mut() {
             if !listed.contains(stem) {
@@ -343,7 +323,7 @@ impl Ctx {
             }
         }
         if !listed.contains(&self.own_stem) {
-            self.own_record_missing();
+            self.own_record_missing(held);
         }
         self.clear_report("<folder>");
         self.scanned_once = true;
@@ -360,10 +340,11 @@ impl Ctx {
         self.report_once("<folder>", "scan_failed", Level::Warn, message);
     }
 
-    /// Ingests one observed file. Returns what it says about our own record.
-    pub fn ingest_file(&mut self, file: &FileObservation) -> OwnFileNews {
+    /// Ingests one observed file. Returns what it says about our own record. `held`: our
+    /// own writes wait (a Yielding device publishes only with the stop).
+    pub fn ingest_file(&mut self, file: &FileObservation, held: bool) -> OwnFileNews {
         match record::classify_name(&file.name) {
-            NameKind::Record { stem } if stem == self.own_stem => self.ingest_own(file),
+            NameKind::Record { stem } if stem == self.own_stem => self.ingest_own(file, held),
             NameKind::Record { stem } => {
                 self.ingest_peer(&stem, file);
                 OwnFileNews::Nothing
@@ -542,8 +523,8 @@ impl Ctx {
     /// Our record is not in the folder although we wrote it: deleted, or the whole
     /// folder deleted and made again. Peers must see us: write it again (not while a
     /// Yielding device waits to publish its handoff: that write comes with the stop).
-    fn own_record_missing(&mut self) {
-        if self.last_write.is_none() || self.refused || self.awaiting_stop {
+    fn own_record_missing(&mut self, held: bool) {
+        if self.last_write.is_none() || self.refused || held {
             return;
         }
         self.notify(
@@ -553,9 +534,9 @@ impl Ctx {
         self.write_record();
     }
 
-    fn ingest_own(&mut self, file: &FileObservation) -> OwnFileNews {
+    fn ingest_own(&mut self, file: &FileObservation, held: bool) -> OwnFileNews {
         if file.state == FileState::Gone {
-            self.own_record_missing();
+            self.own_record_missing(held);
             return OwnFileNews::Nothing;
         }
         let Some(found) = self.read_record(file) else {
