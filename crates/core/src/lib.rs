@@ -23,4 +23,4 @@ pub use context::CoreConfig;
 pub use io::{ActivationOutcome, Effect, Event, FileObservation, FileState, Input, Level, Role};
 pub use machine::Core;
 pub use record::{DeviceRecord, Identity, Status};
-pub use timers::{Moment, TimerId, Timing};
+pub use timers::{Moment, Timeout, TimerId, Timing};

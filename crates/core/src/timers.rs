@@ -243,6 +243,13 @@ impl TimerId {
     }
 }
 
+/// The next wake-up the core asks for, and why: the timer that falls due then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timeout {
+    pub at: Moment,
+    pub reason: TimerId,
+}
+
 /// The pending timers: at most one per [`TimerId`]. The next wake-up is the earliest.
 #[derive(Clone, Debug, Default)]
 pub struct TimerTable {

@@ -12,7 +12,7 @@ use crate::context::{CoreConfig, Ctx, WriteNews};
 use crate::election::{self, DeviceRow};
 use crate::io::{Effect, Event, Input, Level, Role};
 use crate::record::{DeviceRecord, FOREIGN_CHATS_MAX};
-use crate::timers::{Moment, TimerId};
+use crate::timers::{Moment, Timeout, TimerId};
 
 /// The core as the runtime, the replayer and the simulator see it (str0m-style): feed
 /// inputs with [`Core::handle`], drain [`Core::poll_effect`] until `None`, sleep until
@@ -180,9 +180,13 @@ impl Core {
         self.ctx.effects.drain(..).collect()
     }
 
-    /// The earliest pending timer: call [`Core::handle`] with [`Event::Tick`] then.
-    pub fn next_timeout(&self) -> Option<Moment> {
-        self.ctx.timers.next().map(|(at, _)| at)
+    /// The earliest pending timer and why it is armed: call [`Core::handle`] with
+    /// [`Event::Tick`] at `at` (ties go to the timer first in [`TimerId`]'s order).
+    pub fn next_timeout(&self) -> Option<Timeout> {
+        self.ctx
+            .timers
+            .next()
+            .map(|(at, reason)| Timeout { at, reason })
     }
 
     /// The timers that fired during the last [`Core::handle`], in the order they fired
