@@ -142,13 +142,23 @@ impl Ctx {
         });
     }
 
-    /// Writes our record: seq grows by exactly one on every write.
+    /// Writes our record: seq grows by exactly one on every write, and the record is
+    /// checked before it leaves (`record::assert_writable`).
     pub fn write_record(&mut self) {
         if self.refused {
             return;
         }
-        // Never adopted above record::SEQ_MAX: cannot wrap.
-        self.own.seq = self.own.seq.saturating_add(1);
+        let previous = self.own.seq;
+        self.own.seq = previous
+            .checked_add(1)
+            .expect("BUG: our seq is never adopted above record::SEQ_MAX, so it cannot wrap");
+        // Never a seq peers have already seen from us (they would take it for old news).
+        let last_asked = self.writes_in_flight.back().map(|(seq, _)| *seq);
+        assert!(
+            last_asked.is_none_or(|last| self.own.seq > last),
+            "BUG: record seq {} written after seq {last_asked:?}",
+            self.own.seq
+        );
         self.own.written_at_ms = self.wall_ms;
         self.written_update_id = self.own.last_update_id;
         self.last_write = Some(self.now);
@@ -156,6 +166,7 @@ impl Ctx {
             self.writes_in_flight.pop_front();
         }
         self.writes_in_flight.push_back((self.own.seq, self.now));
+        record::assert_writable(&self.own);
         self.emit(Effect::WriteRecord {
             record: Box::new(self.own.clone()),
         });
@@ -394,6 +405,7 @@ impl Ctx {
                     } else {
                         let mut parsed = parsed;
                         self.report_absurdities(&file.name, &mut parsed);
+                        record::assert_sanitized(&parsed);
                         if parsed.is_newer_schema() {
                             let message = format!(
                                 "{} was written by a newer baton (schema {}); treating it as \

@@ -13,7 +13,7 @@ use super::{State, Stimulus, failed, yielding};
 use crate::context::Ctx;
 use crate::election;
 use crate::io::{ActivationOutcome, Effect, Level};
-use crate::record::{ActivationRequest, Status};
+use crate::record::{ActivationRequest, REFUSAL_CHARS_MAX, Status};
 use crate::timers::{Moment, TimerId};
 
 /// How often an active device looks for records past retention.
@@ -309,7 +309,10 @@ fn active_polling_refused(
         .saturating_mul(1 << doublings)
         .min(timing.liveness_standby.max(timing.liveness_active));
     context.hold_off_until = context.hold_off_until.max(now.plus(hold_off));
-    context.own.polling_refused = Some(description.to_string());
+    // Telegram's words, bounded like a peer's (`record::sanitize`): our record must stay
+    // one that peers accept (`record::assert_writable`).
+    let kept: String = description.chars().take(REFUSAL_CHARS_MAX).collect();
+    context.own.polling_refused = Some(kept);
     context.stop_acting("Telegram refused the bot token");
     let target = election::best_standby(&context.peers, now, &timing)
         .map(|peer| peer.record.device_id.clone());
