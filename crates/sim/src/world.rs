@@ -27,6 +27,7 @@ use super::policy::{Action, DevicePolicy, DeviceSpec};
 use super::policy_kind::PolicyKind;
 use baton_core::offsets::{Admission, OffsetLedger, StartPosition};
 use baton_core::record::{self, NameKind};
+use baton_core::timers::CONFLICT_BACKOFF;
 use baton_core::{Event, FileObservation, FileState, Input, Moment};
 
 /// Everything one run needs besides the scenario.
@@ -58,7 +59,6 @@ pub struct RunConfig {
 
 const TELEGRAM_RTT_MS: u64 = 150;
 const LONG_POLL_MS: u64 = 25_000;
-const CONFLICT_BACKOFF_MS: (u64, u64) = (3_000, 6_000);
 const INBOX_MAX: usize = 256;
 const EXPIRE_PENDING_MS: u64 = 60 * MINUTE_MS;
 const HANDOFF_EXPIRE_MS: u64 = 10 * MINUTE_MS;
@@ -1573,9 +1573,11 @@ impl World {
             }
             PollResult::Empty => self.maybe_poll(device),
             PollResult::Conflict => {
+                // The poller's own back-off (one constant for core, poller and model).
+                let (least, most) = (CONFLICT_BACKOFF.base, CONFLICT_BACKOFF.max());
                 let backoff = self
                     .rng
-                    .random_range(CONFLICT_BACKOFF_MS.0..=CONFLICT_BACKOFF_MS.1);
+                    .random_range(least.as_millis() as u64..=most.as_millis() as u64);
                 self.devices[device].adapter.backoff_until_ms = self.now_ms + backoff;
                 let incarnation = self.devices[device].incarnation;
                 self.schedule(
