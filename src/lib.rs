@@ -110,8 +110,8 @@
 //!   - [`core::io`] — inputs and effects.
 //!   - [`core::machine`] — the statig machine, one file per state, and the [`Core`](crate::core::Core) facade.
 //!   - [`core::offsets`] — Telegram update ids: the offset ledger and start hints.
-//! - [`adapters`] — IO on one side, core inputs and effects on the other.
 //!   - [`core::seed`] — every component's rng stream, derived from the one seed.
+//! - [`adapters`] — IO on one side, core inputs and effects on the other.
 //!   - [`adapters::store`] — the devices folder.
 //!   - [`adapters::watcher`] — notify.
 //!   - [`adapters::clock`] — clocks and sleep detection.
