@@ -4,12 +4,14 @@
 //! Owns: the versioned schema, parsing with its tolerance rules, the file name derived from
 //! a device id, and the classification of every name a sync tool may leave in the folder
 //! (iCloud `name 2.json` copies, Syncthing and Dropbox conflict copies, `.icloud` stubs,
-//! temp files). Must never: read or write a file, hold a secret (the bot token is never a
-//! field here), or panic on any input.
+//! temp files), and the checks around persistence (`assert_writable` before our write,
+//! `assert_sanitized` after a read). Must never: read or write a file, hold a secret (the
+//! bot token is never a field here), or panic on any input (the two checks panic only
+//! on our own broken invariants).
 //!
-//! Why one file over 600 lines: 550 lines of code (the schema, its bounds, names and
-//! their classification belong together: each rule reads the others) and 165 of unit
-//! tests beside them.
+//! Why one file over 600 lines: about 600 lines of code (the schema, its bounds, the
+//! checks around persistence, names and their classification belong together: each
+//! rule reads the others) and 200 of unit tests beside them.
 
 use serde::{Deserialize, Serialize};
 
