@@ -120,6 +120,8 @@ impl Protocol {
         active::handle(*term, tenure, context, event)
     }
 
+    // statig hands a state's fields over as `&mut` of their own type.
+    #[allow(clippy::ptr_arg)]
     #[action]
     fn enter_yielding(
         to: &mut String,
@@ -138,6 +140,7 @@ impl Protocol {
     /// Has stopped acting and offers `term` to `to`; takes it back if not taken up.
     /// `asker`: who asked for this handoff, to be told how it ended. `awaiting_stop`:
     /// the handoff is published only once the runtime says polling stopped.
+    #[allow(clippy::ptr_arg)]
     #[state(
         superstate = "device",
         entry_action = "enter_yielding",

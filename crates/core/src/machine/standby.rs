@@ -198,9 +198,7 @@ impl Ctx {
         }
     }
 
-    /// True when `record`'s pid can be probed from here: written on this very boot of
-    /// this machine (a hostname alone is shared by clones and namesake Macs, whose pids
-
+    /// Watches a same-boot leader's process: probe its pid once it is overdue.
     pub(super) fn arm_pid_probe(&mut self) {
         let overdue = self.timing.heartbeat_active.max() + self.timing.heartbeat_active.jitter;
         let Some(leader) = election::leader(&self.peers, self.now, &self.timing) else {
