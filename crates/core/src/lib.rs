@@ -1,9 +1,13 @@
 //! `baton-core`: the sans-IO coordination core — who is active, decided from files alone.
 //!
 //! Owns: the device record format ([`record`]), the election rules ([`election`]), who
-//! serves which topic ([`routing`]) and the mailbox rules ([`mailbox`]), time and timers
-//! ([`timers`]), the inputs and effects ([`io`]), the state machine ([`machine`]) and
-//! the Telegram offset bookkeeping ([`offsets`]). Must never: read a
+//! serves which topic ([`routing`]) and the mailbox rules ([`mailbox`]), time
+//! and timers ([`timers`]), the inputs and effects ([`io`]), the shared context
+//! ([`context`]), the state machine split by state ([`machine`]), the Telegram offset
+//! bookkeeping ([`offsets`]) and the per-component rng streams of the one seed
+//! ([`seed`]). Around persistence it asserts (`BUG:` panics, our own invariants only):
+//! before a write, seq up by exactly one, under the size cap, reading back as itself;
+//! after a read, what `record::sanitize` promises. Must never: read a
 //! clock, a file or OS randomness, spawn a task, or touch tokio, notify or teloxide. Time
 //! and a seed come in; effects go out. That is what makes fixture replay, simulation and
 //! model checking possible. The crate's dependencies are the first guard: it cannot name
@@ -20,10 +24,11 @@ pub mod mailbox;
 pub mod offsets;
 pub mod record;
 pub mod routing;
+pub mod seed;
 pub mod timers;
 
 pub use context::CoreConfig;
 pub use io::{ActivationOutcome, Effect, Event, FileObservation, FileState, Input, Level, Role};
 pub use machine::Core;
 pub use record::{DeviceRecord, Identity, Status};
-pub use timers::{Moment, TimerId, Timing};
+pub use timers::{Moment, Timeout, TimerId, Timing};
