@@ -633,7 +633,9 @@ async fn scenario(binary: PathBuf) {
             let file = path.rsplit('/').next().unwrap_or_default();
             let kind = record::classify_name(file);
             match path.as_str() {
-                ".stfolder/" | "default/" | "default/devices/" => {}
+                // The mail folder (issue 11) and any mailbox in it are baton's too.
+                ".stfolder/" | "default/" | "default/devices/" | "default/mail/" => {}
+                p if p.starts_with("default/mail/") && matches!(kind, NameKind::Record { .. }) => {}
                 p if p.starts_with("default/devices/")
                     && matches!(kind, NameKind::Record { .. }) =>
                 {

@@ -122,6 +122,10 @@ struct Entry {
     /// Offered in a response (included, or passed over by the request's topic filter).
     /// Served entries are always a prefix of the buffer.
     served: bool,
+    /// Mail routed from the synced folder (issue 11), with the reader's tag: it was
+    /// confirmed to Telegram by the device that routed it, so its fetch is reported to
+    /// the mail reader ([`Gateway::take_routed_fetched`]) and never moves `through`.
+    routed: Option<u64>,
 }
 
 struct Buffer {
@@ -134,6 +138,8 @@ struct Buffer {
     processing: bool,
     /// Inside a run of refused requests (only the first of a run is a warning).
     refusing: bool,
+    /// Tags of routed mail the child fetched, not yet taken by the mail reader.
+    routed_fetched: Vec<u64>,
 }
 
 impl Buffer {
@@ -151,6 +157,10 @@ impl Buffer {
 
     /// Notes that `entry` is acknowledged (or dropped) and leaves the buffer.
     fn done(&mut self, entry: &Entry) {
+        if let Some(tag) = entry.routed {
+            self.routed_fetched.push(tag);
+            return;
+        }
         if entry.generation == self.stats.generation {
             let through = &mut self.stats.acknowledged_through;
             *through = (*through).max(entry.id);
@@ -236,6 +246,7 @@ impl Gateway {
                 stats: GatewayStats::default(),
                 processing: false,
                 refusing: false,
+                routed_fetched: Vec::new(),
             }),
             acknowledged_tx,
         });
@@ -314,7 +325,10 @@ impl Gateway {
         if buffer.entries.len() >= config.capacity
             && let Some(dropped) = buffer.entries.pop_front()
         {
-            buffer.done(&dropped);
+            // Dropped mail is not fetched: it stays in its mailbox, unacknowledged.
+            if dropped.routed.is_none() {
+                buffer.done(&dropped);
+            }
             buffer.stats.dropped_total += 1;
             outcome = PushOutcome::BufferedDroppingOldest;
             if !buffer.in_overflow {
@@ -332,9 +346,41 @@ impl Gateway {
             generation,
             payload: Arc::new(payload),
             served: false,
+            routed: None,
         });
         self.shared.publish(&mut buffer);
         outcome
+    }
+
+    /// Buffers one routed mail for the child (issue 11), tagged by the mail reader. No
+    /// duplicate check by id (the reader dedupes: mail that waited may carry ids below
+    /// what this gateway has seen) and no effect on [`Acknowledged::through`]: its fetch
+    /// is reported by [`Gateway::take_routed_fetched`]. `Rejected` outside the chat/topic.
+    pub fn push_routed(&self, tag: u64, update_id: i64, payload: Value) -> PushOutcome {
+        let config = &self.shared.config;
+        if !UpdateRoute::of(&payload).is_in(config.chat_id, config.thread_id) {
+            return PushOutcome::Rejected;
+        }
+        let mut buffer = self.shared.lock();
+        if buffer.entries.len() >= config.capacity {
+            // Full: the mail stays in its mailbox and is offered again after a restart.
+            return PushOutcome::BufferedDroppingOldest;
+        }
+        let generation = buffer.stats.generation;
+        buffer.entries.push_back(Entry {
+            id: update_id,
+            generation,
+            payload: Arc::new(payload),
+            served: false,
+            routed: Some(tag),
+        });
+        self.shared.publish(&mut buffer);
+        PushOutcome::Buffered
+    }
+
+    /// The tags of routed mail the child has fetched since the last call.
+    pub fn take_routed_fetched(&self) -> Vec<u64> {
+        std::mem::take(&mut self.shared.lock().routed_fetched)
     }
 
     /// Telegram's ids started over (`PollerEvent::SequenceRestarted`): from now on ids
@@ -360,7 +406,10 @@ impl Gateway {
     /// [`Acknowledged::outstanding`] is 0 before writing the record.
     pub fn withdraw_unserved(&self) -> i64 {
         let mut buffer = self.shared.lock();
-        buffer.entries.retain(|entry| entry.served);
+        // Routed mail stays: it is this device's to serve whatever its role.
+        buffer
+            .entries
+            .retain(|entry| entry.served || entry.routed.is_some());
         let generation = buffer.stats.generation;
         let highest_buffered = buffer
             .entries

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod control;
 pub mod gateway;
 pub mod local;
+pub mod mailbox;
 pub mod power;
 pub mod store;
 pub mod telegram;

@@ -95,6 +95,8 @@ impl Runtime {
             *published = lease;
             changed
         });
+        // Issue 11: the poller routes each update by the latest view.
+        self.publish_routes();
     }
 
     /// Puts the poller's progress in the core's record (written with the next heartbeat).

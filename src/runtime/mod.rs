@@ -17,6 +17,8 @@
 
 mod effects;
 mod folder;
+mod mail;
+mod mail_side;
 mod requests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -128,6 +130,8 @@ struct Runtime {
     folder_identity: Option<FolderIdentity>,
     /// The folder was found gone and could not be made again (said once).
     folder_gone_said: bool,
+    /// Routing through the mail folder (issue 11), when Telegram is configured.
+    mail: Option<mail_side::MailSide>,
 }
 
 /// What the run loop listens to besides the core, and what must outlive it.
@@ -146,6 +150,8 @@ struct Inputs {
     reload: Option<Reload>,
     /// The configuration's fingerprint at start, for SIGHUP to compare with.
     loaded: Option<String>,
+    /// The mail folder's watch (issue 11).
+    mail_rx: Option<mpsc::Receiver<WatchSignal>>,
 }
 
 /// Runs until the core asks to exit; returns the process exit code.
@@ -154,6 +160,8 @@ pub async fn run(config: RunConfig) -> Result<i32, RunError> {
     let group = config.group.clone();
     let settle_bound = config.timing.settle_bound();
     let (mut runtime, mut inputs) = start(config).await?;
+    // The poller may route before the first input is handled: a table from the start.
+    runtime.publish_routes();
     tracing::info!(parent: &runtime.span, seed, group = %group, "starting");
     runtime.run_loop(&mut inputs, settle_bound).await;
     Ok(runtime.finish(inputs).await)
@@ -186,6 +194,15 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
             source,
         },
     )?;
+    let recorded = previous_record(&store);
+    let (mail_side, mail_rx, routing_notes) = mail_side::set_up(
+        &mut serving,
+        &config.sync_dir,
+        &config.group,
+        &config.identity.device_id,
+        recorded,
+        config.watch_mode,
+    );
     let (command_tx, command_rx) = mpsc::channel::<Command>(16);
     let socket = local::control_socket(&config.state_dir, &config.group, &stem);
     let listener = control::listen(&socket, command_tx)?;
@@ -203,6 +220,7 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         resignation_deadline,
         loaded: config.reload.as_ref().and_then(|read| read().ok()),
         reload: config.reload,
+        mail_rx,
     };
     let refusal_file = local::refusal_file(&config.state_dir, &config.group, &stem);
     let core_config = CoreConfig {
@@ -219,7 +237,7 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         watch_tx,
         serving,
         sleep: SleepDetector::new(clock::SLEEP_THRESHOLD),
-        pending: VecDeque::from([Event::Start]),
+        pending: std::iter::once(Event::Start).chain(routing_notes).collect(),
         tickets: BTreeMap::new(),
         started: tokio::time::Instant::now(),
         next_ticket: 1,
@@ -234,9 +252,22 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         lease_tx,
         folder_identity: None,
         folder_gone_said: false,
+        mail: mail_side,
     };
     runtime.folder_identity = runtime.store.folder_identity().ok();
     Ok((runtime, inputs))
+}
+
+/// Our record as a previous run left it, if it reads (its mail acknowledgements carry
+/// over to this run).
+fn previous_record(store: &Store) -> Option<crate::core::DeviceRecord> {
+    let observation = store.observe(store.own_name());
+    match observation.state {
+        crate::core::FileState::Contents { text } => {
+            crate::core::record::parse_record(text.as_bytes()).ok()
+        }
+        _ => None,
+    }
 }
 
 /// The core, told of a refusal an earlier run remembered (a clone writes our record).
@@ -256,6 +287,8 @@ impl Runtime {
         let mut watcher_refresh = tokio::time::Instant::now() + WATCHER_REFRESH;
         let mut folder_check = tokio::time::interval(settle_bound);
         folder_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut mail_acks = tokio::time::interval(MAIL_ACK_CHECK);
+        mail_acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let resignation_deadline = inputs.resignation_deadline;
         while self.exit_code.is_none() {
             if let Some(event) = self.pending.pop_front() {
@@ -281,7 +314,13 @@ impl Runtime {
                 }
                 _ = folder_check.tick() => {
                     self.check_folder().await;
+                    self.check_mail().await;
                 }
+                Some(_) = recv_opt(&mut inputs.mail_rx) => {
+                    drain_signals(&mut inputs.mail_rx);
+                    self.check_mail().await;
+                }
+                _ = mail_acks.tick(), if self.mail.is_some() => self.collect_mail_acks().await,
                 _ = tokio::time::sleep_until(watcher_refresh) => {
                     watcher_refresh = tokio::time::Instant::now() + WATCHER_REFRESH;
                     self.recreate_watcher("periodic refresh");
@@ -326,6 +365,23 @@ fn seconds(duration: Duration) -> String {
         format!("{} s", duration.as_secs())
     } else {
         format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
+/// How often the child's fetches of mail are looked at (no IO: the gateway's memory).
+const MAIL_ACK_CHECK: Duration = Duration::from_millis(250);
+
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<WatchSignal>>) -> Option<WatchSignal> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Mail folder signals are hints: one look covers a burst of them.
+fn drain_signals(rx: &mut Option<mpsc::Receiver<WatchSignal>>) {
+    if let Some(rx) = rx {
+        while rx.try_recv().is_ok() {}
     }
 }
 

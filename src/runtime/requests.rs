@@ -116,7 +116,12 @@ impl Runtime {
         command: BatonCommand,
     ) {
         let text = match command {
-            BatonCommand::Devices => telegram_text::devices(&self.core.device_table()),
+            BatonCommand::Devices => match &self.mail {
+                Some(mail) => {
+                    telegram_text::devices_routed(&self.core.device_table(), &mail.queued)
+                }
+                None => telegram_text::devices(&self.core.device_table()),
+            },
             BatonCommand::Help => telegram_text::help(),
             BatonCommand::Status => telegram_text::status(&telegram_text::StatusInfo {
                 device_id: &self.core.own_record().device_id,
@@ -133,6 +138,8 @@ impl Runtime {
                 self.tickets
                     .insert(ticket, Asker::Telegram { chat_id, thread_id });
                 let target = target_text(&target);
+                // Typed in a topic: the target also owns that topic (issue 11).
+                self.note_topic_choice(chat_id, thread_id, &target).await;
                 self.feed(Event::ActivateAsked { target, ticket }).await;
                 return;
             }
@@ -180,6 +187,8 @@ impl Runtime {
         // (a handoff's wait for the child) is inside the budget, not added to it.
         let arrived = self.serving.stop_signal_at();
         *deadline = Some(arrived.unwrap_or_else(tokio::time::Instant::now) + resignation_deadline);
+        // Issue 11: the last record must carry what the child fetched of its mail.
+        self.settle_mail_acks().await;
         self.feed(Event::ShutdownAsked).await;
     }
 }

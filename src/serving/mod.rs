@@ -33,7 +33,9 @@ use crate::adapters::telegram::{PollProgress, StartPosition};
 use crate::adapters::telegram_commands::escape_html;
 
 mod child_side;
+mod mail_reader;
 pub mod plan;
+mod routing;
 mod telegram_side;
 
 pub use acknowledgement::{
@@ -64,6 +66,8 @@ pub struct Serving {
     stop_signal_at_tx: Option<watch::Sender<Option<tokio::time::Instant>>>,
     /// Ends the command-menu keeper.
     menu_keeper: CancellationToken,
+    /// Mail from the synced folder for this device's child (issue 11, `routing`).
+    mail: mail_reader::MailReader,
 }
 
 impl Serving {
@@ -102,6 +106,10 @@ impl Serving {
         if let Some(child) = child.as_ref().filter(|c| !c.only_when_active) {
             child.supervisor.start().await;
         }
+        // After the child's environment pinned its STARTUP_TIMESTAMP: never below it.
+        let startup_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs() as i64);
         if telegram.is_some() && child.is_none() {
             tracing::warn!(
                 "Telegram is configured but no command was given after `--`: updates other than baton's commands wait, unconfirmed, for a consumer"
@@ -116,6 +124,7 @@ impl Serving {
             stop_signal_at: watch::channel(None).1,
             stop_signal_at_tx: None,
             menu_keeper,
+            mail: mail_reader::MailReader::new(startup_s),
         })
     }
 
@@ -182,6 +191,7 @@ impl Serving {
             stop_signal_at: watch::channel(None).1,
             stop_signal_at_tx: None,
             menu_keeper: CancellationToken::new(),
+            mail: mail_reader::MailReader::default(),
         }
     }
 

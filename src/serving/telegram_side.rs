@@ -146,7 +146,7 @@ impl TelegramSide {
                 PollerEvent::Command { .. } | PollerEvent::ForeignChat { .. } => {
                     self.leftover.push_back(event);
                 }
-                PollerEvent::SequenceRestarted { .. } => {
+                PollerEvent::SequenceRestarted { .. } | PollerEvent::Notice(_) => {
                     self.on_poller_event(event);
                 }
                 _ => {}
@@ -210,6 +210,11 @@ impl TelegramSide {
                     "Telegram started its update ids over; the gateway follows the new sequence"
                 );
                 self.gateway.restart_sequence();
+                None
+            }
+            PollerEvent::Notice(notice) => {
+                let (chat_id, thread_id, text) = crate::telegram_text::routing_notice(&notice);
+                self.send(chat_id, thread_id, text);
                 None
             }
             PollerEvent::Refused { description } => {

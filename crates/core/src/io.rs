@@ -93,6 +93,9 @@ pub enum Event {
     /// Answer to [`Effect::WriteRecord`]: it could not be written; `reason` names the
     /// path and the OS error. A claim that never reached the disk is no claim.
     RecordWriteFailed { seq: u64, reason: String },
+    /// What routing tells the core to carry in our record: the chat we serve, a topic
+    /// choice (`/activate` typed in a topic), mail acknowledgements (`routing`).
+    Routing { note: crate::routing::RoutingNote },
 }
 
 impl Event {

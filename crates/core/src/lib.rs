@@ -1,6 +1,7 @@
 //! `baton-core`: the sans-IO coordination core — who is active, decided from files alone.
 //!
-//! Owns: the device record format ([`record`]), the election rules ([`election`]), time
+//! Owns: the device record format ([`record`]), the election rules ([`election`]), who
+//! serves which topic ([`routing`]) and the mailbox rules ([`mailbox`]), time
 //! and timers ([`timers`]), the inputs and effects ([`io`]), the shared context
 //! ([`context`]), the state machine split by state ([`machine`]), the Telegram offset
 //! bookkeeping ([`offsets`]) and the per-component rng streams of the one seed
@@ -19,8 +20,10 @@ pub mod context;
 pub mod election;
 pub mod io;
 pub mod machine;
+pub mod mailbox;
 pub mod offsets;
 pub mod record;
+pub mod routing;
 pub mod seed;
 pub mod timers;
 

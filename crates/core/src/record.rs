@@ -178,6 +178,48 @@ pub struct DeviceRecord {
     /// Chats that sent updates to the bot but are not the configured one (active only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_chats: Vec<i64>,
+    /// The chat this device serves: its topic is `thread_id`, or the whole chat when that
+    /// is `None` (`routing`). Absent from older records: they serve the group's chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<i64>,
+    /// `/activate N` typed in a topic, as the active device that answered it recorded
+    /// it: the most recent choice per topic decides among several devices serving it
+    /// (`routing::owner`). At most [`TOPIC_CHOICES_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topic_choices: Vec<TopicChoice>,
+    /// Mail this device's child has fetched, per mailbox writer (`mailbox`): the writer
+    /// deletes what its addressee acknowledged. At most [`MAIL_ACKED_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mail_acked: Vec<MailAck>,
+}
+
+/// Topic choices kept in a record, at most.
+pub const TOPIC_CHOICES_MAX: usize = 64;
+
+/// Mailbox acknowledgements kept in a record, at most (one per writer).
+pub const MAIL_ACKED_MAX: usize = 64;
+
+/// `/activate <device>` typed in a topic: that device owns the topic among those serving
+/// it. Ordered by (`term`, `seq`): the recording device's term and record seq when it
+/// answered, so the most recent choice wins on every device.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TopicChoice {
+    pub chat_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<i64>,
+    pub device_id: String,
+    pub term: u64,
+    pub seq: u64,
+}
+
+/// "My child has fetched every mail `writer` addressed to me, through `through`, in its
+/// mailbox `epoch`." Mail seqs are only compared within one epoch (a writer whose
+/// mailbox was lost starts a new one).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MailAck {
+    pub writer: String,
+    pub epoch: String,
+    pub through: u64,
 }
 
 /// Why a file's contents could not be used as a record.
@@ -287,6 +329,9 @@ impl DeviceRecord {
             version: String::new(),
             written_at_ms: 0,
             foreign_chats: Vec::new(),
+            chat_id: None,
+            topic_choices: Vec::new(),
+            mail_acked: Vec::new(),
         }
     }
 
@@ -378,6 +423,8 @@ pub fn sanitize(record: &mut DeviceRecord) -> Vec<Absurdity> {
         record.progress_term = None;
     }
     record.handled_above.truncate(HANDLED_ABOVE_MAX);
+    record.topic_choices.truncate(TOPIC_CHOICES_MAX);
+    record.mail_acked.truncate(MAIL_ACKED_MAX);
     let handoff_term = record.handoff.as_ref().map_or(0, |h| h.term);
     if let Some(term) = [record.term, handoff_term]
         .into_iter()

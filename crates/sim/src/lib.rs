@@ -25,6 +25,7 @@ pub mod model;
 pub mod policy;
 pub mod policy_kind;
 pub mod replay;
+pub mod routing;
 pub mod seed_policy;
 pub mod world;
 

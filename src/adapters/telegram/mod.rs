@@ -32,6 +32,7 @@ pub mod client;
 pub mod error;
 pub mod poll_loop;
 pub mod replier;
+pub mod routing;
 
 pub use crate::core::offsets::{Admission, OffsetLedger, PollProgress, StartPosition};
 pub use client::{
@@ -40,3 +41,4 @@ pub use client::{
 pub use error::TelegramError;
 pub use poll_loop::{PollerConfig, PollerEvent, PollerExit, PollerHandle, spawn_poller};
 pub use replier::{OutgoingMessage, Replier, ReplierSettings, ReplyDropped};
+pub use routing::{PollRouter, RoutingNotice};

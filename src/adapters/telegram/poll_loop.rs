@@ -26,6 +26,8 @@ use crate::core::offsets::{Admission, OffsetLedger, PollProgress, StartPosition}
 
 use super::client::TelegramBot;
 use super::error::TelegramError;
+use super::routing::{PollRouter, RoutingNotice, Told};
+use crate::core::routing::Route;
 
 // Foreign chats reported per poller run at most: as many as a record keeps.
 use crate::core::record::FOREIGN_CHATS_MAX;
@@ -64,6 +66,8 @@ pub enum PollerEvent {
     /// Telegram refused the bot token (401 Unauthorized or 404 Not Found): the poller has
     /// stopped, and the core must hand the role on (`Event::PollingRefused`).
     Refused { description: String },
+    /// Routing (issue 11) has something to tell the chat, in the update's topic.
+    Notice(RoutingNotice),
 }
 
 /// Timing of the poll loop. Production values in [`PollerConfig::new`].
@@ -92,6 +96,9 @@ pub struct PollerConfig {
     /// what remains, and an answer that arrives after it is not delivered. `None`:
     /// no lease is enforced (tests of the poll loop alone).
     pub lease: Option<watch::Receiver<Option<crate::core::Moment>>>,
+    /// Routing (issue 11): updates this device does not own go to their owner's mail.
+    /// `None`: only the configured topic is forwarded, the rest confirmed and dropped.
+    pub router: Option<PollRouter>,
 }
 
 impl PollerConfig {
@@ -106,6 +113,7 @@ impl PollerConfig {
             sleep_guard: None,
             known_foreign_chats: Vec::new(),
             lease: None,
+            router: None,
         }
     }
 }
@@ -167,6 +175,7 @@ pub fn spawn_poller(
         ledger,
         foreign_reported,
         bot_username: String::new(),
+        told: Told::default(),
     };
     let task = tokio::spawn(tracing::Instrument::in_current_span(poll_loop.run()));
     PollerHandle {
@@ -187,6 +196,8 @@ struct PollLoop {
     rng: ChaCha8Rng,
     foreign_reported: HashSet<i64>,
     bot_username: String,
+    /// Routing notices said, per episode.
+    told: Told,
 }
 
 /// `Err` ends the loop with that exit.
@@ -381,38 +392,89 @@ impl PollLoop {
             self.ledger.handled(update_id);
             return Ok(());
         }
-        if !route.is_in(self.config.chat_id, self.config.thread_id) {
-            tracing::debug!(update_id, thread_id = ?route.thread_id, "update in another topic: not forwarded");
-            self.ledger.handled(update_id);
-            return Ok(());
-        }
-        let command =
-            message_text(&payload).and_then(|text| parse_command(text, &self.bot_username));
-        match command {
-            Some(command) => {
-                let shared = command.also_for_mirror();
-                let event = PollerEvent::Command {
-                    update_id,
-                    chat_id,
-                    thread_id: route.thread_id,
-                    command,
-                };
-                self.emit(event).await?;
-                if shared {
-                    // Answered by baton AND the mirror's: confirmed once the child has it.
-                    self.emit(PollerEvent::Forward { update_id, payload })
-                        .await?;
-                    self.ledger.forwarded(update_id);
-                } else {
-                    self.ledger.handled(update_id);
-                }
+        let owner = self.owner(chat_id, route.thread_id);
+        // With routing, baton's commands are answered in any topic; without, only in ours.
+        let obeyed = self.config.router.is_some() || owner.is_some();
+        let command = message_text(&payload)
+            .filter(|_| obeyed)
+            .and_then(|text| parse_command(text, &self.bot_username));
+        if let Some(command) = command {
+            let shared = command.also_for_mirror();
+            let event = PollerEvent::Command {
+                update_id,
+                chat_id,
+                thread_id: route.thread_id,
+                command,
+            };
+            self.emit(event).await?;
+            if !shared {
+                self.ledger.handled(update_id);
+                return Ok(());
             }
+            // Answered by baton AND the mirror that owns the topic.
+        }
+        match owner {
             None => {
+                tracing::debug!(update_id, thread_id = ?route.thread_id, "update in another topic: not forwarded");
+                self.ledger.handled(update_id);
+            }
+            Some(Route::Mine) => {
+                // Confirmed once the child has it.
                 self.emit(PollerEvent::Forward { update_id, payload })
                     .await?;
                 self.ledger.forwarded(update_id);
             }
+            Some(route_to) => {
+                self.route_to_mail(route_to, update_id, chat_id, route.thread_id, payload)
+                    .await?;
+            }
         }
+        Ok(())
+    }
+
+    /// Where an update of the configured chat goes: `None` drops it (no router, and not
+    /// the configured topic).
+    fn owner(&mut self, chat_id: i64, thread_id: Option<i64>) -> Option<Route> {
+        let Some(router) = &self.config.router else {
+            let mine = self.config.thread_id.is_none_or(|t| thread_id == Some(t));
+            return mine.then_some(Route::Mine);
+        };
+        let route = router.table.borrow().route_polling(chat_id, thread_id);
+        self.told.observe(chat_id, thread_id, &route);
+        Some(route)
+    }
+
+    /// Posts an update for another owner (or none) to our mailbox, then counts it handled:
+    /// it is on disk, or the chat is told it could not be.
+    async fn route_to_mail(
+        &mut self,
+        route: Route,
+        update_id: i64,
+        chat_id: i64,
+        thread_id: Option<i64>,
+        payload: Value,
+    ) -> Step {
+        let Some(router) = self.config.router.clone() else {
+            unreachable!("only a router routes to mail")
+        };
+        let posting = super::routing::post(
+            &router,
+            &mut self.told,
+            &route,
+            update_id,
+            chat_id,
+            thread_id,
+            payload,
+        );
+        let notice = tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => return Err(PollerExit::Cancelled),
+            notice = posting => notice,
+        };
+        if let Some(notice) = notice {
+            self.emit(PollerEvent::Notice(notice)).await?;
+        }
+        self.ledger.handled(update_id);
         Ok(())
     }
 

@@ -150,6 +150,10 @@ impl Core {
                 ctx.note_foreign_chat(chat_id);
                 None
             }
+            Event::Routing { note } => {
+                ctx.note_routing(note);
+                None
+            }
         }
     }
 
@@ -275,6 +279,15 @@ impl Ctx {
         );
         self.notify(Level::Info, message);
         Some(Stimulus::PidGone)
+    }
+
+    /// Issue 11's hook: a routing note goes into our record, written at once when peers
+    /// should see it soon (a topic choice, mail acknowledgements) and we already write.
+    pub(super) fn note_routing(&mut self, note: crate::routing::RoutingNote) {
+        let term = self.own.term;
+        if crate::routing::note(&mut self.own, note, term) && self.last_write.is_some() {
+            self.write_record();
+        }
     }
 
     pub(super) fn note_foreign_chat(&mut self, chat_id: i64) {

@@ -108,6 +108,7 @@ fn event_lines(event: &Event) -> Vec<String> {
             format!("acting stopped last_update={}", optional(*last_update_id))
         }
         Event::ForeignChat { chat_id } => format!("foreign chat {chat_id}"),
+        Event::Routing { note } => format!("routing {note:?}"),
         Event::PollingRefused { description } => {
             format!("telegram refused the bot token: {description}")
         }
