@@ -1,8 +1,8 @@
 //! The core driven by hand, with an instant "sync": the basic life of a group.
 
 use mirror_baton::core::{
-    Core, CoreConfig, Effect, Event, FileObservation, FileState, Identity, Input, Moment, Role,
-    Timing, record,
+    Core, CoreConfig, Effect, Event, FileObservation, FileState, Input, Moment, Role, Timing,
+    record,
 };
 
 struct Device {
@@ -10,20 +10,9 @@ struct Device {
     name: String,
 }
 
-fn identity(name: &str) -> Identity {
-    Identity {
-        device_id: format!("host:/{name}"),
-        hostname: "host".into(),
-        project_dir: format!("/{name}"),
-        pid: 0,
-        instance: format!("inst-{name}"),
-        install_id: format!("install-{name}"),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
-        version: "test".into(),
-    }
-}
+#[path = "common/identity.rs"]
+mod identity;
+use identity::identity;
 
 /// A folder with instant sync: every write is seen by every device at once.
 struct Group {

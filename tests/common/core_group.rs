@@ -4,8 +4,8 @@
 //! every write with `RecordWritten` (the disk never refuses one here).
 
 use mirror_baton::core::{
-    Core, CoreConfig, DeviceRecord, Effect, Event, FileObservation, FileState, Identity, Input,
-    Level, Moment, Role, Timing, record,
+    Core, CoreConfig, DeviceRecord, Effect, Event, FileObservation, FileState, Input, Level,
+    Moment, Role, Timing, record,
 };
 
 pub struct Member {
@@ -19,20 +19,9 @@ pub struct Member {
     pub token_refused: bool,
 }
 
-pub fn identity(name: &str) -> Identity {
-    Identity {
-        device_id: format!("host:/{name}"),
-        hostname: "host".into(),
-        project_dir: format!("/{name}"),
-        pid: 0,
-        instance: format!("inst-{name}"),
-        install_id: format!("install-{name}"),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
-        version: "test".into(),
-    }
-}
+#[path = "identity.rs"]
+mod identity_builder;
+pub use identity_builder::identity;
 
 pub struct Group {
     pub members: Vec<Member>,
