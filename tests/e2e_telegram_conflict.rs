@@ -123,8 +123,10 @@ async fn two_forced_actives_settle_to_one_without_ping_pong() {
         .iter()
         .filter(|r| r.status == Some(409))
         .count();
-    let window_writes =
-        common::process::active_heartbeats_spanning(&timing, timing.liveness_active + timing.settle_window);
+    let window_writes = common::process::active_heartbeats_spanning(
+        &timing,
+        timing.liveness_active + timing.settle_window,
+    );
     tokio::task::block_in_place(|| {
         common::process::wait_for_writes(winner_folder, &winner, window_writes, PATIENCE)
     })

@@ -318,7 +318,12 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
 /// `writes` more times than when called: a positive sign that that many of its
 /// heartbeat periods passed, on the protocol's own (scaled) clock. Returns the seq
 /// reached, or None if the writes did not come.
-pub fn wait_for_writes(folder: &Folder, device_id: &str, writes: u64, limit: Duration) -> Option<u64> {
+pub fn wait_for_writes(
+    folder: &Folder,
+    device_id: &str,
+    writes: u64,
+    limit: Duration,
+) -> Option<u64> {
     let start = folder.record_of(device_id)?.seq;
     wait_for(limit, || {
         let seq = folder.record_of(device_id)?.seq;
