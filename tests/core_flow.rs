@@ -6,6 +6,7 @@ use mirror_baton::core::{
 };
 
 #[path = "common/core_group.rs"]
+#[allow(dead_code)]
 mod core_group;
 use core_group::{Group, identity};
 

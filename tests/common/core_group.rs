@@ -5,7 +5,6 @@
 //! `RecordWriteFailed` while the member's disk refuses writes). Every effect is logged.
 //! An `Exit` ends the member (its core is dropped), as it ends the process. Never
 //! touches a real file or clock.
-#![allow(dead_code)] // each test file uses a different subset
 
 use mirror_baton::core::{
     Core, CoreConfig, DeviceRecord, Effect, Event, FileObservation, FileState, Input, Level,
