@@ -62,6 +62,24 @@ fn wait_pid(path: &Path) -> i32 {
     }
 }
 
+fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+/// Waits (bounded) until the file at `path` has at least `count` lines.
+fn wait_lines(path: &Path, count: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while line_count(path) < count {
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} lines, not {count}",
+            path.display(),
+            line_count(path)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Exists and is not a zombie (an orphan reparented to a PID 1 that does not reap).
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
@@ -90,11 +108,13 @@ fn wait_dead(pids: &[i32]) -> bool {
 #[test]
 fn a_closed_lifeline_stops_the_child_and_everything_it_started() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let script = "sleep 1000 & echo $! > grandchild; echo $$ > child; wait";
+    let script = "sleep 1000 & echo $! > grandchild; echo $$ > child; \
+                  while true; do echo tick >> ticks; sleep 0.05; done";
     let mut guard = guard(dir.path(), 2_000, script);
     let child = wait_pid(&dir.path().join("child"));
     let grandchild = wait_pid(&dir.path().join("grandchild"));
-    std::thread::sleep(Duration::from_millis(200));
+    // Four turns of the child's loop (≥ 0.2 s) while baton lives: nothing stopped it.
+    wait_lines(&dir.path().join("ticks"), 4);
     assert!(
         alive(child) && alive(grandchild),
         "running while baton lives"
@@ -191,7 +211,7 @@ fn when_baton_dies_its_closed_output_pipes_harm_neither_the_guard_nor_the_child(
     let dir = tempfile::tempdir().expect("temp dir");
     let script = "trap 'i=0; while [ $i -lt 300 ]; do echo stopping $i; echo still $i >&2; \
                   i=$((i+1)); done; echo done > clean; exit 0' TERM; \
-                  echo $$ > child; while true; do echo working; sleep 0.05; done";
+                  echo $$ > child; while true; do echo working; echo tick >> ticks; sleep 0.05; done";
     let mut guard = Command::new(BATON)
         .args(["child-guard", "--grace-ms", "5000", "--"])
         .args(["sh", "-c", script])
@@ -206,7 +226,10 @@ fn when_baton_dies_its_closed_output_pipes_harm_neither_the_guard_nor_the_child(
     // "baton" dies: every pipe end it held closes, its output pipes first.
     drop(guard.stdout.take());
     drop(guard.stderr.take());
-    std::thread::sleep(Duration::from_millis(200));
+    // The child prints four more lines into the guard, which meets the closed pipes.
+    let ticks = dir.path().join("ticks");
+    let printed = line_count(&ticks);
+    wait_lines(&ticks, printed + 4);
     drop(guard.stdin.take());
     wait_exit(&mut guard);
     assert!(wait_dead(&[child]), "the child {child} outlived baton");

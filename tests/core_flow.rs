@@ -1,217 +1,53 @@
 //! The core driven by hand, with an instant "sync": the basic life of a group.
 
 use mirror_baton::core::{
-    Core, CoreConfig, Effect, Event, FileObservation, FileState, Identity, Input, Moment, Role,
-    Timing, record,
+    Core, CoreConfig, Effect, Event, FileObservation, FileState, Input, Moment, Role, Timing,
+    record,
 };
 
-struct Device {
-    core: Core,
-    name: String,
-}
+#[path = "common/core_group.rs"]
+#[allow(dead_code)]
+mod core_group;
+use core_group::{Group, identity};
 
-fn identity(name: &str) -> Identity {
-    Identity {
-        device_id: format!("host:/{name}"),
-        hostname: "host".into(),
-        project_dir: format!("/{name}"),
-        pid: 0,
-        instance: format!("inst-{name}"),
-        install_id: format!("install-{name}"),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
-        version: "test".into(),
-    }
-}
-
-/// A folder with instant sync: every write is seen by every device at once.
-struct Group {
-    devices: Vec<Device>,
-    files: std::collections::BTreeMap<String, String>,
-    now: u64,
-    /// (device name, moment, exit code, reason) of every exit asked for.
-    exits: Vec<(String, u64, i32, String)>,
-    /// Devices whose disk refuses writes (a read-only folder, a full disk).
-    refusing: std::collections::BTreeSet<String>,
-    /// (device name, moment, effect) of every effect, in order.
-    log: Vec<(String, u64, Effect)>,
-}
-
-impl Group {
-    fn new(names: &[&str]) -> Self {
-        let devices = names
-            .iter()
-            .enumerate()
-            .map(|(index, name)| Device {
-                core: Core::new(CoreConfig {
-                    identity: identity(name),
-                    timing: Timing::default(),
-                    seed: index as u64 + 1,
-                }),
-                name: name.to_string(),
-            })
-            .collect();
-        Group {
-            devices,
-            files: Default::default(),
-            now: 0,
-            exits: Vec::new(),
-            refusing: Default::default(),
-            log: Vec::new(),
-        }
-    }
-
-    fn input(&mut self, index: usize, event: Event) {
-        let at = Moment(self.now);
-        self.devices[index].core.handle(Input {
-            at,
-            wall_ms: 1_700_000_000_000 + self.now,
-            event,
-        });
-        self.pump(index);
-    }
-
-    fn scan(&self) -> Vec<FileObservation> {
-        self.files
-            .iter()
-            .map(|(name, text)| FileObservation {
-                name: name.clone(),
-                state: FileState::Contents { text: text.clone() },
-            })
-            .collect()
-    }
-
-    fn pump(&mut self, index: usize) {
-        let effects = self.devices[index].core.drain_effects();
-        let mut writes = Vec::new();
-        let device = self.devices[index].name.clone();
-        for effect in effects {
-            self.log.push((device.clone(), self.now, effect.clone()));
-            match effect {
-                Effect::WriteRecord { record: r } if self.refusing.contains(&device) => {
-                    let reason = format!(
-                        "cannot write /sync/devices/{}: Read-only file system (os error 30)",
-                        record::file_name(&r.device_id)
-                    );
-                    self.input(index, Event::RecordWriteFailed { seq: r.seq, reason });
-                }
-                Effect::WriteRecord { record: r } => {
-                    let name = record::file_name(&r.device_id);
-                    self.files.insert(name.clone(), r.to_json());
-                    writes.push(name);
-                    self.input(index, Event::RecordWritten { seq: r.seq });
-                }
-                Effect::Rescan => {
-                    let files = self.scan();
-                    self.input(index, Event::Scanned { files });
-                }
-                Effect::Exit { code, reason } => {
-                    let name = self.devices[index].name.clone();
-                    self.exits.push((name, self.now, code, reason));
-                }
-                Effect::StopActing { .. } => self.input(
-                    index,
-                    Event::ActingStopped {
-                        last_update_id: None,
-                    },
-                ),
-                _ => {}
-            }
-        }
-        for name in writes {
-            let text = self.files[&name].clone();
-            for other in 0..self.devices.len() {
-                if other != index {
-                    let file = FileObservation {
-                        name: name.clone(),
-                        state: FileState::Contents { text: text.clone() },
-                    };
-                    self.input(other, Event::FileChanged { file });
-                }
-            }
-        }
-    }
-
-    /// Advances time to `until`, firing every timer on the way.
-    fn run_until(&mut self, until: u64) {
-        loop {
-            let next = self
-                .devices
-                .iter()
-                .enumerate()
-                .filter_map(|(i, d)| d.core.next_timeout().map(|t| (t.at.0, i)))
-                .min();
-            match next {
-                Some((at, index)) if at <= until => {
-                    self.now = self.now.max(at);
-                    self.input(index, Event::Tick);
-                }
-                _ => break,
-            }
-        }
-        self.now = until;
-    }
-
-    /// a starts alone and leads; b joins as standby; 60 s in.
-    fn a_active_b_standby() -> Self {
-        let mut group = Group::new(&["a", "b"]);
-        group.input(0, Event::Start);
-        group.run_until(30_000);
-        group.input(1, Event::Start);
-        group.run_until(60_000);
-        group
-    }
-
-    fn roles(&self) -> Vec<(String, Role)> {
-        self.devices
-            .iter()
-            .map(|d| (d.name.clone(), d.core.role()))
-            .collect()
-    }
-
-    fn active_count(&self) -> usize {
-        self.devices
-            .iter()
-            .filter(|d| d.core.role() == Role::Active)
-            .count()
-    }
+/// a starts alone and leads; b joins as standby; 60 s in.
+fn a_active_b_standby() -> Group {
+    let mut group = Group::new(&["a", "b"]);
+    group.start(0);
+    group.run_until(30_000);
+    group.start(1);
+    group.run_until(60_000);
+    group
 }
 
 #[test]
 fn first_device_becomes_active_within_the_settle_window() {
     let mut group = Group::new(&["a"]);
-    group.input(0, Event::Start);
+    group.start(0);
     let settle = Timing::default().settle_window.as_millis() as u64;
     group.run_until(settle);
-    assert_eq!(
-        group.devices[0].core.role(),
-        Role::Active,
-        "{:?}",
-        group.roles()
-    );
+    assert_eq!(group.core(0).role(), Role::Active, "{:?}", group.roles());
 }
 
 #[test]
 fn three_devices_elect_one_and_fail_over_when_it_dies() {
     let mut group = Group::new(&["a", "b", "c"]);
-    group.input(0, Event::Start);
+    group.start(0);
     group.run_until(30_000);
-    group.input(1, Event::Start);
-    group.input(2, Event::Start);
+    group.start(1);
+    group.start(2);
     group.run_until(200_000);
-    assert_eq!(group.active_count(), 1, "{:?}", group.roles());
-    assert_eq!(group.devices[0].core.role(), Role::Active);
+    assert_eq!(group.active().len(), 1, "{:?}", group.roles());
+    assert_eq!(group.core(0).role(), Role::Active);
     // "Crash" a: it stops handling anything.
-    let crashed = group.devices.remove(0);
-    drop(crashed);
+    group.members[0].core = None;
     group.run_until(400_000);
-    assert_eq!(group.active_count(), 1, "{:?}", group.roles());
+    assert_eq!(group.active().len(), 1, "{:?}", group.roles());
 }
 
 #[test]
 fn activation_moves_the_role_and_shutdown_hands_it_over() {
-    let mut group = Group::a_active_b_standby();
+    let mut group = a_active_b_standby();
     group.input(
         0,
         Event::ActivateAsked {
@@ -223,27 +59,22 @@ fn activation_moves_the_role_and_shutdown_hands_it_over() {
     assert_eq!(
         group.roles(),
         [
-            ("a".to_string(), Role::Standby),
-            ("b".to_string(), Role::Active)
+            ("a".to_string(), Some(Role::Standby)),
+            ("b".to_string(), Some(Role::Active))
         ]
     );
     group.input(1, Event::ShutdownAsked);
     group.run_until(62_000);
-    assert_eq!(
-        group.devices[0].core.role(),
-        Role::Active,
-        "{:?}",
-        group.roles()
-    );
+    assert_eq!(group.core(0).role(), Role::Active, "{:?}", group.roles());
 }
 
 #[test]
 fn a_stopping_device_waits_only_the_resign_wait_for_a_silent_target() {
-    let mut group = Group::a_active_b_standby();
-    assert_eq!(group.devices[0].core.role(), Role::Active);
+    let mut group = a_active_b_standby();
+    assert_eq!(group.core(0).role(), Role::Active);
     // b freezes (cut off from sync, say): its standby record stays live for a while, so
     // a hands over to it, and b never answers.
-    group.devices.truncate(1);
+    group.members[1].core = None;
     let asked = 61_000;
     group.run_until(asked);
     group.input(0, Event::ShutdownAsked);
@@ -272,8 +103,8 @@ fn a_stopping_device_waits_only_the_resign_wait_for_a_silent_target() {
 
 #[test]
 fn a_stop_during_a_slow_handoff_shortens_the_wait() {
-    let mut group = Group::a_active_b_standby();
-    group.devices.truncate(1);
+    let mut group = a_active_b_standby();
+    group.members[1].core = None;
     group.input(
         0,
         Event::ActivateAsked {
@@ -283,7 +114,7 @@ fn a_stop_during_a_slow_handoff_shortens_the_wait() {
     );
     let stop_at = 70_000;
     group.run_until(stop_at);
-    assert_eq!(group.devices[0].core.role(), Role::Yielding);
+    assert_eq!(group.core(0).role(), Role::Yielding);
     group.input(0, Event::ShutdownAsked);
     group.run_until(200_000);
     let wait = Timing::default().resign_wait.as_millis() as u64;
@@ -476,11 +307,11 @@ fn an_old_copy_of_the_record_we_took_over_is_not_a_second_writer() {
 
 #[test]
 fn the_handoff_wait_starts_when_the_handoff_is_published_not_before() {
-    let mut group = Group::a_active_b_standby();
-    assert_eq!(group.devices[0].core.role(), Role::Active);
+    let mut group = a_active_b_standby();
+    assert_eq!(group.core(0).role(), Role::Active);
     // Stopping takes longer than the resign wait (a child's 10 s grace, say): drive a
     // by hand so StopActing is answered late.
-    let a = &mut group.devices[0].core;
+    let a = group.core_mut(0);
     a.handle(input_at(61_000, Event::ShutdownAsked));
     let mut effects = a.drain_effects();
     assert!(
@@ -511,36 +342,13 @@ fn the_handoff_wait_starts_when_the_handoff_is_published_not_before() {
     assert_eq!(a.role(), Role::Yielding);
 }
 
-impl Group {
-    /// Every effect `name` had carried out from `from_ms` on.
-    fn effects_of(&self, name: &str, from_ms: u64) -> Vec<(u64, Effect)> {
-        self.log
-            .iter()
-            .filter(|(device, at, _)| device == name && *at >= from_ms)
-            .map(|(_, at, effect)| (*at, effect.clone()))
-            .collect()
-    }
-
-    /// The moment `name` last asked for a write that reached the disk, before `before_ms`.
-    fn last_good_write(&self, name: &str, before_ms: u64) -> u64 {
-        self.log
-            .iter()
-            .filter(|(device, at, effect)| {
-                device == name && *at < before_ms && matches!(effect, Effect::WriteRecord { .. })
-            })
-            .map(|(_, at, _)| *at)
-            .max()
-            .expect("a write before the fault")
-    }
-}
-
 fn is_active_write(effect: &Effect) -> bool {
     matches!(effect, Effect::WriteRecord { record } if record.status == record::Status::Active)
 }
 
 #[test]
 fn a_device_that_cannot_write_its_record_neither_contends_nor_acts() {
-    let mut group = Group::a_active_b_standby();
+    let mut group = a_active_b_standby();
     let fault = 61_000;
     group.run_until(fault);
     let last_good = group.last_good_write("a", fault);
@@ -577,23 +385,23 @@ fn a_device_that_cannot_write_its_record_neither_contends_nor_acts() {
             .count();
         assert!(retries > 3, "{name} keeps retrying ({retries} writes)");
     }
-    assert_eq!(group.active_count(), 0, "{:?}", group.roles());
+    assert_eq!(group.active().len(), 0, "{:?}", group.roles());
     // Writable again: one device takes the role.
     group.refusing.clear();
     group.run_until(500_000);
-    assert_eq!(group.active_count(), 1, "{:?}", group.roles());
+    assert_eq!(group.active().len(), 1, "{:?}", group.roles());
 }
 
 #[test]
 fn a_leader_stalled_past_its_lease_steps_down_before_its_overdue_heartbeat() {
-    let mut group = Group::a_active_b_standby();
+    let mut group = a_active_b_standby();
     // a stalls (SIGSTOP, a paused VM): it handles nothing while b takes over.
     let stalled_at = 61_000;
     group.run_until(stalled_at);
-    let a = group.devices.remove(0);
+    let a = group.members[0].core.take();
     group.run_until(stalled_at + 120_000);
-    assert_eq!(group.devices[0].core.role(), Role::Active, "b took over");
-    group.devices.insert(0, a);
+    assert_eq!(group.role(1), Some(Role::Active), "b took over");
+    group.members[0].core = a;
     let resumed = group.now;
     // The runtime's overdue timer fires: the first input after the stall.
     group.input(0, Event::Tick);
@@ -613,15 +421,15 @@ fn a_leader_stalled_past_its_lease_steps_down_before_its_overdue_heartbeat() {
         active_write.is_none_or(|w| w > stop.unwrap_or(0)),
         "no heartbeat renews the lapsed lease first: {effects:?}"
     );
-    assert_ne!(group.devices[0].core.role(), Role::Active);
-    assert_eq!(group.active_count(), 1, "{:?}", group.roles());
+    assert_ne!(group.core(0).role(), Role::Active);
+    assert_eq!(group.active().len(), 1, "{:?}", group.roles());
 }
 
 #[test]
 fn a_claim_that_could_not_be_written_never_becomes_active() {
     let mut group = Group::new(&["a"]);
     group.refusing.insert("a".to_string());
-    group.input(0, Event::Start);
+    group.start(0);
     group.run_until(120_000);
     assert!(
         !group
@@ -633,5 +441,5 @@ fn a_claim_that_could_not_be_written_never_becomes_active() {
     );
     group.refusing.clear();
     group.run_until(200_000);
-    assert_eq!(group.devices[0].core.role(), Role::Active);
+    assert_eq!(group.core(0).role(), Role::Active);
 }

@@ -120,16 +120,12 @@ impl Machine {
     }
     fn write_peer(&self, group: &str, device_id: &str, status: Status, written_ago: Duration) {
         let identity = Identity {
-            device_id: device_id.into(),
             hostname: "other-mac".into(),
             project_dir: "/p".into(),
             pid: 77,
             instance: "0123456789abcdef".into(),
             install_id: "i".into(),
-            boot_id: String::new(),
-            priority: 0,
-            thread_id: None,
-            version: "test".into(),
+            ..common::identity::identity_of(device_id)
         };
         let mut record = DeviceRecord::new(&identity);
         record.status = status;

@@ -148,11 +148,13 @@ fn a_device_restarted_after_a_crash_rejoins_as_standby() {
         (status(&folder, &restarted.device_id) == Some(Status::Standby)).then_some(())
     })
     .expect("the restarted device registers as standby");
-    std::thread::sleep(
-        mirror_baton::core::Timing::default()
-            .scaled(SCALE)
-            .liveness_active,
-    );
+    // Long enough for a restarted device that ignored the live active to take the role
+    // back (liveness, failover jitter, settle), proven by the active's heartbeats.
+    let timing = mirror_baton::core::Timing::default().scaled(SCALE);
+    let takeover = timing.liveness_active + timing.failover_jitter.max() + timing.settle_window;
+    let writes = common::process::active_heartbeats_spanning(&timing, takeover);
+    common::process::wait_for_writes(&folder, &second.device_id, writes, Duration::from_secs(60))
+        .expect("the active keeps writing its heartbeat");
     assert_eq!(
         status(&folder, &restarted.device_id),
         Some(Status::Standby),
@@ -269,16 +271,12 @@ fn a_remembered_refusal_survives_a_restart_until_the_twin_stops() {
         &project.to_string_lossy(),
     );
     let mut twin = DeviceRecord::new(&Identity {
-        device_id: device_id.clone(),
-        hostname: common::process::hostname(),
         project_dir: project.to_string_lossy().into_owned(),
         pid: 999_999,
         instance: "twin-run".into(),
         install_id: "0123456789abcdef0123456789abcdef".into(),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
         version: "0.1.0".into(),
+        ..common::identity::identity_of(&device_id)
     });
     twin.seq = 7;
     twin.status = Status::Standby;
@@ -292,10 +290,34 @@ fn a_remembered_refusal_survives_a_restart_until_the_twin_stops() {
     );
     mirror_baton::adapters::local::remember_refusal(&marker, Some(&twin.install_id));
 
+    // A witness in a folder of its own: its heartbeats measure the protocol's (scaled)
+    // time, however slow the machine, without touching the twin's folder.
+    let witness_folder = Folder::new(SCALE);
+    let witness = witness_folder.start("witness", &[]);
+    wait_for(Duration::from_secs(20), || {
+        (status(&witness_folder, &witness.device_id) == Some(Status::Active)).then_some(())
+    })
+    .expect("the witness is active");
+
     let mut refused = folder.start("twin", &[]);
+    wait_for(Duration::from_secs(20), || {
+        refused
+            .log()
+            .contains("the install this device refused for last time")
+            .then_some(())
+    })
+    .expect("it recalls the refusal and watches the twin's record");
     // It watches far longer than one settle window (0.8 s here) for the quiet twin to
-    // write; the twin's next heartbeat comes after 2 s.
-    std::thread::sleep(Duration::from_secs(2));
+    // write: the twin writes only after two settle windows have passed.
+    let timing = mirror_baton::core::Timing::default().scaled(SCALE);
+    let writes = common::process::active_heartbeats_spanning(&timing, timing.settle_window * 2);
+    common::process::wait_for_writes(
+        &witness_folder,
+        &witness.device_id,
+        writes,
+        Duration::from_secs(60),
+    )
+    .expect("the witness keeps writing its heartbeat");
     assert_eq!(
         refused.wait_exit(Duration::from_millis(100)),
         None,

@@ -15,6 +15,8 @@ use mirror_baton::core::record::{self, NameKind};
 
 const SCALE: f64 = 0.05;
 const CHAT: i64 = -1_009;
+/// An upper bound for each wait: only a failing test ever waits this long.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A two-way "sync tool": copies each record file from the folder of its owner to the
 /// other folder (temp file + rename, as sync tools do), while `running`.
@@ -64,7 +66,7 @@ async fn two_forced_actives_settle_to_one_without_ping_pong() {
     let (left, right) = (Folder::new(SCALE), Folder::new(SCALE));
     let a = left.start_telegram("left", &fake.api_url(), fake.token(), CHAT);
     let b = right.start_telegram("right", &fake.api_url(), fake.token(), CHAT);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     while !(status_of(&left, &a.device_id) == Some(Status::Active)
         && status_of(&right, &b.device_id) == Some(Status::Active))
     {
@@ -75,7 +77,7 @@ async fn two_forced_actives_settle_to_one_without_ping_pong() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Both poll: Telegram reports conflicts.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     while !fake.requests().iter().any(|r| r.status == Some(409)) {
         assert!(
             Instant::now() < deadline,
@@ -86,7 +88,7 @@ async fn two_forced_actives_settle_to_one_without_ping_pong() {
     // Sync resumes.
     let running = Arc::new(AtomicBool::new(true));
     sync_folders(left.devices_dir(), right.devices_dir(), running.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     let winner = loop {
         let statuses = (
             status_of(&left, &a.device_id),
@@ -103,14 +105,32 @@ async fn two_forced_actives_settle_to_one_without_ping_pong() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // Give it a while: the 409s must stop (a ping-pong would keep producing them).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The 409s must stop (a ping-pong would keep producing them). Proven by heartbeats,
+    // not by a wall-clock pause: first the winner writes through a grace of one
+    // liveness period (the loser's last poll ends), then through one more liveness
+    // period and a settle window, within which a loser that still believed itself active
+    // would poll again, or a ping-pong flip the roles.
+    let winner_folder = if winner == a.device_id { &left } else { &right };
+    let timing = mirror_baton::core::Timing::default().scaled(SCALE);
+    let grace_writes = common::process::active_heartbeats_spanning(&timing, timing.liveness_active);
+    tokio::task::block_in_place(|| {
+        common::process::wait_for_writes(winner_folder, &winner, grace_writes, PATIENCE)
+    })
+    .expect("the winner keeps writing its heartbeat");
+    let requests_then = fake.requests().len();
     let conflicts_then = fake
         .requests()
         .iter()
         .filter(|r| r.status == Some(409))
         .count();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let window_writes = common::process::active_heartbeats_spanning(
+        &timing,
+        timing.liveness_active + timing.settle_window,
+    );
+    tokio::task::block_in_place(|| {
+        common::process::wait_for_writes(winner_folder, &winner, window_writes, PATIENCE)
+    })
+    .expect("the winner keeps writing its heartbeat");
     let conflicts_now = fake
         .requests()
         .iter()
@@ -125,11 +145,11 @@ async fn two_forced_actives_settle_to_one_without_ping_pong() {
         "the winner stays active"
     );
     let loser = if winner == a.device_id { &b } else { &a };
-    let settled_ms = mirror_baton::adapters::clock::wall_ms() - 4_000;
     let late_polls: Vec<_> = fake
-        .get_updates_requests()
+        .requests()
         .into_iter()
-        .filter(|r| r.received_at_ms > settled_ms)
+        .skip(requests_then)
+        .filter(|r| r.is("getUpdates"))
         .collect();
     let last_poll = fake
         .get_updates_requests()

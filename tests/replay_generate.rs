@@ -17,18 +17,18 @@ const HOUR_MS: i64 = 3_600_000;
 /// The boot id of the observer's Mac in the same-host scenarios.
 const BOOT: &str = "6f1e2d3c-boot-of-mbp";
 
+#[path = "common/identity.rs"]
+mod identity_builder;
+
 fn identity(id: &str, host: &str, install: &str) -> Identity {
     Identity {
-        device_id: id.to_string(),
         hostname: host.to_string(),
         project_dir: "/Users/ana/bot".into(),
         pid: 4000 + id.len() as u32,
         instance: format!("{host}-run1"),
         install_id: format!("{install}-install"),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
         version: "0.1.0".into(),
+        ..identity_builder::identity_of(id)
     }
 }
 

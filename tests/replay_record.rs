@@ -1,31 +1,63 @@
 //! `baton record` on a real folder: files written into a watched devices folder come
 //! out as a fixture that parses and replays, contents included, symlinks not followed.
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mirror_baton::core::record::{self, DeviceRecord, Identity, Status};
 use mirror_baton::core::{Event, FileState, Role};
 use mirror_baton::replay::{Fixture, RecordArgs, Step, render_text, replay};
 
+#[path = "common/identity.rs"]
+mod identity_builder;
+
 fn peer_record(seq: u64) -> DeviceRecord {
     let identity = Identity {
-        device_id: "imac:/Users/ana/bot".into(),
-        hostname: "imac".into(),
-        project_dir: "/Users/ana/bot".into(),
         pid: 7,
         instance: "imac-run1".into(),
         install_id: "imac-install".into(),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
         version: "0.1.0".into(),
+        ..identity_builder::identity_of("imac:/Users/ana/bot")
     };
     let mut record = DeviceRecord::new(&identity);
     record.status = Status::Active;
     record.term = 2;
     record.seq = seq;
     record
+}
+
+/// Waits (bounded) until this process watches `dir`: an inotify watch on its inode
+/// shows in `/proc/self/fdinfo` once the recorder's watcher is in place.
+#[cfg(target_os = "linux")]
+fn wait_until_watched(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let inode = format!("ino:{:x} ", std::fs::metadata(dir).unwrap().ino());
+    let watched = || {
+        std::fs::read_dir("/proc/self/fdinfo")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+            .any(|info| {
+                info.lines()
+                    .any(|l| l.starts_with("inotify") && l.contains(&inode))
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !watched() {
+        assert!(
+            Instant::now() < deadline,
+            "the recorder never watched {dir:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Elsewhere the watch cannot be seen from outside: a pause it is, then.
+#[cfg(not(target_os = "linux"))]
+fn wait_until_watched(_dir: &Path) {
+    std::thread::sleep(Duration::from_millis(400));
 }
 
 #[test]
@@ -47,9 +79,9 @@ fn records_a_live_folder_and_replays_it() {
     let writer_dir = devices.clone();
     let writer_name = name.clone();
     let writer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(400));
+        // Written once the recorder watches the folder, well inside its 2 s.
+        wait_until_watched(&writer_dir);
         std::fs::write(writer_dir.join(&writer_name), peer_record(2).to_json()).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
         std::fs::write(writer_dir.join("notes.json"), "{\"schema\":1,\"dev").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", writer_dir.join("link.json")).unwrap();
     });

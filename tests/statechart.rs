@@ -79,18 +79,15 @@ struct Sim {
     timing: Timing,
 }
 
+#[path = "common/identity.rs"]
+mod identity_builder;
+
 fn identity(index: usize, generation: u64) -> Identity {
     Identity {
-        device_id: format!("host:/d{index}"),
-        hostname: "host".into(),
-        project_dir: format!("/d{index}"),
         pid: 100 + index as u32,
         instance: format!("d{index}-gen{generation}"),
         install_id: "install".into(),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
-        version: "test".into(),
+        ..identity_builder::identity(&format!("d{index}"))
     }
 }
 

@@ -12,16 +12,11 @@ use mirror_baton::core::record::{DeviceRecord, Identity};
 
 fn write(folder: &Folder, device_id: &str, status: Status, term: u64) {
     let identity = Identity {
-        device_id: device_id.to_string(),
-        hostname: device_id.split(':').next().unwrap().to_string(),
         project_dir: "/p".into(),
         pid: 4242,
         instance: "0123456789abcdef".into(),
         install_id: "install".into(),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
-        version: "test".into(),
+        ..common::identity::identity_of(device_id)
     };
     let mut record = DeviceRecord::new(&identity);
     record.status = status;

@@ -13,18 +13,15 @@ use mirror_baton::core::{
     Core, CoreConfig, Effect, Event, FileState, Input, Level, Moment, Status, Timing,
 };
 
+#[path = "common/identity.rs"]
+mod identity_builder;
+
 fn identity(name: &str) -> Identity {
     Identity {
-        device_id: format!("host:/{name}"),
-        hostname: "host".into(),
-        project_dir: format!("/{name}"),
         pid: 7,
         instance: format!("{name}-1"),
         install_id: format!("{name}-install"),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
-        version: "test".into(),
+        ..identity_builder::identity(name)
     }
 }
 

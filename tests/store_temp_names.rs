@@ -25,18 +25,17 @@ fn dropbox_skips(name: &str) -> bool {
         || (name.starts_with('~') && name.ends_with(".tmp"))
 }
 
+#[path = "common/identity.rs"]
+mod identity_builder;
+
 fn identity(device_id: &str) -> Identity {
     Identity {
         device_id: device_id.to_string(),
-        hostname: "host".into(),
         project_dir: "/p".into(),
         pid: std::process::id(),
         instance: "0123456789abcdef".into(),
         install_id: "install".into(),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
-        version: "test".into(),
+        ..identity_builder::identity("p")
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mirror_baton::adapters::child::{ChildEvent, ChildSpec, ChildSupervisor};
 use tokio::sync::mpsc;
 
-const PATIENCE: Duration = Duration::from_secs(10);
+const PATIENCE: Duration = Duration::from_secs(30);
 
 fn spec(dir: &Path, script: &str) -> ChildSpec {
     let mut spec = ChildSpec::new("sh", vec!["-c".into(), script.into()], dir);
@@ -28,6 +28,23 @@ async fn next(events: &mut mpsc::Receiver<ChildEvent>) -> ChildEvent {
         .await
         .expect("an event in time")
         .expect("supervisor alive")
+}
+
+/// Waits (bounded) until the file at `path` has at least `count` lines.
+async fn wait_for_lines(path: &Path, count: usize) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let lines = std::fs::read_to_string(path).map_or(0, |text| text.lines().count());
+        if lines >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} has {lines} lines, not {count}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn wait_for_file(path: &Path) -> String {
@@ -118,14 +135,15 @@ async fn graceful_stop_of_a_guarded_child() {
 async fn graceful_stop(guard: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     // The trap lingers, so a second SIGTERM would be counted too.
-    let script = "echo $$ >> runs; trap 'echo term >> got_term; sleep 0.3; exit 0' TERM; echo ready > ready; while true; do sleep 0.05; done";
+    let script = "echo $$ >> runs; trap 'echo term >> got_term; sleep 0.3; exit 0' TERM; echo ready > ready; while true; do echo tick >> ticks; sleep 0.05; done";
     let mut spec = spec(dir.path(), script);
     if guard {
         spec = guarded(spec);
     }
     let (supervisor, mut events) = start_until_ready(spec, dir.path()).await;
-    // It keeps running: nothing (the guard's lifeline least of all) ends it early.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It keeps running: nothing (the guard's lifeline least of all) ends it early. Seen
+    // from the child itself: ten turns of its loop (≥ 0.5 s) after it became ready.
+    wait_for_lines(&dir.path().join("ticks"), 10).await;
     assert!(
         events.try_recv().is_err(),
         "no exit or restart while running"
@@ -183,7 +201,7 @@ async fn sigkill_after_the_grace(guard: bool) {
     }
     // SIGKILL to the group is delivered at once but taken asynchronously: on a busy
     // machine the grandchild may still be dying when its parent has been reaped.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     while alive(&grandchild) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

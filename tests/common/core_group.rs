@@ -1,11 +1,14 @@
-//! A group of real cores over an instant "sync" (every write is seen by every device at
-//! once), with a stand-in for the Telegram side: `StartActing` is answered with a
-//! refusal while the group's token is refused, `StopActing` with `ActingStopped`, and
-//! every write with `RecordWritten` (the disk never refuses one here).
+//! The one in-memory folder for tests: a group of real cores over an instant "sync"
+//! (every write is seen by every device at once), with a stand-in for the Telegram side
+//! and the disk: `StartActing` is answered with a refusal while the member's token is
+//! refused, `StopActing` with `ActingStopped`, every write with `RecordWritten` (or
+//! `RecordWriteFailed` while the member's disk refuses writes). Every effect is logged.
+//! An `Exit` ends the member (its core is dropped), as it ends the process. Never
+//! touches a real file or clock.
 
 use mirror_baton::core::{
-    Core, CoreConfig, DeviceRecord, Effect, Event, FileObservation, FileState, Identity, Input,
-    Level, Moment, Role, Timing, record,
+    Core, CoreConfig, DeviceRecord, Effect, Event, FileObservation, FileState, Input, Level,
+    Moment, Role, Timing, record,
 };
 
 pub struct Member {
@@ -19,25 +22,20 @@ pub struct Member {
     pub token_refused: bool,
 }
 
-pub fn identity(name: &str) -> Identity {
-    Identity {
-        device_id: format!("host:/{name}"),
-        hostname: "host".into(),
-        project_dir: format!("/{name}"),
-        pid: 0,
-        instance: format!("inst-{name}"),
-        install_id: format!("install-{name}"),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
-        version: "test".into(),
-    }
-}
+#[path = "identity.rs"]
+mod identity_builder;
+pub use identity_builder::identity;
 
 pub struct Group {
     pub members: Vec<Member>,
     pub files: std::collections::BTreeMap<String, String>,
     pub now: u64,
+    /// (member name, moment, exit code, reason) of every exit asked for.
+    pub exits: Vec<(String, u64, i32, String)>,
+    /// Members whose disk refuses writes (a read-only folder, a full disk).
+    pub refusing: std::collections::BTreeSet<String>,
+    /// (member name, moment, effect) of every effect, in order.
+    pub log: Vec<(String, u64, Effect)>,
 }
 
 impl Group {
@@ -57,6 +55,9 @@ impl Group {
             members,
             files: Default::default(),
             now: 0,
+            exits: Vec::new(),
+            refusing: Default::default(),
+            log: Vec::new(),
         }
     }
 
@@ -117,8 +118,17 @@ impl Group {
         let effects = core.drain_effects();
         let mut writes = Vec::new();
         let mut answers = Vec::new();
+        let name = self.members[index].name.clone();
         for effect in effects {
+            self.log.push((name.clone(), self.now, effect.clone()));
             match effect {
+                Effect::WriteRecord { record: r } if self.refusing.contains(&name) => {
+                    let reason = format!(
+                        "cannot write /sync/devices/{}: Read-only file system (os error 30)",
+                        record::file_name(&r.device_id)
+                    );
+                    answers.push(Event::RecordWriteFailed { seq: r.seq, reason });
+                }
                 Effect::WriteRecord { record: r } => {
                     let name = record::file_name(&r.device_id);
                     self.files.insert(name.clone(), r.to_json());
@@ -143,7 +153,10 @@ impl Group {
                 Effect::Notify { level, message } => {
                     self.members[index].notices.push((level, message));
                 }
-                Effect::Exit { .. } => self.members[index].core = None,
+                Effect::Exit { code, reason } => {
+                    self.exits.push((name.clone(), self.now, code, reason));
+                    self.members[index].core = None;
+                }
                 _ => {}
             }
         }
@@ -184,6 +197,39 @@ impl Group {
             }
         }
         self.now = self.now.max(until);
+    }
+
+    /// Every member's name and role (None once it exited or was taken away).
+    pub fn roles(&self) -> Vec<(String, Option<Role>)> {
+        (0..self.members.len())
+            .map(|i| (self.members[i].name.clone(), self.role(i)))
+            .collect()
+    }
+
+    /// The running core of member `index`, to drive by hand.
+    pub fn core_mut(&mut self, index: usize) -> &mut Core {
+        self.members[index].core.as_mut().expect("running")
+    }
+
+    /// Every effect `name` had carried out from `from_ms` on.
+    pub fn effects_of(&self, name: &str, from_ms: u64) -> Vec<(u64, Effect)> {
+        self.log
+            .iter()
+            .filter(|(member, at, _)| member == name && *at >= from_ms)
+            .map(|(_, at, effect)| (*at, effect.clone()))
+            .collect()
+    }
+
+    /// The moment `name` last asked for a write, before `before_ms`.
+    pub fn last_good_write(&self, name: &str, before_ms: u64) -> u64 {
+        self.log
+            .iter()
+            .filter(|(member, at, effect)| {
+                member == name && *at < before_ms && matches!(effect, Effect::WriteRecord { .. })
+            })
+            .map(|(_, at, _)| *at)
+            .max()
+            .expect("a write before the fault")
     }
 
     pub fn role(&self, index: usize) -> Option<Role> {

@@ -2,6 +2,7 @@
 //! wired to a gateway, and a stand-in for the mirror that fetches from the gateway.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod identity;
 pub mod process;
 pub mod syncthing;
 

@@ -314,6 +314,31 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// Waits (bounded by `limit`) until `device_id`'s record in `folder` was written
+/// `writes` more times than when called: a positive sign that that many of its
+/// heartbeat periods passed, on the protocol's own (scaled) clock. Returns the seq
+/// reached, or None if the writes did not come.
+pub fn wait_for_writes(
+    folder: &Folder,
+    device_id: &str,
+    writes: u64,
+    limit: Duration,
+) -> Option<u64> {
+    let start = folder.record_of(device_id)?.seq;
+    wait_for(limit, || {
+        let seq = folder.record_of(device_id)?.seq;
+        (seq >= start.saturating_add(writes)).then_some(seq)
+    })
+}
+
+/// How many active heartbeats, at their shortest, span `window`, plus one: seeing that
+/// many writes proves at least `window` of protocol time passed, however slow the
+/// machine.
+pub fn active_heartbeats_spanning(timing: &mirror_baton::core::Timing, window: Duration) -> u64 {
+    let shortest = timing.heartbeat_active.base.max(Duration::from_millis(1));
+    (window.as_nanos().div_ceil(shortest.as_nanos()) as u64).saturating_add(1)
+}
+
 pub fn hostname() -> String {
     mirror_baton::cli::hostname()
 }

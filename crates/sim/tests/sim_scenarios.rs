@@ -36,39 +36,35 @@ fn shard(index: u64) {
     );
 }
 
-#[test]
-fn shard_0() {
-    shard(0)
-}
-#[test]
-fn shard_1() {
-    shard(1)
-}
-#[test]
-fn shard_2() {
-    shard(2)
-}
-#[test]
-fn shard_3() {
-    shard(3)
-}
-#[test]
-fn shard_4() {
-    shard(4)
-}
-#[test]
-fn shard_5() {
-    shard(5)
-}
-#[test]
-fn shard_6() {
-    shard(6)
-}
-#[test]
-fn shard_7() {
-    shard(7)
+/// One `#[test]` per shard, each running [`shard`] with its index; the count is
+/// checked against [`SHARDS`] below.
+macro_rules! shards {
+    ($($name:ident = $index:literal),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                shard($index)
+            }
+        )+
+        const GENERATED_SHARDS: u64 = [$($index),+].len() as u64;
+    };
 }
 
+shards!(
+    shard_0 = 0,
+    shard_1 = 1,
+    shard_2 = 2,
+    shard_3 = 3,
+    shard_4 = 4,
+    shard_5 = 5,
+    shard_6 = 6,
+    shard_7 = 7,
+);
+
+const _: () = assert!(
+    GENERATED_SHARDS == SHARDS,
+    "one test per shard, no more, no fewer"
+);
 const _: () = assert!(
     SHARD_RUNS * SHARDS >= 2_000,
     "the suite runs ≥ 2,000 scenarios"
