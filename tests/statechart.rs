@@ -305,6 +305,11 @@ impl Sim {
                 let stalled_ms = self.rng.random_range(5_000..150_000);
                 self.devices[index].frozen_until = self.now + stalled_ms;
             }
+            48..52 => {
+                // The OS announces a sleep (the lid closes).
+                let grace_ms = self.rng.random_range(0..30_000);
+                self.input(index, Event::SleepAnnounced { grace_ms });
+            }
             _ => {}
         }
     }

@@ -17,6 +17,7 @@
 
 mod effects;
 mod folder;
+mod power;
 mod requests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use crate::adapters::clock::{self, SleepDetector};
 use crate::adapters::control::{self, Command, Reply};
 use crate::adapters::local;
+use crate::adapters::power::{Power, PowerEvent, PowerEvents, PowerHandle};
 use crate::adapters::store::{FolderIdentity, Store};
 use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
@@ -128,6 +130,10 @@ struct Runtime {
     folder_identity: Option<FolderIdentity>,
     /// The folder was found gone and could not be made again (said once).
     folder_gone_said: bool,
+    /// The lever over sleep (inert until the power adapter has started).
+    power: PowerHandle,
+    /// An announced sleep not yet allowed: when its grace ends (`power.rs`).
+    sleep_announced_until: Option<tokio::time::Instant>,
 }
 
 /// What the run loop listens to besides the core, and what must outlive it.
@@ -146,6 +152,9 @@ struct Inputs {
     reload: Option<Reload>,
     /// The configuration's fingerprint at start, for SIGHUP to compare with.
     loaded: Option<String>,
+    /// The power adapter while it starts on its own task, then its events.
+    power_start: Option<tokio::task::JoinHandle<Power>>,
+    power_events: Option<PowerEvents>,
 }
 
 /// Runs until the core asks to exit; returns the process exit code.
@@ -203,6 +212,8 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         resignation_deadline,
         loaded: config.reload.as_ref().and_then(|read| read().ok()),
         reload: config.reload,
+        power_start: Some(power::start_in_background()),
+        power_events: None,
     };
     let refusal_file = local::refusal_file(&config.state_dir, &config.group, &stem);
     let core_config = CoreConfig {
@@ -234,6 +245,8 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         lease_tx,
         folder_identity: None,
         folder_gone_said: false,
+        power: PowerHandle::inert(),
+        sleep_announced_until: None,
     };
     runtime.folder_identity = runtime.store.folder_identity().ok();
     Ok((runtime, inputs))
@@ -282,6 +295,14 @@ impl Runtime {
                 _ = folder_check.tick() => {
                     self.check_folder().await;
                 }
+                started = join_opt(&mut inputs.power_start) => {
+                    inputs.power_start = None;
+                    match started {
+                        Ok(power) => inputs.power_events = Some(self.power_started(power)),
+                        Err(error) => tracing::warn!(parent: &self.span, %error, "the power adapter failed to start; failing over by lease only"),
+                    }
+                }
+                event = next_power_event(&mut inputs.power_events) => self.on_power(event).await,
                 _ = tokio::time::sleep_until(watcher_refresh) => {
                     watcher_refresh = tokio::time::Instant::now() + WATCHER_REFRESH;
                     self.recreate_watcher("periodic refresh");
@@ -326,6 +347,22 @@ fn seconds(duration: Duration) -> String {
         format!("{} s", duration.as_secs())
     } else {
         format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
+async fn join_opt<T>(
+    task: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_power_event(events: &mut Option<PowerEvents>) -> PowerEvent {
+    match events {
+        Some(events) => events.next().await,
+        None => std::future::pending().await,
     }
 }
 

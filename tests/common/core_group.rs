@@ -17,6 +17,8 @@ pub struct Member {
     pub notices: Vec<(Level, String)>,
     /// Whether Telegram refuses this member's token.
     pub token_refused: bool,
+    /// Every effect this member emitted, with the moment, in order.
+    pub effects: Vec<(u64, Effect)>,
 }
 
 pub fn identity(name: &str) -> Identity {
@@ -51,6 +53,7 @@ impl Group {
                 started: Vec::new(),
                 notices: Vec::new(),
                 token_refused: false,
+                effects: Vec::new(),
             })
             .collect();
         Group {
@@ -118,6 +121,7 @@ impl Group {
         let mut writes = Vec::new();
         let mut answers = Vec::new();
         for effect in effects {
+            self.members[index].effects.push((self.now, effect.clone()));
             match effect {
                 Effect::WriteRecord { record: r } => {
                     let name = record::file_name(&r.device_id);

@@ -2,7 +2,8 @@
 //!
 //! Owns: the device record format ([`record`]), the election rules ([`election`]), time
 //! and timers ([`timers`]), the inputs and effects ([`io`]), the state machine
-//! ([`machine`]) and the Telegram offset bookkeeping ([`offsets`]). Must never: read a
+//! ([`machine`]), what an announced sleep means ([`sleep`]) and the Telegram offset
+//! bookkeeping ([`offsets`]). Must never: read a
 //! clock, a file or OS randomness, spawn a task, or touch tokio, notify or teloxide. Time
 //! and a seed come in; effects go out. That is what makes fixture replay, simulation and
 //! model checking possible. The crate's dependencies are the first guard: it cannot name
@@ -17,6 +18,7 @@ pub mod io;
 pub mod machine;
 pub mod offsets;
 pub mod record;
+pub mod sleep;
 pub mod timers;
 
 pub use context::CoreConfig;

@@ -16,6 +16,7 @@ use super::context::{CoreConfig, Ctx, OwnFileNews, PendingRequest, WriteNews};
 use super::election::{self, DeviceRow, Health};
 use super::io::{ActivationOutcome, Effect, Event, Input, Level, Role, exit_code};
 use super::record::{ActivationRequest, DeviceRecord, FOREIGN_CHATS_MAX, Handoff, Status};
+use super::sleep::{self, ActiveSleepPlan};
 use super::timers::{Jittered, Moment, TimerId};
 
 /// What the machine reacts to, once observations have been folded into the context.
@@ -35,6 +36,10 @@ pub enum Stimulus {
     Shutdown,
     Woke {
         slept: Duration,
+    },
+    /// The OS announced a sleep within `grace` (`sleep.rs`).
+    SleepAnnounced {
+        grace: Duration,
     },
     Conflict,
     /// Telegram refused the bot token: this device cannot poll.
@@ -68,6 +73,7 @@ impl Stimulus {
             Stimulus::Activate { .. } => "activate_asked".into(),
             Stimulus::Shutdown => "shutdown_asked".into(),
             Stimulus::Woke { .. } => "woke".into(),
+            Stimulus::SleepAnnounced { .. } => "sleep_announced".into(),
             Stimulus::Conflict => "conflict".into(),
             Stimulus::PollingRefused { .. } => "polling_refused".into(),
             Stimulus::PidGone => "pid_gone".into(),
@@ -288,6 +294,13 @@ impl Protocol {
                 context.resign("stopped cleanly while contending");
                 Handled
             }
+            Stimulus::SleepAnnounced { grace } => {
+                // A claim that sleeps would block every peer until it lapses; the
+                // settle window would prove nothing anyway.
+                context.note_sleep_announced(*grace);
+                context.allow_sleep("withdrew our claim");
+                back_off(context, format!("about to sleep ({grace:?} of grace)"))
+            }
             _ => Super,
         }
     }
@@ -374,6 +387,14 @@ impl Protocol {
                 Handled
             }
             Stimulus::Woke { slept } => active_woke(context, *slept),
+            Stimulus::SleepAnnounced { grace } => {
+                match sleep::plan_for_active(context, *term, *grace) {
+                    ActiveSleepPlan::HandOver { to, term } => {
+                        Transition(State::yielding(to, term, false))
+                    }
+                    ActiveSleepPlan::KeepRole => Handled,
+                }
+            }
             Stimulus::Conflict => active_conflict(context, *term),
             Stimulus::PollingRefused { description } => {
                 active_polling_refused(context, *term, description)
@@ -414,6 +435,8 @@ impl Protocol {
 
     #[action]
     fn exit_yielding(context: &mut Ctx) {
+        // A sleep handoff ends here whichever way it went (taken, taken back).
+        context.allow_sleep("the handoff is over");
         context.handoff_ticket = None;
         context.cancel(TimerId::HandoffTimeout);
         context.own.handoff = None;
@@ -524,6 +547,16 @@ impl Protocol {
                 );
                 Handled
             }
+            Stimulus::SleepAnnounced { grace } => {
+                // Already handing over: the sleep is allowed once the target's claim is
+                // seen (or its grace runs out).
+                context.note_sleep_announced(*grace);
+                let message = format!(
+                    "this machine is about to sleep ({grace:?} of grace) while handing over to {to}"
+                );
+                context.notify(Level::Info, message);
+                Handled
+            }
             _ => Super,
         }
     }
@@ -550,6 +583,10 @@ impl Protocol {
             }
             Stimulus::Woke { .. } => {
                 context.emit(Effect::Rescan);
+                Handled
+            }
+            Stimulus::SleepAnnounced { grace } => {
+                sleep::note_without_role(context, *grace);
                 Handled
             }
             Stimulus::Timer(TimerId::WriteRetry) => {
@@ -960,11 +997,9 @@ fn yielding_evaluate(
         return Handled;
     }
     let successor = claim.record.device_id.clone();
+    let claimed_term = claim.record.term;
     if successor == to {
-        context.notify(
-            Level::Info,
-            format!("{to} took over (term {})", claim.record.term),
-        );
+        context.notify(Level::Info, format!("{to} took over (term {claimed_term})"));
         if let Some(ticket) = context.handoff_ticket.take() {
             let result = ActivationOutcome::Done {
                 device: successor.clone(),
@@ -974,12 +1009,10 @@ fn yielding_evaluate(
     } else {
         context.notify(
             Level::Warn,
-            format!(
-                "{successor} claimed term {} during our handoff to {to}",
-                claim.record.term
-            ),
+            format!("{successor} claimed term {claimed_term} during our handoff to {to}"),
         );
     }
+    context.allow_sleep(&format!("{successor} took over"));
     if shutting_down {
         context.resign("stopped cleanly after handing over");
         return Handled;
@@ -1363,6 +1396,9 @@ impl Core {
             }
             Event::ActivateAsked { target, ticket } => Some(Stimulus::Activate { target, ticket }),
             Event::ShutdownAsked => Some(Stimulus::Shutdown),
+            Event::SleepAnnounced { grace_ms } => Some(Stimulus::SleepAnnounced {
+                grace: Duration::from_millis(grace_ms),
+            }),
             Event::Conflict { .. } => Some(Stimulus::Conflict),
             Event::PidProbed { stem, pid, alive } => ctx.pid_probed(&stem, pid, alive),
             Event::UpdateHandled { update_id } => {

@@ -765,6 +765,7 @@ impl World {
                     .push_back(Event::PidProbed { stem, pid, alive });
             }
             Action::Exit => self.exit(device),
+            Action::AllowSleep => {}
             Action::Bug { message } => self.violation(format!("device {device}: {message}")),
             Action::Trace { line } => self.trace(device, &line),
         }

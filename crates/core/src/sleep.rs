@@ -1,0 +1,104 @@
+//! Announced sleep: what a device does when the OS says "about to sleep, you have this
+//! much grace" ([`crate::io::Event::SleepAnnounced`]).
+//!
+//! Owns: the plan of an active device (hand over to the best live standby exactly like a
+//! resignation, or keep the role when there is none, and say so), the announced sleep's
+//! deadline (`Ctx::sleep_until`), and the one word the runtime needs back,
+//! [`crate::io::Effect::AllowSleep`]: "done with this sleep, let the machine sleep".
+//! The machine (`machine.rs`) maps the plan to its states; this module names none of
+//! them.
+//!
+//! The handoff is the resignation's, make-before-break: the device stops acting, the
+//! handoff is published only once polling stopped (Yielding), and the target's claim is
+//! waited for. Unlike a resignation the device stays running and, once the claim is
+//! seen, is a Standby (so after the wake it re-validates like any standby). The sleep is
+//! allowed as soon as the claim is seen; when the grace runs out first, the OS (and the
+//! power adapter) lets the machine sleep anyway with the handoff published, and the
+//! target takes it up while we sleep. The wake itself is still the clocks' business
+//! (`Event::Woke`): a machine may sleep unannounced, or the announcement may come late.
+//!
+//! Must never: delay anything (the core keeps no timer for the grace: the adapter owns
+//! the deadline), or read a clock.
+
+use std::time::Duration;
+
+use crate::context::Ctx;
+use crate::election;
+use crate::io::{Effect, Level};
+
+/// What an active device does with an announced sleep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ActiveSleepPlan {
+    /// Hand the role to `to` at `term`, as a resignation does, and stay a standby.
+    HandOver { to: String, term: u64 },
+    /// No live standby (or no term left): keep the role; the sleep is allowed at once.
+    KeepRole,
+}
+
+impl Ctx {
+    /// Notes an announced sleep with `grace` to spend from now. No claim is made before
+    /// the grace ends: a claim that sleeps blocks every peer until it lapses.
+    pub(crate) fn note_sleep_announced(&mut self, grace: Duration) {
+        let until = self.now.plus(grace);
+        self.sleep_until = Some(until);
+        self.hold_off_until = self.hold_off_until.max(until);
+    }
+
+    /// Done with the announced sleep: tells the runtime it may let the machine sleep
+    /// (once per announcement; nothing when none is pending). Past the grace the machine
+    /// has slept already: that is only said.
+    pub(crate) fn allow_sleep(&mut self, reason: &str) {
+        let Some(until) = self.sleep_until.take() else {
+            return;
+        };
+        if self.now <= until {
+            self.emit(Effect::AllowSleep {
+                reason: reason.to_string(),
+            });
+        } else {
+            let message = format!(
+                "{reason}, after the sleep's grace ran out: the machine slept with the \
+                 handoff published"
+            );
+            self.notify(Level::Info, message);
+        }
+    }
+}
+
+/// An active device at `term` heard that the machine sleeps within `grace`: hand over
+/// to the best live standby, or keep the role and say why.
+pub(crate) fn plan_for_active(context: &mut Ctx, term: u64, grace: Duration) -> ActiveSleepPlan {
+    context.note_sleep_announced(grace);
+    let best = election::best_standby(&context.peers, context.now, &context.timing)
+        .map(|peer| peer.record.device_id.clone());
+    match best.zip(context.next_term(term)) {
+        Some((to, next)) => {
+            let message = format!(
+                "this machine is about to sleep ({grace:?} of grace): handing over to {to}"
+            );
+            context.notify(Level::Info, message);
+            ActiveSleepPlan::HandOver { to, term: next }
+        }
+        None => {
+            let message = "this machine is about to sleep and no standby is live: keeping \
+                           the role (after the wake this device re-validates its claim; if \
+                           it sleeps long, another device takes over when the lease runs out)";
+            context.notify(Level::Warn, message);
+            context.allow_sleep("no standby to hand over to");
+            ActiveSleepPlan::KeepRole
+        }
+    }
+}
+
+/// A device with no role to hand over (Registering, Standby) heard of a sleep: noted,
+/// and the sleep allowed at once.
+pub(crate) fn note_without_role(context: &mut Ctx, grace: Duration) {
+    context.note_sleep_announced(grace);
+    context.notify(
+        Level::Info,
+        format!(
+            "this machine is about to sleep ({grace:?} of grace); not active: nothing to hand over"
+        ),
+    );
+    context.allow_sleep("not active");
+}
