@@ -103,7 +103,8 @@ mod linux {
 
     #[tokio::test]
     async fn a_release_during_the_sleep_lets_it_go_and_holds_nothing_after_the_wake() {
-        let test = "power_logind::a_release_during_the_sleep_lets_it_go_and_holds_nothing_after_the_wake";
+        let test =
+            "power_logind::a_release_during_the_sleep_lets_it_go_and_holds_nothing_after_the_wake";
         let Some((bus, logind)) = logind(test, Some(LONG_DELAY)).await else {
             return;
         };
@@ -262,7 +263,10 @@ mod linux {
     #[tokio::test]
     async fn a_bus_without_logind_has_no_announcements() {
         if let Err(why) = have_dbus_daemon() {
-            not_run("power_logind::a_bus_without_logind_has_no_announcements", &why);
+            not_run(
+                "power_logind::a_bus_without_logind_has_no_announcements",
+                &why,
+            );
             return;
         }
         let bus = Bus::start();

@@ -196,6 +196,9 @@ impl Drop for Bus {
 pub struct Logind {
     mock: Child,
     client: zbus::Connection,
+    /// Who the lock baton takes names ([`WHO`] for the adapter under test; `baton run`
+    /// says `PowerOptions::default().who`).
+    pub who: String,
 }
 
 impl Logind {
@@ -223,7 +226,11 @@ impl Logind {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             panic!("the mocked logind never appeared on the bus (exit: {exited:?}):\n{log}");
         }
-        Logind { mock, client }
+        Logind {
+            mock,
+            client,
+            who: WHO.to_string(),
+        }
     }
 
     pub async fn mock(&self) -> LogindMockProxy<'static> {
@@ -269,8 +276,7 @@ impl Logind {
 
     /// Waits until the mock lists exactly our delay lock (true) or nothing (false).
     pub async fn wait_for_lock(&self, held: bool) {
-        let reached =
-            wait_until(|| async { self.is_held(&self.inhibitors().await) == held }).await;
+        let reached = wait_until(|| async { self.is_held(&self.inhibitors().await) == held }).await;
         let now = self.inhibitors().await;
         assert!(
             reached,
@@ -284,7 +290,7 @@ impl Logind {
             [(what, who, why, mode, _, _)] => {
                 assert_eq!(
                     (what.as_str(), who.as_str(), why.as_str(), mode.as_str()),
-                    ("sleep", WHO, INHIBIT_WHY, "delay"),
+                    ("sleep", self.who.as_str(), INHIBIT_WHY, "delay"),
                     "not the lock baton should take"
                 );
                 true
