@@ -9,7 +9,7 @@
 #[allow(dead_code)]
 mod core_group;
 
-use core_group::{Group, peer_record};
+use core_group::{Group, identity, peer_record};
 use mirror_baton::core::record::Status;
 use mirror_baton::core::{Effect, Event, Level, Role};
 
@@ -229,4 +229,35 @@ fn a_sleep_announced_during_a_handoff_is_allowed_once_the_target_claims() {
     group.put_record(&claim);
     assert_eq!(group.role(0), Some(Role::Standby));
     assert_eq!(sleep_allowed(&group, 0), 1);
+}
+
+#[test]
+fn a_standby_on_another_machine_is_preferred_to_one_that_sleeps_with_us() {
+    // a and b share a machine (same host name and boot); c is elsewhere.
+    let on = |name: &str, host: &str| {
+        let mut id = identity(name);
+        id.hostname = host.into();
+        id.boot_id = format!("boot-{host}");
+        id
+    };
+    let mut group = Group::new(&["a", "b", "c"]);
+    group.start_as(0, on("a", "mac1"));
+    group.run_until(30_000);
+    group.start_as(2, on("c", "mac2"));
+    group.run_until(40_000);
+    // b's record changed last: the plain best standby would be b.
+    group.start_as(1, on("b", "mac1"));
+    group.run_until(60_000);
+    assert_eq!(group.active(), vec![0]);
+    group.input(0, announced(29_000));
+    assert_eq!(group.active(), vec![2], "c, on another machine, took over");
+
+    // With only a standby on the same machine, it is still handed the role.
+    let mut group = Group::new(&["a", "b"]);
+    group.start_as(0, on("a", "mac1"));
+    group.run_until(30_000);
+    group.start_as(1, on("b", "mac1"));
+    group.run_until(60_000);
+    group.input(0, announced(29_000));
+    assert_eq!(group.active(), vec![1]);
 }

@@ -65,8 +65,13 @@ impl Group {
 
     pub fn start(&mut self, index: usize) {
         let name = self.members[index].name.clone();
+        self.start_as(index, identity(&name));
+    }
+
+    /// Starts member `index` with its own identity (its name's device id kept).
+    pub fn start_as(&mut self, index: usize, identity: Identity) {
         self.members[index].core = Some(Core::new(CoreConfig {
-            identity: identity(&name),
+            identity,
             timing: Timing::default(),
             seed: index as u64 + 1,
         }));

@@ -69,8 +69,7 @@ impl Ctx {
 /// to the best live standby, or keep the role and say why.
 pub(crate) fn plan_for_active(context: &mut Ctx, term: u64, grace: Duration) -> ActiveSleepPlan {
     context.note_sleep_announced(grace);
-    let best = election::best_standby(&context.peers, context.now, &context.timing)
-        .map(|peer| peer.record.device_id.clone());
+    let best = best_standby_elsewhere(context);
     match best.zip(context.next_term(term)) {
         Some((to, next)) => {
             let message = format!(
@@ -88,6 +87,27 @@ pub(crate) fn plan_for_active(context: &mut Ctx, term: u64, grace: Duration) -> 
             ActiveSleepPlan::KeepRole
         }
     }
+}
+
+/// The best live standby, preferring one on another machine: a standby on this very
+/// machine (same host name and boot) sleeps with us, so it is taken only when it is the
+/// only one (it then fails over by lease after the wake, as keeping the role would).
+fn best_standby_elsewhere(context: &Ctx) -> Option<String> {
+    let (now, timing) = (context.now, &context.timing);
+    let identity = &context.identity;
+    let elsewhere: election::Peers = context
+        .peers
+        .iter()
+        .filter(|(_, peer)| {
+            identity.boot_id.is_empty()
+                || peer.record.boot_id != identity.boot_id
+                || peer.record.hostname != identity.hostname
+        })
+        .map(|(stem, peer)| (stem.clone(), peer.clone()))
+        .collect();
+    election::best_standby(&elsewhere, now, timing)
+        .or_else(|| election::best_standby(&context.peers, now, timing))
+        .map(|peer| peer.record.device_id.clone())
 }
 
 /// A device with no role to hand over (Registering, Standby) heard of a sleep: noted,
