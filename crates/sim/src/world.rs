@@ -94,6 +94,11 @@ enum Ev {
     SleepStart {
         host: usize,
     },
+    /// The OS announces the sleep that starts at `sleep_at_ms` (the lid closes).
+    SleepNotice {
+        host: usize,
+        sleep_at_ms: u64,
+    },
     Wake {
         host: usize,
     },
@@ -216,6 +221,10 @@ struct Host {
     stall_windows: Vec<(u64, u64)>,
     /// The host's disk refuses writes.
     refuse_windows: Vec<(u64, u64)>,
+    /// Announced sleeps: (start, notice before it).
+    notices: Vec<(u64, u64)>,
+    /// An announced sleep is coming (or under way): when it starts. Cleared at the wake.
+    notice_until_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -261,6 +270,9 @@ enum PendingKind {
     Crash,
     Resign,
     Handoff,
+    /// The acting device stopped because its host announced a sleep, or slept.
+    SleepAnnounced,
+    SleepUnannounced,
 }
 
 #[derive(Clone, Debug)]
@@ -391,6 +403,7 @@ impl World {
                 self.schedule(start, Ev::SleepStart { host });
                 self.schedule(end, Ev::Wake { host });
             }
+            self.schedule_sleep_notices(host);
         }
         self.schedule(self.scenario.fault_end_ms, Ev::FaultsEnd);
     }
@@ -457,7 +470,7 @@ impl World {
     }
 
     fn is_baton(&self) -> bool {
-        matches!(self.config.policy, PolicyKind::Baton(_))
+        self.config.policy.is_baton()
     }
 
     // ---- clocks ---------------------------------------------------------------------
@@ -559,6 +572,7 @@ impl World {
             } => self.notify(dest, incarnation, &name),
             Ev::Fault(fault) => self.fault(fault),
             Ev::SleepStart { host } => self.sleep(host),
+            Ev::SleepNotice { host, sleep_at_ms } => self.sleep_notice(host, sleep_at_ms),
             Ev::Wake { host } => self.wake(host),
             Ev::PollResponse {
                 device,
@@ -1304,6 +1318,7 @@ impl World {
         let Some(since) = self.hosts[host].asleep_since_ms.take() else {
             return;
         };
+        self.hosts[host].notice_until_ms = None;
         let slept_ms = self.now_ms - since;
         let local = self.local(host);
         for device in 0..self.devices.len() {
@@ -1355,6 +1370,70 @@ impl World {
         self.end_ms = check_from + self.config.check_window_ms;
         self.schedule(self.end_ms, Ev::End);
         self.schedule(check_from, Ev::Observe);
+    }
+
+    // ---- announced sleep ---------------------------------------------------------------
+
+    /// Schedules the notice of each announced sleep of `host` that starts a sleep window
+    /// (a sleep that begins while the host already sleeps has nobody to tell), never
+    /// before the previous wake.
+    fn schedule_sleep_notices(&mut self, host: usize) {
+        let mut previous_end = 0;
+        for (start, end) in self.hosts[host].sleep_windows.clone() {
+            let notice = self.hosts[host]
+                .notices
+                .iter()
+                .find(|(at, _)| *at == start)
+                .map(|(_, notice_ms)| *notice_ms);
+            if let Some(notice_ms) = notice {
+                let at = start.saturating_sub(notice_ms).max(previous_end);
+                let sleep_at_ms = start;
+                self.schedule(at, Ev::SleepNotice { host, sleep_at_ms });
+            }
+            previous_end = end;
+        }
+    }
+
+    /// The lid closes: the sleep starts at `sleep_at_ms` whatever the devices do (a
+    /// device that allows it earlier changes nothing here: by then the successor's claim
+    /// was seen, so the handoff's upload had arrived). Designs that listen are told.
+    fn sleep_notice(&mut self, host: usize, sleep_at_ms: u64) {
+        if self.faults_over || self.hosts[host].asleep_since_ms.is_some() {
+            return;
+        }
+        self.hosts[host].notice_until_ms = Some(sleep_at_ms);
+        if !self.config.policy.hears_sleep_notices() {
+            return;
+        }
+        let grace_ms = sleep_at_ms.saturating_sub(self.now_ms);
+        for device in 0..self.devices.len() {
+            if self.devices[device].host == host && self.running(device) {
+                self.trace(device, &format!("sleep announced, {grace_ms}ms of grace"));
+                self.deliver(device, Event::SleepAnnounced { grace_ms });
+            }
+        }
+    }
+
+    /// `device` stopped acting: if its host sleeps or announced a sleep, measure how
+    /// long until some device polls again ("leader left by sleep → new active").
+    fn note_left_by_sleep(&mut self, device: usize) {
+        let host = &self.hosts[self.devices[device].host];
+        let kind = if host.notice_until_ms.is_some() {
+            PendingKind::SleepAnnounced
+        } else if host.asleep_since_ms.is_some() {
+            PendingKind::SleepUnannounced
+        } else {
+            return;
+        };
+        if self.faults_over {
+            return;
+        }
+        self.pending.push(PendingMeasure {
+            kind,
+            since_ms: self.now_ms,
+            device,
+            same_host_witness: false,
+        });
     }
 
     // ---- Telegram ------------------------------------------------------------------------
@@ -1510,7 +1589,9 @@ impl World {
         let mut kept = Vec::with_capacity(self.pending.len());
         for measure in std::mem::take(&mut self.pending) {
             let resolves = match measure.kind {
-                PendingKind::Crash => true,
+                PendingKind::Crash
+                | PendingKind::SleepAnnounced
+                | PendingKind::SleepUnannounced => true,
                 PendingKind::Resign => device != measure.device,
                 PendingKind::Handoff => device == measure.device,
             };
@@ -1529,6 +1610,12 @@ impl World {
                 }
                 PendingKind::Resign => self.metrics.resign_takeover_ms.push(elapsed),
                 PendingKind::Handoff => self.metrics.handoff_ms.push(elapsed),
+                PendingKind::SleepAnnounced => {
+                    self.metrics.sleep_takeover_announced_ms.push(elapsed)
+                }
+                PendingKind::SleepUnannounced => {
+                    self.metrics.sleep_takeover_unannounced_ms.push(elapsed)
+                }
             }
         }
         self.pending = kept;
@@ -1681,6 +1768,9 @@ impl World {
             if acting != was {
                 self.trace(device, if acting { "ACTING" } else { "not acting" });
             }
+            if was && !acting {
+                self.note_left_by_sleep(device);
+            }
             self.devices[device].was_acting = acting;
         }
         self.last_account_ms = now;
@@ -1784,6 +1874,9 @@ impl World {
                 PendingKind::Crash => self.metrics.crash_failover_unresolved += 1,
                 PendingKind::Resign => self.metrics.resign_takeover_unresolved += 1,
                 PendingKind::Handoff => self.metrics.handoff_failed += 1,
+                PendingKind::SleepAnnounced | PendingKind::SleepUnannounced => {
+                    self.metrics.sleep_takeover_unresolved += 1
+                }
             }
         }
     }
@@ -1842,8 +1935,15 @@ fn collect_windows(scenario: &Scenario, hosts: &mut [Host]) {
     let mut refusals = vec![Vec::new(); hosts.len()];
     for (at, fault) in &scenario.faults {
         match fault {
-            Fault::Sleep { host, duration_ms } => {
-                sleeps[*host].push((*at, (*at + duration_ms).min(end)))
+            Fault::Sleep {
+                host,
+                duration_ms,
+                notice_ms,
+            } => {
+                sleeps[*host].push((*at, (*at + duration_ms).min(end)));
+                if let Some(notice_ms) = notice_ms {
+                    hosts[*host].notices.push((*at, *notice_ms));
+                }
             }
             Fault::CutOff { host, duration_ms } => {
                 cuts[*host].push((*at, (*at + duration_ms).min(end)))
