@@ -261,3 +261,38 @@ fn a_standby_on_another_machine_is_preferred_to_one_that_sleeps_with_us() {
     group.input(0, announced(29_000));
     assert_eq!(group.active(), vec![1]);
 }
+
+#[test]
+fn waking_before_the_claim_is_seen_makes_a_standby_never_a_take_back() {
+    // b's process does not run here: a sleeps with its handoff unanswered.
+    let mut group = Group::new(&["a"]);
+    group.start(0);
+    group.run_until(60_000);
+    let b = peer_record("b", Status::Standby, 0, 1_700_000_000_000 + 60_000);
+    group.put_record(&b);
+    group.input(0, announced(4_500));
+    assert_eq!(group.role(0), Some(Role::Yielding));
+    // Asleep half an hour; the overdue handoff timeout must not take the role back.
+    group.now = 1_860_000;
+    group.input(
+        0,
+        Event::Woke {
+            slept_ms: 1_800_000,
+        },
+    );
+    assert_eq!(group.role(0), Some(Role::Standby));
+    assert_ne!(group.written(0).status, Status::Active);
+    assert!(
+        group.written(0).handoff.is_none(),
+        "the handoff is withdrawn"
+    );
+    assert!(
+        !group.members[0]
+            .notices
+            .iter()
+            .any(|(_, message)| message.contains("taking the role back")),
+        "{:?}",
+        group.members[0].notices
+    );
+    assert_eq!(group.notices_with(0, "woke while handing over"), 1);
+}

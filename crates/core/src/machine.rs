@@ -526,6 +526,10 @@ impl Protocol {
                 }
                 Handled
             }
+            Stimulus::Woke { .. } if context.sleep_until.is_some() && !*shutting_down => {
+                sleep::woke_while_handing_over(context, to);
+                Transition(State::standby())
+            }
             Stimulus::Woke { .. } => {
                 // An overdue handoff timeout must not take the role back before the
                 // rescan shows whether the target took it meanwhile.

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::context::Ctx;
 use crate::election;
-use crate::io::{Effect, Level};
+use crate::io::{ActivationOutcome, Effect, Level};
 
 /// What an active device does with an announced sleep.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +108,24 @@ fn best_standby_elsewhere(context: &Ctx) -> Option<String> {
     election::best_standby(&elsewhere, now, timing)
         .or_else(|| election::best_standby(&context.peers, now, timing))
         .map(|peer| peer.record.device_id.clone())
+}
+
+/// Woke while still Yielding for a sleep (the grace ran out before the target's claim
+/// was seen): said, the folder re-read, any asker told; the machine then makes it a
+/// standby. The role is never taken back after a sleep. The target may have taken it meanwhile, or may be taking it right now (it
+/// slept too, or restarted): a take-back racing its claim would make two devices act.
+/// As a standby, this device follows whoever leads, or joins an ordinary election.
+pub(crate) fn woke_while_handing_over(context: &mut Ctx, to: &str) {
+    context.emit(Effect::Rescan);
+    if let Some(ticket) = context.handoff_ticket.take() {
+        let reason = format!("this device slept while handing over to {to}; see /devices");
+        context.answer(ticket, ActivationOutcome::Failed { reason });
+    }
+    let message = format!(
+        "woke while handing over to {to}: a standby now, re-reading the folder (the role \
+         is not taken back after a sleep)"
+    );
+    context.notify(Level::Info, message);
 }
 
 /// A device with no role to hand over (Registering, Standby) heard of a sleep: noted,
