@@ -59,7 +59,7 @@ fn an_active_device_hands_over_before_sleeping_and_stays_a_standby() {
     assert_eq!(group.written(0).status, Status::Standby);
     // Make-before-break: stop polling, publish the handoff, see the claim, then sleep.
     let after = |matches: fn(&Effect) -> bool| {
-        position(&group, 0, |effect| matches(effect))
+        position(&group, 0, matches)
             .filter(|at| *at >= before)
             .unwrap_or_else(|| panic!("missing effect in {:?}", group.members[0].effects))
     };
