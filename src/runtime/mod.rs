@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use crate::adapters::clock::{self, SleepDetector};
 use crate::adapters::control::{self, Command, Reply};
 use crate::adapters::local;
-use crate::adapters::power::{Power, PowerEvent, PowerEvents, PowerHandle};
+use crate::adapters::power::{Power, PowerEvent, PowerEvents, PowerHandle, PowerOptions};
 use crate::adapters::store::{FolderIdentity, Store};
 use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
@@ -212,7 +212,11 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         resignation_deadline,
         loaded: config.reload.as_ref().and_then(|read| read().ok()),
         reload: config.reload,
-        power_start: Some(power::start_in_background()),
+        // On its own task: `power::start` is bounded (10 s) but may wait on a silent
+        // bus, and the loop must not.
+        power_start: Some(tokio::spawn(async {
+            crate::adapters::power::start(&PowerOptions::default()).await
+        })),
         power_events: None,
     };
     let refusal_file = local::refusal_file(&config.state_dir, &config.group, &stem);

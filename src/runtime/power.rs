@@ -1,8 +1,8 @@
 //! Sleep announcements in the run loop: the power adapter's events turned into core
 //! inputs, and the core's word on sleep turned into the adapter's calls.
 //!
-//! Owns: starting the adapter without holding up the loop (it connects on its own task;
-//! the loop takes it up when it is ready), the delay inhibitor held while this device
+//! Owns: taking up the adapter when it is ready (`mod.rs` starts it on its own task,
+//! so that a silent bus never holds up the loop), the delay inhibitor held while this device
 //! serves the bot (`StartActing` holds it; `StopActing` releases it, except while an
 //! announced sleep's handoff is under way, when the release waits for `AllowSleep`), the
 //! announcement fed as `Event::SleepAnnounced` with the child's acknowledgement wait
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::adapters::power::{self, Power, PowerEvent, PowerOptions};
+use crate::adapters::power::{self, Power, PowerEvent};
 use crate::core::{Event, Role};
 
 use super::Runtime;
@@ -27,12 +27,6 @@ use super::Runtime;
 /// acknowledgements, in tenths: the rest is for publishing the handoff and seeing the
 /// successor's claim (logind's default 5 s gives 4.5 s of grace, of which 1.35 s).
 const ACK_WAIT_SHARE_TENTHS: u32 = 3;
-
-/// The adapter, started on its own task: `start` is bounded (10 s) but may wait on a
-/// silent bus, and the loop must not.
-pub(super) fn start_in_background() -> tokio::task::JoinHandle<Power> {
-    tokio::spawn(async { power::start(&PowerOptions::default()).await })
-}
 
 /// The cap on the acknowledgement wait of a stop made for a sleep with `grace`.
 pub(super) fn ack_wait_for_sleep(grace: Duration) -> Duration {
