@@ -7,7 +7,7 @@
 //! the place `Setup::power` names. Must never: take an inhibitor lock or hold anything
 //! (the probe keeps nothing), or wait unbounded (the probe gives up after 10 s).
 
-use super::{Check, Setup, Verdict};
+use super::check::{Check, Setup, Verdict};
 use crate::adapters::power;
 
 pub async fn check(setup: &Setup) -> Check {

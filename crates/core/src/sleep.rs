@@ -112,12 +112,13 @@ fn best_standby_elsewhere(context: &Ctx) -> Option<String> {
 
 /// Woke while still Yielding for a sleep (the grace ran out before the target's claim
 /// was seen): said, the folder re-read, any asker told; the machine then makes it a
-/// standby. The role is never taken back after a sleep. The target may have taken it meanwhile, or may be taking it right now (it
-/// slept too, or restarted): a take-back racing its claim would make two devices act.
-/// As a standby, this device follows whoever leads, or joins an ordinary election.
-pub(crate) fn woke_while_handing_over(context: &mut Ctx, to: &str) {
+/// standby. The role is never taken back after a sleep. The target may have taken it
+/// meanwhile, or may be taking it right now (it slept too, or restarted): a take-back
+/// racing its claim would make two devices act. As a standby, this device follows
+/// whoever leads, or joins an ordinary election. `asker`: who asked for the handoff.
+pub(crate) fn woke_while_handing_over(context: &mut Ctx, to: &str, asker: Option<u64>) {
     context.emit(Effect::Rescan);
-    if let Some(ticket) = context.handoff_ticket.take() {
+    if let Some(ticket) = asker {
         let reason = format!("this device slept while handing over to {to}; see /devices");
         context.answer(ticket, ActivationOutcome::Failed { reason });
     }
