@@ -4,12 +4,16 @@
 //! sleep-counting clock) comes through the doctor's seam, `OsProbes`.
 
 mod common;
+#[cfg(target_os = "linux")]
+#[path = "common/logind.rs"]
+mod logind_bus;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use baton_testkit::fake_bot_api::FakeBotApi;
 use common::process::BATON;
+use mirror_baton::adapters::power::PowerOptions;
 use mirror_baton::adapters::store::Store;
 use mirror_baton::adapters::telegram_config::{Secret, TelegramConfig};
 use mirror_baton::agent::{
@@ -153,6 +157,14 @@ impl Machine {
                 api_url: Some(reqwest::Url::parse(&fake.api_url()).unwrap()),
             })),
             events_timeout: Duration::from_secs(10),
+            // A bus that is not there: no announcements (the tests below give one).
+            power: PowerOptions {
+                system_bus_address: Some(format!(
+                    "unix:path={}",
+                    self.root.path().join("no-system-bus").display()
+                )),
+                ..PowerOptions::default()
+            },
         }
     }
 }
@@ -187,8 +199,8 @@ async fn a_healthy_set_up_passes_every_check() {
     let report = doctor::diagnose(&machine.setup(&fake), &TestOs::default()).await;
     let text = doctor::render_text(&report);
     for check in &report.checks {
-        let expected = if check.id == "sleep_announcements" {
-            Verdict::Skip
+        let expected = if check.id == "sleep_announcements" && cfg!(target_os = "linux") {
+            Verdict::Warn // no system bus here; see the logind test below
         } else {
             Verdict::Pass
         };
@@ -542,4 +554,43 @@ async fn baton_doctor_json_runs_on_linux_and_prints_no_token() {
     assert_eq!(output.status.code(), Some(1), "a failure, exit 1: {stdout}");
     assert!(stdout.contains("refused the bot token"), "{stdout}");
     assert!(!stdout.contains(fake.token()), "{stdout}");
+}
+
+/// Sleep announcements: a pass with a logind on the (private) system bus, a warning
+/// that says what is lost without one.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleep_announcements_pass_with_logind_and_warn_without() {
+    let fake = FakeBotApi::start().await.unwrap();
+    let machine = healthy();
+    let mut setup = machine.setup(&fake);
+    let without = doctor::diagnose(&setup, &TestOs::default()).await;
+    assert_eq!(verdict(&without, "sleep_announcements"), Verdict::Warn);
+    let check = without.check("sleep_announcements").unwrap();
+    assert!(
+        check.summary.contains("unavailable (no connection to"),
+        "{check:?}"
+    );
+    assert!(
+        check
+            .fix
+            .as_deref()
+            .unwrap_or_default()
+            .contains("lease runs out"),
+        "{check:?}"
+    );
+
+    let test = "doctor::sleep_announcements_pass_with_logind_and_warn_without";
+    let Some((bus, _logind)) = logind_bus::logind(test, None).await else {
+        return;
+    };
+    setup.power = bus.options();
+    let with = doctor::diagnose(&setup, &TestOs::default()).await;
+    assert_eq!(
+        verdict(&with, "sleep_announcements"),
+        Verdict::Pass,
+        "{}",
+        doctor::render_text(&with)
+    );
+    assert!(summary(&with, "sleep_announcements").contains("systemd-logind"));
 }

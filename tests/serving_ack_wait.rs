@@ -1,7 +1,7 @@
 //! Leaving Active waits for the child's acknowledgement as long as the child is busy with
 //! what it was served, within the stop budget: 13 s while it processes, 5 s otherwise,
 //! at once on a stop signal during a handoff, and on a second signal during the
-//! shutdown's own wait. Time is tokio's paused clock: the bounds are checked exactly,
+//! shutdown's own wait; an announced sleep cuts it short. Time is tokio's paused clock: the bounds are checked exactly,
 //! with no wall clock involved.
 
 mod common;
@@ -129,4 +129,29 @@ async fn a_stop_signal_ends_a_handoffs_wait_at_once_but_not_the_shutdowns_own() 
         (end, waited),
         (AckWaitEnd::Interrupted, Duration::from_secs(1))
     );
+}
+
+/// An announced sleep caps the wait (`runtime::power`: 3/10 of the grace), even while
+/// the child processes: the handoff must be published within the sleep's grace.
+#[tokio::test(start_paused = true)]
+async fn an_announced_sleep_cuts_the_wait_short() {
+    let (gateway, _client) = served_one().await;
+    assert!(gateway.child_is_processing());
+    let cap = Duration::from_millis(1_350);
+    let signals = StopSignals {
+        sleep_cap: Some(tokio::time::Instant::now() + cap),
+        ..StopSignals::default()
+    };
+    let (end, waited) = wait_for_acknowledgement(context(&gateway, true, &signals)).await;
+    assert_eq!(end, AckWaitEnd::SleepNear);
+    assert_eq!(waited, cap);
+
+    // A cap beyond the wait's own bound changes nothing.
+    let signals = StopSignals {
+        sleep_cap: Some(tokio::time::Instant::now() + Duration::from_secs(60)),
+        ..StopSignals::default()
+    };
+    let (end, waited) = wait_for_acknowledgement(context(&gateway, false, &signals)).await;
+    assert_eq!(end, AckWaitEnd::TimedOut { busy: false });
+    assert_eq!(waited, ACK_WAIT_MAX);
 }

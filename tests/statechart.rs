@@ -302,6 +302,16 @@ impl Sim {
                 let stalled_ms = self.rng.random_range(5_000..150_000);
                 self.devices[index].frozen_until = self.now + stalled_ms;
             }
+            48..52 => {
+                // The OS announces a sleep (the lid closes); often it then sleeps.
+                let grace_ms = self.rng.random_range(0..30_000);
+                self.input(index, Event::SleepAnnounced { grace_ms });
+                if self.rng.random_bool(0.5) {
+                    let slept_ms = self.rng.random_range(grace_ms..grace_ms + 200_000);
+                    self.now += slept_ms / DEVICES as u64;
+                    self.input(index, Event::Woke { slept_ms });
+                }
+            }
             _ => {}
         }
     }

@@ -31,7 +31,8 @@ pub struct SimulateArgs {
     /// Multiply every fault rate (and shorten long faults) by this factor.
     #[arg(long, default_value_t = 1.0)]
     pub intensity: f64,
-    /// Run the seed's design on the same seeds and print both side by side.
+    /// Run, on the same seeds, baton's core deaf to sleep announcements (the design
+    /// before them) and the seed's design, and print all three side by side.
     #[arg(long)]
     pub compare: bool,
     /// Also measure cold-start convergence for 2, 5, 20 and 50 devices.
@@ -86,6 +87,7 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
     );
     let mut policies = vec![PolicyKind::Baton(timing)];
     if args.compare {
+        policies.push(PolicyKind::BatonWithoutSleepNotices(timing));
         policies.push(PolicyKind::Seed);
     }
     let results = run_batch(&batch, &policies, first, args.runs, args.jobs);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::adapters::power::PowerOptions;
 use crate::adapters::telegram_config::TelegramConfig;
 use crate::core::Timing;
 
@@ -84,6 +85,8 @@ pub struct Setup {
     /// the (redacted) reason when it is malformed.
     pub telegram: Result<Option<TelegramConfig>, String>,
     pub events_timeout: Duration,
+    /// Where sleep announcements are listened for (the machine's own by default).
+    pub power: PowerOptions,
 }
 
 impl Setup {

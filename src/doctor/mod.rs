@@ -2,10 +2,12 @@
 //! clocks, the background agent, the Telegram configuration — and says for each what
 //! is right, what is wrong and what to do. Its report is safe to paste into an issue.
 //!
-//! Owns: the checks (`folder`, `peers`, `agent_check`, `telegram_check`), their verdicts
-//! and wording, the report (text and `--json`), and when to point at `baton record`.
-//! OS facts it cannot read from files come through [`os::OsProbes`], so tests present a
-//! healthy and a broken machine with real folders and the real fake Bot API.
+//! Owns: the checks (`folder`, `peers`, `agent_check`, `telegram_check`,
+//! `sleep_check`), their verdicts and wording, the report (text and `--json`), and when
+//! to point at `baton record`. OS facts it cannot read from files come through
+//! [`os::OsProbes`], so tests present a healthy and a broken machine with real folders
+//! and the real fake Bot API; sleep announcements are asked of the bus `Setup::power`
+//! names (tests name a private one with python-dbusmock's logind).
 //!
 //! Must never: print the bot token or any credential (every line goes through the
 //! token redaction, and the configured token itself is scrubbed), change the user's
@@ -17,6 +19,7 @@ mod check;
 mod folder;
 pub mod os;
 mod peers;
+mod sleep_check;
 mod telegram_check;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ use serde::Serialize;
 
 pub use check::{Check, Setup, Verdict};
 
+use crate::adapters::power::PowerOptions;
 use crate::adapters::telegram_config::redact_token_shapes;
 use crate::cli::{DoctorArgs, GlobalArgs};
 use crate::config::UsageError;
@@ -59,14 +63,7 @@ pub async fn diagnose(setup: &Setup, os: &dyn os::OsProbes) -> Report {
     checks.extend(peers::checks(setup, os));
     checks.extend(agent_check::checks(setup, os));
     checks.extend(telegram_check::checks(setup).await);
-    checks.push(
-        Check::new(
-            "sleep_announcements",
-            Verdict::Skip,
-            "sleep announcements: not checked by this version",
-        )
-        .fix("a later version announces sleep to the group and checks it here"),
-    );
+    checks.push(sleep_check::check(setup).await);
     let record_command = checks
         .iter()
         .any(|check| check.odd)
@@ -192,6 +189,7 @@ pub fn setup(global: &GlobalArgs, args: &DoctorArgs) -> Result<Setup, UsageError
         timing: settings.timing,
         telegram,
         events_timeout: Duration::from_secs_f64(args.events_timeout),
+        power: PowerOptions::default(),
     })
 }
 

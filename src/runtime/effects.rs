@@ -164,9 +164,11 @@ impl Runtime {
                     .flat_map(|record| record.foreign_chats.iter().copied())
                     .collect();
                 self.serving.start(term, start, known_foreign).await;
+                self.hold_sleep_for_acting();
             }
             Effect::StopActing { reason } => {
                 let progress = self.serving.stop(&reason).await;
+                self.release_sleep_after_acting();
                 if let Some(progress) = &progress {
                     self.record_progress(progress);
                 }
@@ -203,6 +205,7 @@ impl Runtime {
                 Level::Error => tracing::error!(parent: &self.span, "{message}"),
             },
             Effect::ActivationResult { ticket, result } => self.answer(ticket, result).await,
+            Effect::AllowSleep { reason } => self.allow_sleep(&reason),
             Effect::Exit { code, reason } => {
                 tracing::info!(parent: &self.span, code, %reason, "exit requested");
                 self.exit_code = Some(code);

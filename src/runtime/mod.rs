@@ -19,6 +19,7 @@ mod effects;
 mod folder;
 mod mail;
 mod mail_side;
+mod power;
 mod requests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -31,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 use crate::adapters::clock::{self, SleepDetector};
 use crate::adapters::control::{self, Command, Reply};
 use crate::adapters::local;
+use crate::adapters::power::{Power, PowerEvent, PowerEvents, PowerHandle, PowerOptions};
 use crate::adapters::store::{FolderIdentity, Store};
 use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
@@ -132,6 +134,10 @@ struct Runtime {
     folder_gone_said: bool,
     /// Routing through the mail folder (issue 11), when Telegram is configured.
     mail: Option<mail_side::MailSide>,
+    /// The lever over sleep (inert until the power adapter has started).
+    power: PowerHandle,
+    /// An announced sleep not yet allowed: when its grace ends (`power.rs`).
+    sleep_announced_until: Option<tokio::time::Instant>,
 }
 
 /// What the run loop listens to besides the core, and what must outlive it.
@@ -152,6 +158,9 @@ struct Inputs {
     loaded: Option<String>,
     /// The mail folder's watch (issue 11).
     mail_rx: Option<mpsc::Receiver<WatchSignal>>,
+    /// The power adapter while it starts on its own task, then its events.
+    power_start: Option<tokio::task::JoinHandle<Power>>,
+    power_events: Option<PowerEvents>,
 }
 
 /// Runs until the core asks to exit; returns the process exit code.
@@ -221,6 +230,12 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         loaded: config.reload.as_ref().and_then(|read| read().ok()),
         reload: config.reload,
         mail_rx,
+        // On its own task: `power::start` is bounded (10 s) but may wait on a silent
+        // bus, and the loop must not.
+        power_start: Some(tokio::spawn(async {
+            crate::adapters::power::start(&PowerOptions::default()).await
+        })),
+        power_events: None,
     };
     let refusal_file = local::refusal_file(&config.state_dir, &config.group, &stem);
     let core_config = CoreConfig {
@@ -253,6 +268,8 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         folder_identity: None,
         folder_gone_said: false,
         mail: mail_side,
+        power: PowerHandle::inert(),
+        sleep_announced_until: None,
     };
     runtime.folder_identity = runtime.store.folder_identity().ok();
     Ok((runtime, inputs))
@@ -321,6 +338,14 @@ impl Runtime {
                     self.check_mail().await;
                 }
                 _ = mail_acks.tick(), if self.mail.is_some() => self.collect_mail_acks().await,
+                started = join_opt(&mut inputs.power_start) => {
+                    inputs.power_start = None;
+                    match started {
+                        Ok(power) => inputs.power_events = Some(self.power_started(power)),
+                        Err(error) => tracing::warn!(parent: &self.span, %error, "the power adapter failed to start; failing over by lease only"),
+                    }
+                }
+                event = next_power_event(&mut inputs.power_events) => self.on_power(event).await,
                 _ = tokio::time::sleep_until(watcher_refresh) => {
                     watcher_refresh = tokio::time::Instant::now() + WATCHER_REFRESH;
                     self.recreate_watcher("periodic refresh");
@@ -378,10 +403,26 @@ async fn recv_opt(rx: &mut Option<mpsc::Receiver<WatchSignal>>) -> Option<WatchS
     }
 }
 
+async fn join_opt<T>(
+    task: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Mail folder signals are hints: one look covers a burst of them.
 fn drain_signals(rx: &mut Option<mpsc::Receiver<WatchSignal>>) {
     if let Some(rx) = rx {
         while rx.try_recv().is_ok() {}
+    }
+}
+
+async fn next_power_event(events: &mut Option<PowerEvents>) -> PowerEvent {
+    match events {
+        Some(events) => events.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -60,6 +60,8 @@ pub enum AckWaitEnd {
     },
     /// A stop signal arrived during a handoff's wait, or a second one (forced exit).
     Interrupted,
+    /// Cut short for an announced sleep ([`StopSignals::sleep_cap`]).
+    SleepNear,
 }
 
 /// The stop signals as serving sees them. Tokens that never fire by default.
@@ -69,6 +71,9 @@ pub struct StopSignals {
     pub first: CancellationToken,
     /// Fires at the second: a forced exit.
     pub second: CancellationToken,
+    /// The machine announced a sleep: the wait ends by then, whatever the child does, so
+    /// that the handoff is published within the sleep's grace (`runtime::power`).
+    pub sleep_cap: Option<Instant>,
 }
 
 /// What the wait knows about the child and the stop.
@@ -94,9 +99,9 @@ pub async fn wait_for_acknowledgement(context: AckWaitContext<'_>) -> (AckWaitEn
     // A handoff's wait ends at the first stop signal; the shutdown's own wait, at the
     // second.
     let interrupt = if signals.first.is_cancelled() {
-        signals.second
+        signals.second.clone()
     } else {
-        signals.first
+        signals.first.clone()
     };
     let end = loop {
         if acknowledged.borrow_and_update().outstanding == 0 {
@@ -114,9 +119,16 @@ pub async fn wait_for_acknowledgement(context: AckWaitContext<'_>) -> (AckWaitEn
         };
         let deadline = started + bound;
         let now = Instant::now();
+        if signals
+            .sleep_cap
+            .is_some_and(|cap| now >= cap && cap < deadline)
+        {
+            break AckWaitEnd::SleepNear;
+        }
         if now >= deadline {
             break AckWaitEnd::TimedOut { busy };
         }
+        let deadline = signals.sleep_cap.map_or(deadline, |cap| cap.min(deadline));
         let look_again = deadline.min(now + RECHECK);
         tokio::select! {
             changed = acknowledged.changed() => if changed.is_err() {

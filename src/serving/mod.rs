@@ -168,6 +168,12 @@ impl Serving {
         }
     }
 
+    /// The machine announced a sleep (`Some`: the next stop's acknowledgement wait ends
+    /// by then) or woke (`None`). See `runtime::power`.
+    pub fn note_sleep_announced(&mut self, ack_wait_until: Option<tokio::time::Instant>) {
+        self.signals.sleep_cap = ack_wait_until;
+    }
+
     /// When the first stop signal arrived, if one did (see [`Serving::watch_stop_signals`]).
     pub fn stop_signal_at(&self) -> Option<tokio::time::Instant> {
         *self.stop_signal_at.borrow()

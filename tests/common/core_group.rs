@@ -7,8 +7,8 @@
 //! touches a real file or clock.
 
 use mirror_baton::core::{
-    Core, CoreConfig, DeviceRecord, Effect, Event, FileObservation, FileState, Input, Level,
-    Moment, Role, Timing, record,
+    Core, CoreConfig, DeviceRecord, Effect, Event, FileObservation, FileState, Identity, Input,
+    Level, Moment, Role, Timing, record,
 };
 
 pub struct Member {
@@ -20,6 +20,8 @@ pub struct Member {
     pub notices: Vec<(Level, String)>,
     /// Whether Telegram refuses this member's token.
     pub token_refused: bool,
+    /// Every effect this member emitted, with the moment, in order.
+    pub effects: Vec<(u64, Effect)>,
 }
 
 #[path = "identity.rs"]
@@ -49,6 +51,7 @@ impl Group {
                 started: Vec::new(),
                 notices: Vec::new(),
                 token_refused: false,
+                effects: Vec::new(),
             })
             .collect();
         Group {
@@ -63,8 +66,13 @@ impl Group {
 
     pub fn start(&mut self, index: usize) {
         let name = self.members[index].name.clone();
+        self.start_as(index, identity(&name));
+    }
+
+    /// Starts member `index` with its own identity (its name's device id kept).
+    pub fn start_as(&mut self, index: usize, identity: Identity) {
         self.members[index].core = Some(Core::new(CoreConfig {
-            identity: identity(&name),
+            identity,
             timing: Timing::default(),
             seed: index as u64 + 1,
         }));
@@ -121,6 +129,7 @@ impl Group {
         let name = self.members[index].name.clone();
         for effect in effects {
             self.log.push((name.clone(), self.now, effect.clone()));
+            self.members[index].effects.push((self.now, effect.clone()));
             match effect {
                 Effect::WriteRecord { record: r } if self.refusing.contains(&name) => {
                     let reason = format!(

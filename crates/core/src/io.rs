@@ -69,6 +69,10 @@ pub enum Event {
     ShutdownAsked,
     /// The two clocks jumped apart by this much: the machine slept.
     Woke { slept_ms: u64 },
+    /// The OS announced that the machine is about to sleep and waits at most `grace_ms`
+    /// (counted from this input) for this device: an active device hands over (see
+    /// `sleep.rs`). Answered with [`Effect::AllowSleep`] when the device is done.
+    SleepAnnounced { grace_ms: u64 },
     /// Telegram said another poller is running (409).
     Conflict { description: String },
     /// Answer to [`Effect::ProbePid`].
@@ -233,6 +237,10 @@ pub enum Effect {
     RememberRefusal { install_id: String },
     /// The refusal remembered earlier no longer holds (this run registered): forget it.
     ForgetRefusal,
+    /// Done with the announced sleep ([`Event::SleepAnnounced`]): the runtime lets the
+    /// machine sleep now (releases or lets go of its hold). A sleep whose grace runs out
+    /// first happens anyway: the runtime never waits for this past the grace.
+    AllowSleep { reason: String },
     /// The process must exit with this code after carrying out the effects before it.
     Exit { code: i32, reason: String },
 }

@@ -3,9 +3,9 @@
 //! Owns: the device record format ([`record`]), the election rules ([`election`]), who
 //! serves which topic ([`routing`]) and the mailbox rules ([`mailbox`]), time
 //! and timers ([`timers`]), the inputs and effects ([`io`]), the shared context
-//! ([`context`]), the state machine split by state ([`machine`]), the Telegram offset
-//! bookkeeping ([`offsets`]) and the per-component rng streams of the one seed
-//! ([`seed`]). Around persistence it asserts (`BUG:` panics, our own invariants only):
+//! ([`context`]), the state machine split by state ([`machine`]), what an announced
+//! sleep means ([`sleep`]), the Telegram offset bookkeeping ([`offsets`]) and the
+//! per-component rng streams of the one seed ([`seed`]). Around persistence it asserts (`BUG:` panics, our own invariants only):
 //! before a write, seq up by exactly one, under the size cap, reading back as itself;
 //! after a read, what `record::sanitize` promises. Must never: read a
 //! clock, a file or OS randomness, spawn a task, or touch tokio, notify or teloxide. Time
@@ -25,6 +25,7 @@ pub mod offsets;
 pub mod record;
 pub mod routing;
 pub mod seed;
+pub mod sleep;
 pub mod timers;
 
 pub use context::CoreConfig;

@@ -262,6 +262,27 @@ pub fn render_table(summaries: &[(String, Summary)], timing: Timing) -> String {
             }),
         ),
         (
+            "leader slept, announced → new active",
+            Box::new(|s| {
+                format!(
+                    "{} (n={})",
+                    dist(&s.sleep_takeover_announced),
+                    s.sleep_takeover_announced.count
+                )
+            }),
+        ),
+        (
+            "leader slept, unannounced → new active",
+            Box::new(|s| {
+                format!(
+                    "{} (n={}, >1h: {})",
+                    dist(&s.sleep_takeover_unannounced),
+                    s.sleep_takeover_unannounced.count,
+                    s.sleep_takeover_unresolved
+                )
+            }),
+        ),
+        (
             "dual-active incidents (within bound)",
             Box::new(|s| {
                 format!(

@@ -84,6 +84,12 @@ pub struct RunMetrics {
     pub handoff_failed: u64,
     pub resign_takeover_ms: Vec<u64>,
     pub resign_takeover_unresolved: u64,
+    /// From the acting device stopping because its host announced a sleep (or slept
+    /// unannounced) to some device polling again.
+    pub sleep_takeover_announced_ms: Vec<u64>,
+    pub sleep_takeover_unannounced_ms: Vec<u64>,
+    /// Either, with no device polling an hour later.
+    pub sleep_takeover_unresolved: u64,
     pub incidents: Vec<Incident>,
     pub conflicts_409: u64,
     pub false_takeovers: u64,
@@ -131,6 +137,11 @@ impl RunMetrics {
         self.resign_takeover_ms
             .extend_from_slice(&other.resign_takeover_ms);
         self.resign_takeover_unresolved += other.resign_takeover_unresolved;
+        self.sleep_takeover_announced_ms
+            .extend_from_slice(&other.sleep_takeover_announced_ms);
+        self.sleep_takeover_unannounced_ms
+            .extend_from_slice(&other.sleep_takeover_unannounced_ms);
+        self.sleep_takeover_unresolved += other.sleep_takeover_unresolved;
         self.incidents.extend_from_slice(&other.incidents);
         self.conflicts_409 += other.conflicts_409;
         self.false_takeovers += other.false_takeovers;
@@ -176,6 +187,9 @@ impl RunMetrics {
             handoff_failed: self.handoff_failed,
             resign_takeover: Quantiles::of(&self.resign_takeover_ms),
             resign_takeover_unresolved: self.resign_takeover_unresolved,
+            sleep_takeover_announced: Quantiles::of(&self.sleep_takeover_announced_ms),
+            sleep_takeover_unannounced: Quantiles::of(&self.sleep_takeover_unannounced_ms),
+            sleep_takeover_unresolved: self.sleep_takeover_unresolved,
             dual_active_incidents: all.len() as u64,
             dual_active_incident: Quantiles::of(&all),
             dual_active_s_per_device_week: all.iter().sum::<u64>() as f64 / 1000.0 / weeks,
@@ -230,6 +244,9 @@ pub struct Summary {
     pub handoff_failed: u64,
     pub resign_takeover: Quantiles,
     pub resign_takeover_unresolved: u64,
+    pub sleep_takeover_announced: Quantiles,
+    pub sleep_takeover_unannounced: Quantiles,
+    pub sleep_takeover_unresolved: u64,
     pub dual_active_incidents: u64,
     pub dual_active_incident: Quantiles,
     pub dual_active_s_per_device_week: f64,

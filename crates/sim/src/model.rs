@@ -108,6 +108,12 @@ pub struct FaultRates {
     pub sleep_per_host_day: f64,
     pub sleep_min_ms: u64,
     pub sleep_max_ms: u64,
+    /// Share of sleeps the OS announces first (lid closed, idle sleep); the rest come
+    /// unannounced (power loss, kernel panic, an announcement too late to act on).
+    pub announced_sleep_share: f64,
+    /// How long an announced sleep waits at most for the active device (macOS: the 30 s
+    /// `kIOMessageSystemWillSleep` limit less the adapter's 1 s margin).
+    pub sleep_grace_ms: u64,
     /// Downtime after a crash or stop before the process is started again.
     pub down_min_ms: u64,
     pub down_max_ms: u64,
@@ -147,6 +153,10 @@ impl Default for FaultRates {
             sleep_per_host_day: 3.0,
             sleep_min_ms: 2 * MINUTE_MS,
             sleep_max_ms: 8 * HOUR_MS,
+            // Laptops: nearly every sleep is a closed lid or idle sleep, announced;
+            // power loss and panics are rare (see docs/SIMULATION.md).
+            announced_sleep_share: 0.9,
+            sleep_grace_ms: 29 * SECOND_MS,
             down_min_ms: 30 * SECOND_MS,
             down_max_ms: 2 * HOUR_MS,
             stall_per_host_day: 1.0 / 7.0,
@@ -215,10 +225,14 @@ pub enum Fault {
     Resign {
         down_ms: u64,
     },
-    /// A host sleeps (its clock keeps counting, its processes freeze).
+    /// A host sleeps (its clock keeps counting, its processes freeze). An announced
+    /// sleep is told to its devices `notice_ms` before it starts (the lid closes then,
+    /// and the OS waits at most that long); `None`: unannounced. The sleep starts at
+    /// the same moment either way, so every design meets the same schedule.
     Sleep {
         host: usize,
         duration_ms: u64,
+        notice_ms: Option<u64>,
     },
     /// A host's uploads stall for a while.
     Stall {
@@ -343,6 +357,16 @@ impl Scenario {
         let mut lease_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1ea5_e000);
         Self::draw_lease_faults(&mut lease_rng, host_count, fault_end_ms, rates, &mut faults);
         faults.sort_by_key(|(at, _)| *at);
+        // Which sleeps are announced: a stream of its own again, so the schedule of
+        // every fault is the same whatever the share.
+        let mut notice_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x51ee_9000);
+        for (_, fault) in &mut faults {
+            if let Fault::Sleep { notice_ms, .. } = fault
+                && notice_rng.random_bool(rates.announced_sleep_share.clamp(0.0, 1.0))
+            {
+                *notice_ms = Some(rates.sleep_grace_ms);
+            }
+        }
         Scenario {
             seed,
             devices,
@@ -409,7 +433,14 @@ impl Scenario {
         for host in 0..hosts {
             for at in poisson_times(rng, rates.sleep_per_host_day, end_ms) {
                 let duration_ms = log_uniform_ms(rng, rates.sleep_min_ms, rates.sleep_max_ms);
-                faults.push((at, Fault::Sleep { host, duration_ms }));
+                faults.push((
+                    at,
+                    Fault::Sleep {
+                        host,
+                        duration_ms,
+                        notice_ms: None,
+                    },
+                ));
             }
             for at in poisson_times(rng, rates.stall_per_host_day, end_ms) {
                 let duration_ms = log_uniform_ms(rng, rates.stall_min_ms, rates.stall_max_ms);

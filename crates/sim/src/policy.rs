@@ -46,6 +46,8 @@ pub enum Action {
     },
     /// The process exits.
     Exit,
+    /// Done with the announced sleep: the host may go to sleep now.
+    AllowSleep,
     /// The core reported a broken invariant of its own.
     Bug {
         message: String,
@@ -178,6 +180,7 @@ fn translate(effect: Effect) -> Option<Action> {
         Effect::RequestDownload { name } => Action::RequestDownload { name },
         Effect::ProbePid { stem, pid } => Action::ProbePid { stem, pid },
         Effect::Exit { .. } => Action::Exit,
+        Effect::AllowSleep { .. } => Action::AllowSleep,
         Effect::Notify {
             level: Level::Error,
             message,

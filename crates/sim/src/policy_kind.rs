@@ -1,6 +1,7 @@
 //! Which design the simulated devices run, and building one device's process of it.
 //!
-//! Owns: [`PolicyKind`] (baton's core with its timing, or the seed's design) and the
+//! Owns: [`PolicyKind`] (baton's core with its timing, the same core deaf to sleep
+//! announcements, or the seed's design) and the
 //! factory over both. Must never: hold protocol logic (the policies do).
 
 use baton_core::Timing;
@@ -14,6 +15,9 @@ use crate::seed_policy::SeedPolicy;
 pub enum PolicyKind {
     /// mirror-baton's core with these timing constants.
     Baton(Timing),
+    /// The same core, never told of an announced sleep (as before issue 14): a sleeping
+    /// leader is replaced when its lease runs out.
+    BatonWithoutSleepNotices(Timing),
     /// The TypeScript design of `../shared/seed`.
     Seed,
 }
@@ -22,14 +26,28 @@ impl PolicyKind {
     pub fn label(&self) -> &'static str {
         match self {
             PolicyKind::Baton(_) => "baton",
+            PolicyKind::BatonWithoutSleepNotices(_) => "baton, no sleep notices",
             PolicyKind::Seed => "seed",
         }
+    }
+
+    /// Whether this design is mirror-baton's core (its invariants are checked).
+    pub fn is_baton(&self) -> bool {
+        matches!(
+            self,
+            PolicyKind::Baton(_) | PolicyKind::BatonWithoutSleepNotices(_)
+        )
+    }
+
+    /// Whether the world tells its devices of an announced sleep.
+    pub fn hears_sleep_notices(&self) -> bool {
+        matches!(self, PolicyKind::Baton(_))
     }
 
     /// Builds the process for `spec`'s `incarnation`-th start (new instance and pid).
     pub fn spawn(&self, spec: &DeviceSpec, incarnation: u32, seed: u64) -> Box<dyn DevicePolicy> {
         match self {
-            PolicyKind::Baton(timing) => {
+            PolicyKind::Baton(timing) | PolicyKind::BatonWithoutSleepNotices(timing) => {
                 Box::new(BatonPolicy::new(spec, incarnation, seed, *timing))
             }
             PolicyKind::Seed => Box::new(SeedPolicy::new(spec, seed)),

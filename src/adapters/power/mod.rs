@@ -172,7 +172,9 @@ enum HandleInner {
 }
 
 impl PowerHandle {
-    fn inert() -> Self {
+    /// A handle whose calls do nothing: what the runtime holds until [`start`] is done,
+    /// and on a machine without announcements.
+    pub fn inert() -> Self {
         PowerHandle {
             inner: HandleInner::Inert,
         }

@@ -87,6 +87,9 @@ pub struct Ctx {
     pub(crate) refused_by: Option<String>,
     /// The name of the stimulus being handled, for [`Effect::Transition`]'s `cause`.
     pub cause: String,
+    /// An announced sleep not yet answered with `AllowSleep`: when its grace ends
+    /// (`sleep.rs`).
+    pub sleep_until: Option<Moment>,
 }
 
 impl Ctx {
@@ -122,6 +125,7 @@ impl Ctx {
             polling_refusals: 0,
             unreadable_peers: BTreeMap::new(),
             cause: String::new(),
+            sleep_until: None,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::context::Ctx;
 use crate::election;
 use crate::io::{ActivationOutcome, Effect, Level};
 use crate::record::{ActivationRequest, REFUSAL_CHARS_MAX, Status};
+use crate::sleep::{self, ActiveSleepPlan};
 use crate::timers::{Moment, TimerId};
 
 /// How often an active device looks for records past retention.
@@ -117,6 +118,12 @@ pub(super) fn handle(
             Handled
         }
         Stimulus::Woke { slept } => active_woke(context, tenure, *slept),
+        Stimulus::SleepAnnounced { grace } => match sleep::plan_for_active(context, term, *grace) {
+            ActiveSleepPlan::HandOver { to, term } => {
+                Transition(State::offer(to, term, false, None))
+            }
+            ActiveSleepPlan::KeepRole => Handled,
+        },
         Stimulus::Conflict => active_conflict(context, term, tenure),
         Stimulus::PollingRefused { description } => {
             active_polling_refused(context, term, tenure.since, description)

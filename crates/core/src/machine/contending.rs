@@ -63,6 +63,13 @@ pub(super) fn handle(
             context.resign("stopped cleanly while contending");
             Handled
         }
+        Stimulus::SleepAnnounced { grace } => {
+            // A claim that sleeps would block every peer until it lapses; the settle
+            // window would prove nothing anyway.
+            context.note_sleep_announced(*grace);
+            context.allow_sleep("withdrew our claim");
+            back_off(context, format!("about to sleep ({grace:?} of grace)"))
+        }
         _ => Super,
     }
 }

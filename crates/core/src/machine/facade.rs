@@ -121,6 +121,9 @@ impl Core {
             }
             Event::ActivateAsked { target, ticket } => Some(Stimulus::Activate { target, ticket }),
             Event::ShutdownAsked => Some(Stimulus::Shutdown),
+            Event::SleepAnnounced { grace_ms } => Some(Stimulus::SleepAnnounced {
+                grace: Duration::from_millis(grace_ms),
+            }),
             Event::Conflict { .. } => Some(Stimulus::Conflict),
             Event::PidProbed { stem, pid, alive } => ctx.pid_probed(&stem, pid, alive),
             Event::UpdateHandled { update_id } => {

@@ -189,6 +189,10 @@ impl Protocol {
                 context.emit(Effect::Rescan);
                 Handled
             }
+            Stimulus::SleepAnnounced { grace } => {
+                crate::sleep::note_without_role(context, *grace);
+                Handled
+            }
             Stimulus::Timer(TimerId::WriteRetry) => {
                 // (A Yielding device that has not published yet handles this itself.)
                 context.write_record();

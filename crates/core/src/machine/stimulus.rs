@@ -25,6 +25,10 @@ pub enum Stimulus {
     Woke {
         slept: Duration,
     },
+    /// The OS announced a sleep within `grace` (`sleep.rs`).
+    SleepAnnounced {
+        grace: Duration,
+    },
     Conflict,
     /// Telegram refused the bot token: this device cannot poll.
     PollingRefused {
@@ -57,6 +61,7 @@ impl Stimulus {
             Stimulus::Activate { .. } => "activate_asked".into(),
             Stimulus::Shutdown => "shutdown_asked".into(),
             Stimulus::Woke { .. } => "woke".into(),
+            Stimulus::SleepAnnounced { .. } => "sleep_announced".into(),
             Stimulus::Conflict => "conflict".into(),
             Stimulus::PollingRefused { .. } => "polling_refused".into(),
             Stimulus::PidGone => "pid_gone".into(),

@@ -39,6 +39,8 @@ pub(super) fn enter(to: &str, term: u64, shutting_down: bool, context: &mut Ctx)
 }
 
 pub(super) fn exit(context: &mut Ctx) {
+    // A sleep handoff ends here whichever way it went (taken, taken back).
+    context.allow_sleep("the handoff is over");
     context.cancel(TimerId::HandoffTimeout);
     context.own.handoff = None;
 }
@@ -92,6 +94,11 @@ pub(super) fn handle(
             }
             Handled
         }
+        Stimulus::Woke { .. } if context.sleep_until.is_some() && !shutting_down => {
+            let asker = handover.asker.take();
+            crate::sleep::woke_while_handing_over(context, handover.to, asker);
+            Transition(State::standby())
+        }
         Stimulus::Woke { .. } => {
             // An overdue handoff timeout must not take the role back before the
             // rescan shows whether the target took it meanwhile.
@@ -109,6 +116,17 @@ pub(super) fn handle(
         Stimulus::Activate { ticket, .. } => {
             let reason = format!("a handoff to {} is in progress", handover.to);
             context.answer(*ticket, failed(&reason));
+            Handled
+        }
+        Stimulus::SleepAnnounced { grace } => {
+            // Already handing over: the sleep is allowed once the target's claim is
+            // seen (or its grace runs out).
+            context.note_sleep_announced(*grace);
+            let message = format!(
+                "this machine is about to sleep ({grace:?} of grace) while handing over to {}",
+                handover.to
+            );
+            context.notify(Level::Info, message);
             Handled
         }
         _ => Super,
@@ -158,11 +176,9 @@ fn yielding_evaluate(context: &mut Ctx, handover: &mut Handover<'_>) -> Outcome<
         return Handled;
     }
     let successor = claim.record.device_id.clone();
+    let claimed_term = claim.record.term;
     if successor == to {
-        context.notify(
-            Level::Info,
-            format!("{to} took over (term {})", claim.record.term),
-        );
+        context.notify(Level::Info, format!("{to} took over (term {claimed_term})"));
         if let Some(ticket) = handover.asker.take() {
             let result = ActivationOutcome::Done {
                 device: successor.clone(),
@@ -172,12 +188,10 @@ fn yielding_evaluate(context: &mut Ctx, handover: &mut Handover<'_>) -> Outcome<
     } else {
         context.notify(
             Level::Warn,
-            format!(
-                "{successor} claimed term {} during our handoff to {to}",
-                claim.record.term
-            ),
+            format!("{successor} claimed term {claimed_term} during our handoff to {to}"),
         );
     }
+    context.allow_sleep(&format!("{successor} took over"));
     if shutting_down {
         context.resign("stopped cleanly after handing over");
         return Handled;

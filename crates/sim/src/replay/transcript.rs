@@ -97,6 +97,9 @@ fn event_lines(event: &Event) -> Vec<String> {
         Event::ActivateAsked { target, ticket } => format!("activate {target:?} (#{ticket})"),
         Event::ShutdownAsked => "shutdown asked".into(),
         Event::Woke { slept_ms } => format!("woke after sleeping {}", Moment(*slept_ms)),
+        Event::SleepAnnounced { grace_ms } => {
+            format!("sleep announced, {} of grace", Moment(*grace_ms))
+        }
         Event::Conflict { description } => format!("telegram conflict: {description}"),
         Event::PidProbed { stem, pid, alive } => {
             let state = if *alive { "alive" } else { "gone" };
@@ -173,6 +176,7 @@ pub fn effect_line(effect: &Effect) -> String {
             format!("answer #{ticket}: {}", outcome_text(result))
         }
         Effect::Exit { code, reason } => format!("exit {code} ({reason})"),
+        Effect::AllowSleep { reason } => format!("allow sleep ({reason})"),
     }
 }
 

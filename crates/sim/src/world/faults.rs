@@ -204,6 +204,7 @@ impl World {
         let Some(since) = self.hosts[host].asleep_since_ms.take() else {
             return;
         };
+        self.hosts[host].notice_until_ms = None;
         let slept_ms = self.now_ms - since;
         let local = self.local(host);
         for device in 0..self.devices.len() {

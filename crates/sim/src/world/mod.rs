@@ -32,6 +32,7 @@ use rand_chacha::ChaCha8Rng;
 mod faults;
 mod medium;
 mod probes;
+mod sleep_notice;
 mod telegram;
 
 use telegram::Telegram;
@@ -108,6 +109,11 @@ enum Ev {
     },
     SleepStart {
         host: usize,
+    },
+    /// The OS announces the sleep that starts at `sleep_at_ms` (the lid closes).
+    SleepNotice {
+        host: usize,
+        sleep_at_ms: u64,
     },
     Wake {
         host: usize,
@@ -231,6 +237,10 @@ struct Host {
     stall_windows: Vec<(u64, u64)>,
     /// The host's disk refuses writes.
     refuse_windows: Vec<(u64, u64)>,
+    /// Announced sleeps: (start, notice before it).
+    notices: Vec<(u64, u64)>,
+    /// An announced sleep is coming (or under way): when it starts. Cleared at the wake.
+    notice_until_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,6 +248,9 @@ enum PendingKind {
     Crash,
     Resign,
     Handoff,
+    /// The acting device stopped because its host announced a sleep, or slept.
+    SleepAnnounced,
+    SleepUnannounced,
 }
 
 #[derive(Clone, Debug)]
@@ -368,6 +381,7 @@ impl World {
                 self.schedule(start, Ev::SleepStart { host });
                 self.schedule(end, Ev::Wake { host });
             }
+            self.schedule_sleep_notices(host);
         }
         self.schedule(self.scenario.fault_end_ms, Ev::FaultsEnd);
     }
@@ -434,7 +448,7 @@ impl World {
     }
 
     fn is_baton(&self) -> bool {
-        matches!(self.config.policy, PolicyKind::Baton(_))
+        self.config.policy.is_baton()
     }
 
     // ---- clocks ---------------------------------------------------------------------
@@ -536,6 +550,7 @@ impl World {
             } => self.notify(dest, incarnation, &name),
             Ev::Fault(fault) => self.fault(fault),
             Ev::SleepStart { host } => self.sleep(host),
+            Ev::SleepNotice { host, sleep_at_ms } => self.sleep_notice(host, sleep_at_ms),
             Ev::Wake { host } => self.wake(host),
             Ev::PollResponse {
                 device,
@@ -742,6 +757,7 @@ impl World {
                     .push_back(Event::PidProbed { stem, pid, alive });
             }
             Action::Exit => self.exit(device),
+            Action::AllowSleep => {}
             Action::Bug { message } => self.violation(format!("device {device}: {message}")),
             Action::Trace { line } => self.trace(device, &line),
         }
@@ -779,8 +795,15 @@ fn collect_windows(scenario: &Scenario, hosts: &mut [Host]) {
     let mut refusals = vec![Vec::new(); hosts.len()];
     for (at, fault) in &scenario.faults {
         match fault {
-            Fault::Sleep { host, duration_ms } => {
-                sleeps[*host].push((*at, (*at + duration_ms).min(end)))
+            Fault::Sleep {
+                host,
+                duration_ms,
+                notice_ms,
+            } => {
+                sleeps[*host].push((*at, (*at + duration_ms).min(end)));
+                if let Some(notice_ms) = notice_ms {
+                    hosts[*host].notices.push((*at, *notice_ms));
+                }
             }
             Fault::CutOff { host, duration_ms } => {
                 cuts[*host].push((*at, (*at + duration_ms).min(end)))

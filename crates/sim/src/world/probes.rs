@@ -25,6 +25,9 @@ impl World {
             if acting != was {
                 self.trace(device, if acting { "ACTING" } else { "not acting" });
             }
+            if was && !acting {
+                self.note_left_by_sleep(device);
+            }
             self.devices[device].was_acting = acting;
         }
         self.last_account_ms = now;
@@ -128,6 +131,9 @@ impl World {
                 PendingKind::Crash => self.metrics.crash_failover_unresolved += 1,
                 PendingKind::Resign => self.metrics.resign_takeover_unresolved += 1,
                 PendingKind::Handoff => self.metrics.handoff_failed += 1,
+                PendingKind::SleepAnnounced | PendingKind::SleepUnannounced => {
+                    self.metrics.sleep_takeover_unresolved += 1
+                }
             }
         }
     }

@@ -200,7 +200,9 @@ impl World {
         let mut kept = Vec::with_capacity(self.pending.len());
         for measure in std::mem::take(&mut self.pending) {
             let resolves = match measure.kind {
-                PendingKind::Crash => true,
+                PendingKind::Crash
+                | PendingKind::SleepAnnounced
+                | PendingKind::SleepUnannounced => true,
                 PendingKind::Resign => device != measure.device,
                 PendingKind::Handoff => device == measure.device,
             };
@@ -219,6 +221,12 @@ impl World {
                 }
                 PendingKind::Resign => self.metrics.resign_takeover_ms.push(elapsed),
                 PendingKind::Handoff => self.metrics.handoff_ms.push(elapsed),
+                PendingKind::SleepAnnounced => {
+                    self.metrics.sleep_takeover_announced_ms.push(elapsed)
+                }
+                PendingKind::SleepUnannounced => {
+                    self.metrics.sleep_takeover_unannounced_ms.push(elapsed)
+                }
             }
         }
         self.pending = kept;
