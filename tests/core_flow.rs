@@ -443,3 +443,139 @@ fn a_claim_that_could_not_be_written_never_becomes_active() {
     group.run_until(200_000);
     assert_eq!(group.core(0).role(), Role::Active);
 }
+
+/// Peer b's record: `status` at `term`, its `seq`-th write, handing over to a when
+/// `handoff` names a term.
+fn b_record(seq: u64, status: record::Status, term: u64, handoff: Option<u64>) -> FileObservation {
+    let mut b = record::DeviceRecord::new(&identity("b"));
+    b.seq = seq;
+    b.status = status;
+    b.term = term;
+    b.handoff = handoff.map(|term| record::Handoff {
+        target: identity("a").device_id,
+        term,
+    });
+    FileObservation {
+        name: record::file_name(&b.device_id),
+        state: FileState::Contents { text: b.to_json() },
+    }
+}
+
+/// Device a, a standby behind b (Active at term 12), as in simulator seed 11844; every
+/// write of a reaches the disk.
+fn a_standby_behind_b() -> Core {
+    let mut a = lone_core();
+    a.handle(input_at(0, Event::Start));
+    let files = vec![b_record(10, record::Status::Active, 12, None)];
+    a.handle(input_at(0, Event::Scanned { files }));
+    a.handle(input_at(0, Event::RecordWritten { seq: 1 }));
+    a.drain_effects();
+    assert_eq!(a.role(), Role::Standby);
+    a
+}
+
+fn starts_acting(effects: &[Effect]) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::StartActing { .. }))
+}
+
+/// Simulator seed 11844 (derived streams, shard 7): b handed over to a while a slept;
+/// a woke 44 s after the handoff was published and found it waiting. Taking it at once
+/// let b's handoff timeout (48 s) take the role back before a's claim reached b: both
+/// acted, every delay within the bound. A handoff found waiting has no known age: a
+/// claims its term through the settle window, and backs off when b takes the role back.
+#[test]
+fn a_handoff_found_on_waking_is_claimed_through_the_settle_window() {
+    let mut a = a_standby_behind_b();
+    let heartbeat = b_record(11, record::Status::Active, 12, None);
+    a.handle(input_at(40_000, Event::FileChanged { file: heartbeat }));
+    // Asleep from 60 s to 544 s; b published its handoff meanwhile, and its yielding
+    // heartbeats arrived while a slept.
+    let woke_at = 544_000;
+    a.handle(input_at(woke_at, Event::Woke { slept_ms: 484_000 }));
+    let mut effects = a.drain_effects();
+    assert!(effects.contains(&Effect::Rescan), "{effects:?}");
+    let files = vec![b_record(14, record::Status::Yielding, 12, Some(13))];
+    a.handle(input_at(woke_at, Event::Scanned { files }));
+    effects.extend(a.drain_effects());
+    assert!(
+        !starts_acting(&effects),
+        "a handoff of unknown age is not taken at once: {effects:?}"
+    );
+    assert_eq!(a.role(), Role::Contending);
+    let claim = effects.iter().rev().find_map(|e| match e {
+        Effect::WriteRecord { record } => Some(record.clone()),
+        _ => None,
+    });
+    let claim = claim.expect("a claim is written");
+    assert_eq!((claim.status, claim.term), (record::Status::Contending, 13));
+    a.handle(input_at(woke_at, Event::RecordWritten { seq: claim.seq }));
+    // b's handoff timed out 4 s after a woke: b took the role back at term 14.
+    let taken_back = b_record(15, record::Status::Active, 14, None);
+    a.handle(input_at(
+        woke_at + 8_000,
+        Event::FileChanged { file: taken_back },
+    ));
+    a.handle(input_at(woke_at + 30_000, Event::Tick));
+    let after = a.drain_effects();
+    assert!(!starts_acting(&after), "a never acts: {after:?}");
+    assert_eq!(a.role(), Role::Standby);
+}
+
+/// The usual handoff keeps its speed: seen arrive while a watched, it is taken at once.
+#[test]
+fn a_handoff_seen_arriving_is_taken_at_once() {
+    let mut a = a_standby_behind_b();
+    let yielding = b_record(11, record::Status::Yielding, 12, Some(13));
+    a.handle(input_at(30_000, Event::FileChanged { file: yielding }));
+    let effects = a.drain_effects();
+    assert!(starts_acting(&effects), "{effects:?}");
+    assert_eq!(a.role(), Role::Active);
+}
+
+/// A handoff seen arrive but left untaken while a's disk refused writes: taken at once
+/// when the disk recovers soon enough for a's claim to reach b before b's handoff
+/// timeout, claimed through the settle window when it recovers later.
+#[test]
+fn a_handoff_left_untaken_too_long_is_claimed_through_the_settle_window() {
+    let window_ms = {
+        let timing = Timing::default();
+        (timing.handoff_timeout - timing.settle_window).as_millis() as u64
+    };
+    for (recovers_after_ms, taken_at_once) in
+        [(window_ms - 1_000, true), (window_ms + 1_000, false)]
+    {
+        let mut a = lone_core();
+        a.handle(input_at(0, Event::Start));
+        let files = vec![b_record(10, record::Status::Active, 12, None)];
+        a.handle(input_at(0, Event::Scanned { files }));
+        let reason = "Read-only file system (os error 30)".to_string();
+        a.handle(input_at(0, Event::RecordWriteFailed { seq: 1, reason }));
+        a.drain_effects();
+        let yielding = b_record(11, record::Status::Yielding, 12, Some(13));
+        a.handle(input_at(30_000, Event::FileChanged { file: yielding }));
+        let effects = a.drain_effects();
+        assert!(
+            !starts_acting(&effects),
+            "not while writes fail: {effects:?}"
+        );
+        let recovered_at = 30_000 + recovers_after_ms;
+        a.handle(input_at(recovered_at, Event::Tick));
+        a.drain_effects();
+        let seq = a.own_record().seq;
+        a.handle(input_at(recovered_at, Event::RecordWritten { seq }));
+        let effects = a.drain_effects();
+        assert_eq!(starts_acting(&effects), taken_at_once, "{effects:?}");
+        let role = if taken_at_once {
+            Role::Active
+        } else {
+            Role::Contending
+        };
+        assert_eq!(
+            a.role(),
+            role,
+            "recovered {recovers_after_ms} ms after: {effects:?}"
+        );
+    }
+}

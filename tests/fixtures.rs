@@ -165,6 +165,30 @@ fn checks() -> Vec<(&'static str, Check)> {
             );
             assert_eq!((r.final_role, r.final_term), (Role::Active, 1));
         }),
+        ("handoff_found_on_waking", |r| {
+            // Simulator seed 11844: taking it at once made two devices act.
+            assert!(never_entered(r, Role::Active), "never acts: {:?}", r.path());
+            assert!(r.acting_terms().is_empty());
+            let woke = input_at(r, "Woke");
+            let contended = r.first_entered(Role::Contending).expect("claims the term");
+            assert_eq!(contended, woke.plus(std::time::Duration::from_millis(64)));
+            assert!(notified(
+                r,
+                Level::Info,
+                "a handoff to this device (term 13) of unknown age"
+            ));
+            assert!(notified(
+                r,
+                Level::Info,
+                "backing off: mini:/Users/ana/bot claims term 14"
+            ));
+            assert_eq!(r.final_role, Role::Standby);
+        }),
+        ("handoff_after_write_recovery", |r| {
+            assert_eq!(r.path(), [Role::Registering, Role::Standby, Role::Active]);
+            assert_eq!(active_times(r), [secs(40)], "at once when a write succeeds");
+            assert_eq!((r.final_role, r.final_term), (Role::Active, 13));
+        }),
         ("join_live_leader", |r| {
             assert_eq!(r.path(), [Role::Registering, Role::Standby]);
             assert!(r.acting_terms().is_empty());

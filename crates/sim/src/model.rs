@@ -319,8 +319,7 @@ fn poisson_times(rng: &mut ChaCha8Rng, per_day: f64, end_ms: u64) -> Vec<u64> {
 impl Scenario {
     /// Draws a scenario. Same arguments, same scenario.
     pub fn generate(seed: u64, devices: usize, fault_end_ms: u64, rates: &FaultRates) -> Self {
-        use rand::SeedableRng;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5ce7_a510);
+        let mut rng = baton_core::seed::rng(seed, "faults");
         let devices = devices.max(1);
         // Devices 0 and 1 share a Mac when there are three or more (two projects).
         let host_of: Vec<usize> = (0..devices)
@@ -354,7 +353,7 @@ impl Scenario {
             &mut faults,
         );
         // Drawn from a stream of their own, so the faults above stay as they were.
-        let mut lease_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1ea5_e000);
+        let mut lease_rng = baton_core::seed::rng(seed, "lease faults");
         Self::draw_lease_faults(&mut lease_rng, host_count, fault_end_ms, rates, &mut faults);
         faults.sort_by_key(|(at, _)| *at);
         // Which sleeps are announced: a stream of its own again, so the schedule of

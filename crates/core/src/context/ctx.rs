@@ -30,6 +30,19 @@ pub(crate) struct PriorOwnRecord {
     pub ours: bool,
 }
 
+/// A handoff addressed to us, as first seen: whether it may be taken at once depends on
+/// when (`Ctx::handoff_is_fresh`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HandoffSighting {
+    pub term: u64,
+    pub first_seen: Moment,
+    /// Seen arrive while we were watching with a complete view (a settle bound after the
+    /// first complete listing since start or waking): under the bound it was published
+    /// at most a settle bound before `first_seen`. A handoff found already waiting (in
+    /// the listing at start, or delivered while we slept) may be any age.
+    pub dated: bool,
+}
+
 /// An activation request this device published and waits on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PendingRequest {
@@ -66,6 +79,11 @@ pub struct Ctx {
     pub(super) reported: BTreeMap<String, &'static str>,
     /// Set once the first complete listing has been ingested.
     pub scanned_once: bool,
+    /// When the first complete listing since start or since waking was ingested (None
+    /// until then): changes seen a settle bound after it arrived while we watched.
+    pub(crate) watching_since: Option<Moment>,
+    /// The latest handoff addressed to us and when we first saw it.
+    pub(crate) handoff_sighting: Option<HandoffSighting>,
     /// Do not contend before this moment (after stepping down on Telegram evidence).
     pub hold_off_until: Moment,
     /// Another live process writes our device id: never write or act again.
@@ -116,6 +134,8 @@ impl Ctx {
             served_requests: BTreeSet::new(),
             reported: BTreeMap::new(),
             scanned_once: false,
+            watching_since: None,
+            handoff_sighting: None,
             hold_off_until: Moment(0),
             refused: false,
             refusal: None,

@@ -6,10 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use super::ctx::{Ctx, PriorOwnRecord};
+use super::ctx::{Ctx, HandoffSighting, PriorOwnRecord};
 use crate::election::{self, PeerView};
 use crate::io::{Effect, FileObservation, FileState, Level};
-use crate::record::{self, DeviceRecord, NameKind, RecordError};
+use crate::record::{self, DeviceRecord, NameKind, RecordError, Status};
 use crate::timers::Moment;
 
 impl Ctx {
@@ -33,6 +33,9 @@ impl Ctx {
         }
         self.clear_report("<folder>");
         self.scanned_once = true;
+        // What this listing showed may have been waiting for us (since before we started,
+        // or while we slept): only changes that arrive later can be dated.
+        self.watching_since.get_or_insert(self.now);
         news
     }
 
@@ -208,6 +211,33 @@ impl Ctx {
                 self.peers.insert(stem.to_string(), peer);
             }
         }
+        self.note_handoff_sighting(stem);
+    }
+
+    /// Remembers when a handoff addressed to us was first seen, and whether that moment
+    /// dates its publication (see [`HandoffSighting::dated`]).
+    fn note_handoff_sighting(&mut self, stem: &str) {
+        let Some(peer) = self.peers.get(stem) else {
+            return;
+        };
+        let Some(handoff) = peer.record.handoff.as_ref() else {
+            return;
+        };
+        let to_me = peer.record.status == Status::Yielding && handoff.target == self.me();
+        let seen = self
+            .handoff_sighting
+            .is_some_and(|s| s.term == handoff.term);
+        if !to_me || seen {
+            return;
+        }
+        let dated = self
+            .watching_since
+            .is_some_and(|since| self.now.since(since) >= self.timing.settle_bound());
+        self.handoff_sighting = Some(HandoffSighting {
+            term: handoff.term,
+            first_seen: self.now,
+            dated,
+        });
     }
 
     /// Notes a record file of an unknown peer that cannot be read yet.

@@ -57,6 +57,8 @@ impl Core {
         if let Event::Woke { slept_ms } = &input.event {
             let slept = Duration::from_millis(*slept_ms);
             self.ctx.presume_peers_alive_after_sleep(slept);
+            // What reached the folder while we slept arrives now, undated.
+            self.ctx.watching_since = None;
             self.dispatch(Stimulus::Woke { slept });
         }
         // A write's answer tells of the past (the lease runs from when it was asked for):

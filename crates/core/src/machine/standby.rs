@@ -64,7 +64,20 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
         let term = handoff.term;
         // An absurd handoff term (reported when read) is never taken: it would spread.
         if term > context.own.term && term <= crate::record::TERM_MAX {
-            return Transition(State::taken_up(term, context));
+            if context.handoff_is_fresh(term) {
+                return Transition(State::taken_up(term, context));
+            }
+            // Found waiting (at start, on waking) or left untaken for long: the yielder
+            // may take the role back before our claim reaches it. Claim its term through
+            // the settle window instead: the yielder stands down on seeing the claim, or
+            // we see it took the role back (term + 1) and back off.
+            let message = format!(
+                "a handoff to this device (term {term}) of unknown age: claiming its term \
+                 through the settle window, as the device handing over may be about to take \
+                 the role back"
+            );
+            context.notify(Level::Info, message);
+            return Transition(State::claim(term, context));
         }
     }
     let watched = election::leader(&context.peers, now, &timing)
@@ -156,6 +169,22 @@ fn standby_activate(context: &mut Ctx, typed: &str, ticket: u64) -> Outcome<Stat
 }
 
 impl Ctx {
+    /// Whether the handoff to us of `term` may be taken at once, with no settle window.
+    /// Safe only while our claim still reaches the yielder before its handoff timeout:
+    /// the handoff must have been seen arrive while we watched (so it was published at
+    /// most a settle bound before we first saw it), and we must take it less than
+    /// `handoff_timeout − settle_window` after that (our claim needs a settle bound to
+    /// travel back).
+    pub(super) fn handoff_is_fresh(&self, term: u64) -> bool {
+        let window = self
+            .timing
+            .handoff_timeout
+            .saturating_sub(self.timing.settle_window);
+        self.handoff_sighting.is_some_and(|sighting| {
+            sighting.term == term && sighting.dated && self.now.since(sighting.first_seen) < window
+        })
+    }
+
     pub(super) fn no_live_peer(&self) -> bool {
         !self
             .peers

@@ -26,7 +26,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 mod faults;
@@ -300,7 +300,7 @@ const EPOCH_MS: u64 = 1_750_000_000_000;
 
 impl World {
     pub fn new(config: RunConfig, scenario: Scenario) -> Self {
-        let rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x6d65_6469_756d);
+        let rng = baton_core::seed::rng(scenario.seed, "medium");
         let mut hosts: Vec<Host> = vec![Host::default(); scenario.hosts.len()];
         collect_windows(&scenario, &mut hosts);
         let devices = (0..scenario.devices)
@@ -595,11 +595,8 @@ impl World {
     fn start_device(&mut self, device: usize) {
         let dev = &mut self.devices[device];
         dev.incarnation += 1;
-        let core_seed = self
-            .scenario
-            .seed
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .wrapping_add((device as u64) << 20 | u64::from(dev.incarnation));
+        let component = format!("device {device} incarnation {}", dev.incarnation);
+        let core_seed = baton_core::seed::derive(self.scenario.seed, &component);
         let policy = self
             .config
             .policy

@@ -29,7 +29,7 @@ const UPDATE_ID_RANGE: std::ops::Range<i64> = 1..(1 << 31);
 
 impl Telegram {
     pub(super) fn new(seed: u64) -> Self {
-        let mut ids_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7465_6c65_6772_616d);
+        let mut ids_rng = baton_core::seed::rng(seed, "telegram");
         Telegram {
             pending: BTreeMap::new(),
             next_id: ids_rng.random_range(100_000_000..1_000_000_000),
