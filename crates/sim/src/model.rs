@@ -358,7 +358,7 @@ impl Scenario {
         faults.sort_by_key(|(at, _)| *at);
         // Which sleeps are announced: a stream of its own again, so the schedule of
         // every fault is the same whatever the share.
-        let mut notice_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x51ee_9000);
+        let mut notice_rng = baton_core::seed::rng(seed, "sleep notices");
         for (_, fault) in &mut faults {
             if let Fault::Sleep { notice_ms, .. } = fault
                 && notice_rng.random_bool(rates.announced_sleep_share.clamp(0.0, 1.0))
