@@ -7,6 +7,7 @@
 use std::io::Write;
 
 use baton_core::Timing;
+use baton_core::witness::WitnessRules;
 use baton_sim::metrics::{RunMetrics, Summary};
 use baton_sim::model::{DAY_MS, FaultRates};
 use baton_sim::{
@@ -31,7 +32,8 @@ pub struct SimulateArgs {
     /// Multiply every fault rate (and shorten long faults) by this factor.
     #[arg(long, default_value_t = 1.0)]
     pub intensity: f64,
-    /// Run the seed's design on the same seeds and print both side by side.
+    /// Run baton with Telegram as a second witness and the seed's design on the same
+    /// seeds and print all three side by side.
     #[arg(long)]
     pub compare: bool,
     /// Also measure cold-start convergence for 2, 5, 20 and 50 devices.
@@ -86,6 +88,8 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
     );
     let mut policies = vec![PolicyKind::Baton(timing)];
     if args.compare {
+        let rules = WitnessRules::default().scaled(args.time_scale);
+        policies.push(PolicyKind::Witness(timing, rules));
         policies.push(PolicyKind::Seed);
     }
     let results = run_batch(&batch, &policies, first, args.runs, args.jobs);

@@ -18,6 +18,7 @@
 mod effects;
 mod folder;
 mod requests;
+mod witness;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -128,6 +129,8 @@ struct Runtime {
     folder_identity: Option<FolderIdentity>,
     /// The folder was found gone and could not be made again (said once).
     folder_gone_said: bool,
+    /// Telegram as a second witness: where `getWebhookInfo` answers come back.
+    witness: witness::WitnessLine,
 }
 
 /// What the run loop listens to besides the core, and what must outlive it.
@@ -205,13 +208,16 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         reload: config.reload,
     };
     let refusal_file = local::refusal_file(&config.state_dir, &config.group, &stem);
+    let timing = config.timing;
     let core_config = CoreConfig {
         identity: config.identity,
         timing: config.timing,
         seed: config.seed,
     };
+    let mut core = core_recalling_refusal(core_config, &refusal_file);
+    witness::enable(&mut core, &serving, &timing);
     let mut runtime = Runtime {
-        core: core_recalling_refusal(core_config, &refusal_file),
+        core,
         store,
         refusal_file,
         config_dir_mode: config.watch_mode,
@@ -234,6 +240,7 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         lease_tx,
         folder_identity: None,
         folder_gone_said: false,
+        witness: witness::WitnessLine::new(),
     };
     runtime.folder_identity = runtime.store.folder_identity().ok();
     Ok((runtime, inputs))
@@ -272,6 +279,7 @@ impl Runtime {
                 Some(signal) = inputs.watch_rx.recv() => self.on_watch(signal, &mut inputs.watch_rx).await,
                 Some(command) = inputs.command_rx.recv() => self.on_command(command).await,
                 Some(event) = self.serving.next_event() => self.on_serving(event).await,
+                Some(answer) = self.witness.rx.recv() => self.on_witness_answer(answer).await,
                 _ = inputs.terminate.recv() => self.on_stop_signal(&mut shutdown_deadline, resignation_deadline).await,
                 _ = inputs.interrupt.recv() => self.on_stop_signal(&mut shutdown_deadline, resignation_deadline).await,
                 _ = inputs.hangup.recv() => self.on_hangup(inputs.reload.as_ref(), inputs.loaded.as_deref()).await,

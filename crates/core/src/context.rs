@@ -102,6 +102,10 @@ pub struct Ctx {
     pub(crate) refused_by: Option<String>,
     /// The name of the stimulus being handled, for [`Effect::Transition`]'s `cause`.
     pub cause: String,
+    /// Telegram as a second witness (`witnessing.rs`): its rules, `None` without a token,
+    /// and what this standby remembers of its answers.
+    pub(crate) witness_rules: Option<crate::witness::WitnessRules>,
+    pub(crate) witness: crate::witness::WitnessMemory,
 }
 
 impl Ctx {
@@ -144,6 +148,8 @@ impl Ctx {
             active_since: Moment(0),
             unreadable_peers: BTreeMap::new(),
             cause: String::new(),
+            witness_rules: None,
+            witness: crate::witness::WitnessMemory::default(),
         }
     }
 

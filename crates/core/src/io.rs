@@ -93,6 +93,9 @@ pub enum Event {
     /// Answer to [`Effect::WriteRecord`]: it could not be written; `reason` names the
     /// path and the OS error. A claim that never reached the disk is no claim.
     RecordWriteFailed { seq: u64, reason: String },
+    /// Answer to [`Effect::AskWitness`]: Telegram's `pending_update_count`, or `None`
+    /// when Telegram could not be asked (network, timeout, refused token).
+    Witnessed { pending_update_count: Option<u64> },
 }
 
 impl Event {
@@ -211,6 +214,9 @@ pub enum Effect {
     RequestDownload { name: String },
     /// Tell whether `pid` on this host is still running; answer with [`Event::PidProbed`].
     ProbePid { stem: String, pid: u32 },
+    /// Standby: ask Telegram how many updates wait (`getWebhookInfo`) without disturbing
+    /// the poller; answer with [`Event::Witnessed`] (see [`crate::witness`]).
+    AskWitness,
     /// A timer was armed (informational: the runtime asks [`crate::Core::next_timeout`]).
     TimerArmed {
         timer: TimerId,

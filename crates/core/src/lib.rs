@@ -2,7 +2,8 @@
 //!
 //! Owns: the device record format ([`record`]), the election rules ([`election`]), time
 //! and timers ([`timers`]), the inputs and effects ([`io`]), the state machine
-//! ([`machine`]) and the Telegram offset bookkeeping ([`offsets`]). Must never: read a
+//! ([`machine`]), the Telegram offset bookkeeping ([`offsets`]) and Telegram as a second
+//! witness of the leader's liveness ([`witness`]). Must never: read a
 //! clock, a file or OS randomness, spawn a task, or touch tokio, notify or teloxide. Time
 //! and a seed come in; effects go out. That is what makes fixture replay, simulation and
 //! model checking possible. The crate's dependencies are the first guard: it cannot name
@@ -18,6 +19,8 @@ pub mod machine;
 pub mod offsets;
 pub mod record;
 pub mod timers;
+pub mod witness;
+mod witnessing;
 
 pub use context::CoreConfig;
 pub use io::{ActivationOutcome, Effect, Event, FileObservation, FileState, Input, Level, Role};

@@ -43,6 +43,8 @@ pub enum Stimulus {
     },
     /// A same-host peer's process is gone; its record was made to lapse.
     PidGone,
+    /// Telegram answered the witness's question (`witnessing.rs`): look again.
+    Witnessed,
     ActingStopped,
     /// A record write failed (the context has reported it and armed a retry).
     WriteFailed,
@@ -71,6 +73,7 @@ impl Stimulus {
             Stimulus::Conflict => "conflict".into(),
             Stimulus::PollingRefused { .. } => "polling_refused".into(),
             Stimulus::PidGone => "pid_gone".into(),
+            Stimulus::Witnessed => "witnessed".into(),
             Stimulus::ActingStopped => "acting_stopped".into(),
             Stimulus::WriteFailed => "write_failed".into(),
             Stimulus::WriteRecovered => "write_recovered".into(),
@@ -95,7 +98,10 @@ impl Stimulus {
         !self.is_duplicate()
             && matches!(
                 self,
-                Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+                Stimulus::Observed { .. }
+                    | Stimulus::Reevaluate
+                    | Stimulus::PidGone
+                    | Stimulus::Witnessed
             )
     }
 }
@@ -221,6 +227,10 @@ impl Protocol {
             }
             Stimulus::Timer(TimerId::PidProbe) => {
                 context.probe_leader_pid();
+                Handled
+            }
+            Stimulus::Timer(TimerId::WitnessAsk) => {
+                context.witness_ask();
                 Handled
             }
             Stimulus::Activate { target, ticket } => standby_activate(context, target, *ticket),
@@ -634,6 +644,7 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
         context.arm_at(TimerId::LeaderDeadline, lapses_at, 0);
         if status == Status::Active {
             context.arm_pid_probe();
+            context.witness_watch();
         }
         return Handled;
     }
@@ -643,6 +654,12 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
         return Handled;
     }
     if let Some(until) = context.unreadable_until() {
+        context.arm_at(TimerId::LeaderDeadline, until, 0);
+        return Handled;
+    }
+    // Telegram as a second witness: a lapsed leader while nothing waits is only late.
+    if let Some(until) = context.witness_deferral() {
+        context.cancel(TimerId::FailoverJitter);
         context.arm_at(TimerId::LeaderDeadline, until, 0);
         return Handled;
     }
@@ -1280,6 +1297,13 @@ impl Core {
         self.ctx.refused_by = Some(install_id.to_string());
     }
 
+    /// Turns on Telegram as a second witness (`crate::witness`), with these rules. Call
+    /// it before the first input, and only when this device has a bot token: without
+    /// it the rules are exactly those without a witness.
+    pub fn enable_witness(&mut self, rules: crate::witness::WitnessRules) {
+        self.ctx.witness_rules = Some(rules);
+    }
+
     pub fn new(config: CoreConfig) -> Self {
         let mut ctx = Ctx::new(config);
         let machine = Protocol
@@ -1392,6 +1416,11 @@ impl Core {
                 ctx.note_foreign_chat(chat_id);
                 None
             }
+            Event::Witnessed {
+                pending_update_count,
+            } => ctx
+                .witness_answered(pending_update_count)
+                .then_some(Stimulus::Witnessed),
         }
     }
 
@@ -1549,6 +1578,11 @@ impl Ctx {
         }
         let timeout = election::liveness_timeout(peer.record.status, &timing);
         peer.changed_at = peer.changed_at.min(now.minus(timeout));
+        // A vanished process is never waited for on the witness's word.
+        self.witness.condemned = Some(crate::witness::Episode {
+            stem: stem.to_string(),
+            seq: peer.record.seq,
+        });
         let message = format!(
             "{}'s process (pid {pid}) is gone; not waiting for its lease",
             peer.record.device_id

@@ -44,6 +44,8 @@ pub enum Action {
         stem: String,
         pid: u32,
     },
+    /// Ask Telegram's `pending_update_count`; the harness answers `Event::Witnessed`.
+    AskWitness,
     /// The process exits.
     Exit,
     /// The core reported a broken invariant of its own.
@@ -131,6 +133,11 @@ impl BatonPolicy {
     pub fn core(&self) -> &Core {
         &self.core
     }
+
+    /// Telegram as a second witness, with these rules (before the first input).
+    pub fn enable_witness(&mut self, rules: baton_core::witness::WitnessRules) {
+        self.core.enable_witness(rules);
+    }
 }
 
 impl DevicePolicy for BatonPolicy {
@@ -177,6 +184,7 @@ fn translate(effect: Effect) -> Option<Action> {
         Effect::Rescan => Action::Rescan,
         Effect::RequestDownload { name } => Action::RequestDownload { name },
         Effect::ProbePid { stem, pid } => Action::ProbePid { stem, pid },
+        Effect::AskWitness => Action::AskWitness,
         Effect::Exit { .. } => Action::Exit,
         Effect::Notify {
             level: Level::Error,

@@ -1,9 +1,11 @@
 //! Which design the simulated devices run, and building one device's process of it.
 //!
-//! Owns: [`PolicyKind`] (baton's core with its timing, or the seed's design) and the
+//! Owns: [`PolicyKind`] (baton's core with its timing, with or without Telegram as a
+//! second witness, or the seed's design) and the
 //! factory over both. Must never: hold protocol logic (the policies do).
 
 use baton_core::Timing;
+use baton_core::witness::WitnessRules;
 
 use crate::policy::{BatonPolicy, DevicePolicy, DeviceSpec};
 use crate::seed_policy::SeedPolicy;
@@ -14,6 +16,8 @@ use crate::seed_policy::SeedPolicy;
 pub enum PolicyKind {
     /// mirror-baton's core with these timing constants.
     Baton(Timing),
+    /// mirror-baton's core with Telegram as a second witness (`baton_core::witness`).
+    Witness(Timing, WitnessRules),
     /// The TypeScript design of `../shared/seed`.
     Seed,
 }
@@ -22,6 +26,7 @@ impl PolicyKind {
     pub fn label(&self) -> &'static str {
         match self {
             PolicyKind::Baton(_) => "baton",
+            PolicyKind::Witness(..) => "witness",
             PolicyKind::Seed => "seed",
         }
     }
@@ -31,6 +36,11 @@ impl PolicyKind {
         match self {
             PolicyKind::Baton(timing) => {
                 Box::new(BatonPolicy::new(spec, incarnation, seed, *timing))
+            }
+            PolicyKind::Witness(timing, rules) => {
+                let mut policy = BatonPolicy::new(spec, incarnation, seed, *timing);
+                policy.enable_witness(*rules);
+                Box::new(policy)
             }
             PolicyKind::Seed => Box::new(SeedPolicy::new(spec, seed)),
         }

@@ -57,6 +57,9 @@ pub struct RunConfig {
 }
 
 const TELEGRAM_RTT_MS: u64 = 150;
+/// How stale getWebhookInfo's `pending_update_count` may be (an assumption: the Bot API
+/// documents no figure; drawn uniformly per answer).
+const WITNESS_LAG_MAX_MS: u64 = 2_000;
 const LONG_POLL_MS: u64 = 25_000;
 const CONFLICT_BACKOFF_MS: (u64, u64) = (3_000, 6_000);
 const INBOX_MAX: usize = 256;
@@ -235,6 +238,11 @@ struct Telegram {
     /// Draws the ids, apart from the world's rng, so that runs without a restart are
     /// the runs they always were.
     ids_rng: ChaCha8Rng,
+    /// Updates confirmed lately: (sent, confirmed), for `pending_update_count`'s lag.
+    confirmed_recent: VecDeque<(u64, u64)>,
+    /// Draws the witness's lag, apart from the world's rng (runs without a witness stay
+    /// the runs they were).
+    witness_rng: ChaCha8Rng,
 }
 
 /// Telegram's ids are positive 32-bit integers.
@@ -252,6 +260,8 @@ impl Telegram {
             next_poll: 0,
             restart_due: false,
             ids_rng,
+            confirmed_recent: VecDeque::new(),
+            witness_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7769_746e_6573_7321),
         }
     }
 }
@@ -457,7 +467,10 @@ impl World {
     }
 
     fn is_baton(&self) -> bool {
-        matches!(self.config.policy, PolicyKind::Baton(_))
+        matches!(
+            self.config.policy,
+            PolicyKind::Baton(_) | PolicyKind::Witness(..)
+        )
     }
 
     // ---- clocks ---------------------------------------------------------------------
@@ -587,6 +600,11 @@ impl World {
                 event,
             } => {
                 if self.devices[device].incarnation == incarnation && self.running(device) {
+                    if matches!(event, Event::Witnessed { .. })
+                        && !self.devices[device].adapter.acting
+                    {
+                        self.metrics.standby_witness_wakeups += 1;
+                    }
                     self.deliver(device, event);
                 }
             }
@@ -764,6 +782,7 @@ impl World {
                     .inbox
                     .push_back(Event::PidProbed { stem, pid, alive });
             }
+            Action::AskWitness => self.ask_witness(device),
             Action::Exit => self.exit(device),
             Action::Bug { message } => self.violation(format!("device {device}: {message}")),
             Action::Trace { line } => self.trace(device, &line),
@@ -1437,6 +1456,8 @@ impl World {
                 .collect();
             for (id, index) in confirmed {
                 self.telegram.pending.remove(&id);
+                let sent_ms = self.telegram.sent_ms[index];
+                self.note_confirmed(sent_ms);
                 if self.telegram.handled[index] == 0 {
                     self.metrics.updates_lost += 1;
                     self.violation_if_baton(format!("update {id} confirmed without being handled"));
@@ -1465,6 +1486,54 @@ impl World {
             self.respond(device, poll, PollResult::Updates(available));
         }
         Some(poll)
+    }
+
+    fn note_confirmed(&mut self, sent_ms: u64) {
+        let now = self.now_ms;
+        let recent = &mut self.telegram.confirmed_recent;
+        while recent
+            .front()
+            .is_some_and(|(_, at)| now.saturating_sub(*at) > WITNESS_LAG_MAX_MS)
+        {
+            recent.pop_front();
+        }
+        if recent.len() < 10_000 {
+            recent.push_back((sent_ms, now));
+        }
+    }
+
+    /// getWebhookInfo's `pending_update_count` as a standby sees it: what was unconfirmed
+    /// `lag` ago (the count is not live on the server: up to [`WITNESS_LAG_MAX_MS`] old),
+    /// answered a round trip later. Cut-offs and stalls are the sync's: Telegram answers.
+    fn ask_witness(&mut self, device: usize) {
+        self.metrics.witness_asks += 1;
+        let lag = self.telegram.witness_rng.random_range(0..=WITNESS_LAG_MAX_MS);
+        let as_of = self.now_ms.saturating_sub(lag);
+        let sent = &self.telegram.sent_ms;
+        let waiting = self
+            .telegram
+            .pending
+            .values()
+            .filter(|(index, _)| sent[*index] <= as_of)
+            .count();
+        let confirmed_since = self
+            .telegram
+            .confirmed_recent
+            .iter()
+            .filter(|(sent, confirmed)| *sent <= as_of && *confirmed > as_of)
+            .count();
+        let count = (waiting + confirmed_since) as u64;
+        let incarnation = self.devices[device].incarnation;
+        self.schedule(
+            self.now_ms + TELEGRAM_RTT_MS,
+            Ev::Answer {
+                device,
+                incarnation,
+                event: Event::Witnessed {
+                    pending_update_count: Some(count),
+                },
+            },
+        );
     }
 
     fn violation_if_baton(&mut self, message: String) {
@@ -1518,6 +1587,9 @@ impl World {
                 continue;
             }
             let elapsed = now - measure.since_ms;
+            if measure.kind == PendingKind::Crash && !self.telegram.pending.is_empty() {
+                self.metrics.crash_failover_waiting_ms.push(elapsed);
+            }
             match measure.kind {
                 PendingKind::Crash if measure.same_host_witness => {
                     self.metrics.crash_failover_ms.push(elapsed)
