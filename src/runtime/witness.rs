@@ -71,8 +71,7 @@ impl Runtime {
         let tx = self.witness.tx.clone();
         let span = self.span.clone();
         tokio::spawn(async move {
-            let answer = match tokio::time::timeout(ASK_TIMEOUT, bot.pending_update_count()).await
-            {
+            let answer = match tokio::time::timeout(ASK_TIMEOUT, bot.pending_update_count()).await {
                 Ok(Ok(count)) => Some(count),
                 Ok(Err(error)) => {
                     tracing::debug!(parent: &span, %error, "Telegram could not be asked how many updates wait");

@@ -65,12 +65,12 @@ impl Default for WitnessRules {
     fn default() -> Self {
         let secs = Duration::from_secs;
         WitnessRules {
-            suspicion_after: secs(25),
-            ask_interval: Jittered::new(secs(10), secs(3)),
-            drain_gap: secs(20),
-            quiet_valid_for: secs(20),
+            suspicion_after: secs(22),
+            ask_interval: Jittered::new(secs(7), secs(3)),
+            drain_gap: secs(15),
+            quiet_valid_for: secs(15),
             defer_max: secs(15 * 60),
-            answer_timeout: secs(10),
+            answer_timeout: secs(8),
         }
     }
 }
@@ -115,7 +115,8 @@ pub struct Episode {
 pub enum Verdict {
     /// Nothing to go on: today's rules.
     Unknown,
-    /// Nothing waits (as of `at`): a takeover can wait.
+    /// Nothing waits, or what waits has not stayed for the drain gap (as of `at`): a
+    /// takeover can wait.
     Quiet { at: Moment },
     /// Updates wait and did not drain across two readings: the leader is not serving.
     Backlog,
@@ -131,6 +132,8 @@ pub struct WitnessMemory {
     latest: Option<(Moment, Reading)>,
     /// An ask is outstanding since this moment.
     pub asked_at: Option<Moment>,
+    /// When the last ask went out (answered or not): the next waits an ask interval.
+    pub last_asked: Option<Moment>,
     /// The record the witness condemned (or a vanished pid did): never deferred for.
     pub condemned: Option<Episode>,
     /// The deferral of this episode has been told (once per episode).
@@ -138,14 +141,17 @@ pub struct WitnessMemory {
 }
 
 impl WitnessMemory {
-    /// Starts a new episode when `episode` differs from the current one.
-    pub fn focus(&mut self, episode: Episode) {
-        if self.episode.as_ref() != Some(&episode) {
-            self.episode = Some(episode);
-            self.undrained = None;
-            self.latest = None;
-            self.told = false;
+    /// Starts a new episode when `episode` differs from the current one; returns
+    /// whether it did.
+    pub fn focus(&mut self, episode: Episode) -> bool {
+        if self.episode.as_ref() == Some(&episode) {
+            return false;
         }
+        self.episode = Some(episode);
+        self.undrained = None;
+        self.latest = None;
+        self.told = false;
+        true
     }
 
     /// Forgets the episode (no leader to suspect any more).
@@ -177,20 +183,17 @@ impl WitnessMemory {
         let Some((latest_at, latest)) = self.latest else {
             return Verdict::Unknown;
         };
-        match latest {
-            Reading::Unreachable => Verdict::Unknown,
-            Reading::Pending(0) if now.since(latest_at) <= rules.quiet_valid_for => {
-                Verdict::Quiet { at: latest_at }
+        let Reading::Pending(count) = latest else {
+            return Verdict::Unknown;
+        };
+        match self.undrained {
+            Some((since, first)) if count >= first && latest_at.since(since) >= rules.drain_gap => {
+                Verdict::Backlog
             }
-            Reading::Pending(0) => Verdict::Unknown,
-            Reading::Pending(count) => match self.undrained {
-                Some((since, first))
-                    if count >= first && latest_at.since(since) >= rules.drain_gap =>
-                {
-                    Verdict::Backlog
-                }
-                _ => Verdict::Unknown,
-            },
+            // Nothing waits, or what waits has not been seen to stay yet (a live
+            // leader confirms within the drain gap).
+            _ if now.since(latest_at) <= rules.quiet_valid_for => Verdict::Quiet { at: latest_at },
+            _ => Verdict::Unknown,
         }
     }
 
@@ -240,21 +243,41 @@ mod tests {
     fn a_backlog_that_does_not_drain_across_two_readings_condemns() {
         let mut memory = WitnessMemory::default();
         memory.focus(episode(1));
-        assert_eq!(memory.record(at(0), Reading::Pending(1), &rules()), Verdict::Unknown);
+        let quiet = |secs| Verdict::Quiet { at: at(secs) };
+        assert_eq!(
+            memory.record(at(0), Reading::Pending(1), &rules()),
+            quiet(0)
+        );
         // Too soon after the first: a live leader may not have confirmed yet.
-        assert_eq!(memory.record(at(10), Reading::Pending(1), &rules()), Verdict::Unknown);
-        assert_eq!(memory.record(at(20), Reading::Pending(2), &rules()), Verdict::Backlog);
+        assert_eq!(
+            memory.record(at(10), Reading::Pending(1), &rules()),
+            quiet(10)
+        );
+        assert_eq!(
+            memory.record(at(15), Reading::Pending(2), &rules()),
+            Verdict::Backlog
+        );
     }
 
     #[test]
     fn a_backlog_that_drains_does_not_condemn() {
         let mut memory = WitnessMemory::default();
         memory.focus(episode(1));
+        let quiet = |secs| Verdict::Quiet { at: at(secs) };
         memory.record(at(0), Reading::Pending(3), &rules());
         // Fewer wait: something was taken. The count restarts from here.
-        assert_eq!(memory.record(at(20), Reading::Pending(2), &rules()), Verdict::Unknown);
-        assert_eq!(memory.record(at(30), Reading::Pending(2), &rules()), Verdict::Unknown);
-        assert_eq!(memory.record(at(40), Reading::Pending(2), &rules()), Verdict::Backlog);
+        assert_eq!(
+            memory.record(at(20), Reading::Pending(2), &rules()),
+            quiet(20)
+        );
+        assert_eq!(
+            memory.record(at(30), Reading::Pending(2), &rules()),
+            quiet(30)
+        );
+        assert_eq!(
+            memory.record(at(35), Reading::Pending(2), &rules()),
+            Verdict::Backlog
+        );
         let mut drained = WitnessMemory::default();
         drained.focus(episode(1));
         drained.record(at(0), Reading::Pending(3), &rules());
@@ -262,7 +285,11 @@ mod tests {
             drained.record(at(25), Reading::Pending(0), &rules()),
             Verdict::Quiet { at: at(25) }
         );
-        assert_eq!(drained.record(at(50), Reading::Pending(1), &rules()), Verdict::Unknown);
+        assert_eq!(
+            drained.record(at(50), Reading::Pending(1), &rules()),
+            quiet(50)
+        );
+        assert_eq!(drained.verdict(at(66), &rules()), Verdict::Unknown, "stale");
     }
 
     #[test]
@@ -270,11 +297,19 @@ mod tests {
         let mut memory = WitnessMemory::default();
         memory.focus(episode(1));
         memory.record(at(0), Reading::Pending(0), &rules());
-        assert_eq!(memory.record(at(5), Reading::Unreachable, &rules()), Verdict::Unknown);
+        assert_eq!(
+            memory.record(at(5), Reading::Unreachable, &rules()),
+            Verdict::Unknown
+        );
         memory.record(at(10), Reading::Pending(4), &rules());
         memory.focus(episode(2));
         assert_eq!(memory.verdict(at(40), &rules()), Verdict::Unknown);
-        assert_eq!(memory.record(at(40), Reading::Pending(4), &rules()), Verdict::Unknown);
+        let fresh = memory.record(at(40), Reading::Pending(4), &rules());
+        assert_eq!(fresh, Verdict::Quiet { at: at(40) }, "not yet seen to stay");
+        assert_eq!(
+            memory.record(at(55), Reading::Pending(4), &rules()),
+            Verdict::Backlog
+        );
     }
 
     #[test]
@@ -282,21 +317,36 @@ mod tests {
         let mut memory = WitnessMemory::default();
         memory.focus(episode(1));
         memory.record(at(0), Reading::Pending(0), &rules());
-        assert_eq!(memory.verdict(at(20), &rules()), Verdict::Quiet { at: at(0) });
-        assert_eq!(memory.verdict(at(21), &rules()), Verdict::Unknown);
+        assert_eq!(
+            memory.verdict(at(15), &rules()),
+            Verdict::Quiet { at: at(0) }
+        );
+        assert_eq!(memory.verdict(at(16), &rules()), Verdict::Unknown);
     }
 
     #[test]
     fn deferral_is_capped_past_the_lapse() {
         let rules = rules();
         let quiet = Verdict::Quiet { at: at(1000) };
-        assert_eq!(deferred_until(quiet, at(990), at(1001), &rules), Some(at(1020)));
+        assert_eq!(
+            deferred_until(quiet, at(990), at(1001), &rules),
+            Some(at(1015))
+        );
         // Near the cap, only up to the cap; at the cap, nothing.
         let lapsed = at(1005 - 15 * 60);
-        assert_eq!(deferred_until(quiet, lapsed, at(1001), &rules), Some(at(1005)));
+        assert_eq!(
+            deferred_until(quiet, lapsed, at(1001), &rules),
+            Some(at(1005))
+        );
         assert_eq!(deferred_until(quiet, lapsed, at(1005), &rules), None);
-        assert_eq!(deferred_until(Verdict::Backlog, at(990), at(1001), &rules), None);
-        assert_eq!(deferred_until(Verdict::Unknown, at(990), at(1001), &rules), None);
+        assert_eq!(
+            deferred_until(Verdict::Backlog, at(990), at(1001), &rules),
+            None
+        );
+        assert_eq!(
+            deferred_until(Verdict::Unknown, at(990), at(1001), &rules),
+            None
+        );
     }
 
     #[test]
@@ -318,5 +368,7 @@ mod tests {
         assert!(rules.suspicion_after < timing.liveness_active);
         // A live leader's confirmation lags at most the acknowledgement wait (13 s).
         assert!(rules.drain_gap > Duration::from_secs(13));
+        // A quiet reading lasts until the next one can arrive.
+        assert!(rules.quiet_valid_for > rules.ask_interval.max());
     }
 }

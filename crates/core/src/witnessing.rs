@@ -79,12 +79,18 @@ impl Ctx {
             seq: leader.record.seq,
         };
         let suspicious_at = leader.changed_at.plus(rules.suspicion_after);
-        self.witness.focus(episode);
-        let not_before = self
-            .witness
-            .asked_at
-            .map_or(Moment(0), |asked| asked.plus(rules.ask_interval.base));
-        self.arm_at(TimerId::WitnessAsk, suspicious_at.max(not_before), 0);
+        let new_episode = self.witness.focus(episode);
+        if new_episode || !self.timers.is_armed(TimerId::WitnessAsk) {
+            let at = suspicious_at.max(self.next_ask_allowed(&rules));
+            self.arm_at(TimerId::WitnessAsk, at, 0);
+        }
+    }
+
+    /// The rate bound: one ask per [`WitnessRules::ask_interval`] base at most.
+    fn next_ask_allowed(&self, rules: &WitnessRules) -> Moment {
+        self.witness
+            .last_asked
+            .map_or(Moment(0), |asked| asked.plus(rules.ask_interval.base))
     }
 
     /// Standby, no live leader: until when the takeover from a lapsed leader waits
@@ -99,7 +105,8 @@ impl Ctx {
         };
         self.witness.focus(suspect.episode.clone());
         if !self.timers.is_armed(TimerId::WitnessAsk) {
-            self.arm_at(TimerId::WitnessAsk, self.now, 0);
+            let at = self.now.max(self.next_ask_allowed(&rules));
+            self.arm_at(TimerId::WitnessAsk, at, 0);
         }
         let verdict = self.witness.verdict(self.now, &rules);
         let until = witness::deferred_until(verdict, suspect.lapses_at, self.now, &rules)?;
@@ -136,8 +143,14 @@ impl Ctx {
         let Some(suspect) = self.witness_suspect(&rules) else {
             return;
         };
+        if self.now < self.next_ask_allowed(&rules) {
+            let at = self.next_ask_allowed(&rules);
+            self.arm_at(TimerId::WitnessAsk, at, 0);
+            return;
+        }
         self.witness.focus(suspect.episode);
         self.witness.asked_at = Some(self.now);
+        self.witness.last_asked = Some(self.now);
         self.emit(Effect::AskWitness);
         self.arm(TimerId::WitnessAsk, rules.ask_interval);
     }

@@ -1507,7 +1507,10 @@ impl World {
     /// answered a round trip later. Cut-offs and stalls are the sync's: Telegram answers.
     fn ask_witness(&mut self, device: usize) {
         self.metrics.witness_asks += 1;
-        let lag = self.telegram.witness_rng.random_range(0..=WITNESS_LAG_MAX_MS);
+        let lag = self
+            .telegram
+            .witness_rng
+            .random_range(0..=WITNESS_LAG_MAX_MS);
         let as_of = self.now_ms.saturating_sub(lag);
         let sent = &self.telegram.sent_ms;
         let waiting = self
