@@ -153,7 +153,7 @@ impl Standby {
 const SECOND: u64 = 1_000;
 /// The sleep-counting clock reads this at the test's start (a real one has been running
 /// since boot: a record made to lapse is dated before it).
-const CLOCK_START_MS: u64 = 3_600 * SECOND;
+const CLOCK_START_MS: u64 = 24 * 3_600 * SECOND;
 /// Today's takeover from a silent leader: its liveness (50 s) plus the failover jitter
 /// (at most 4 s).
 const TODAY_MS: u64 = 54 * SECOND;
@@ -173,10 +173,10 @@ fn a_late_leader_with_nothing_waiting_is_left_alone_up_to_the_cap() {
     standby.run_until(10 * 60 * SECOND);
     assert_eq!(standby.contended_at, None, "deferred while nothing waits");
     assert_eq!(standby.core.role(), Role::Standby);
-    // The cap: 15 min past the lapse (50 s), then today's rules.
-    standby.run_until(20 * 60 * SECOND);
+    // The cap: 4 h past the lapse (50 s), then today's rules.
+    standby.run_until(4 * 3600 * SECOND + 5 * 60 * SECOND);
     let contended = standby.contended_at.expect("the deferral is capped");
-    let cap = 50 * SECOND + 15 * 60 * SECOND;
+    let cap = 50 * SECOND + 4 * 3600 * SECOND;
     assert!((cap..=cap + 5 * SECOND).contains(&contended), "{contended}");
 }
 

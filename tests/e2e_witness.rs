@@ -136,7 +136,7 @@ async fn a_leader_whose_record_is_stuck_but_serves_is_not_deposed() {
         fake.inject_text(CHAT, None, &format!("while the record is stuck {n}"));
         tokio::time::sleep(LIVENESS / 2).await;
     }
-    // Many leases past the lapse (still far inside the 15 min × SCALE cap).
+    // Many leases past the lapse (far inside the 4 h × SCALE cap).
     tokio::time::sleep(LIVENESS * 6).await;
 
     assert_eq!(

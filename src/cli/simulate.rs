@@ -51,6 +51,17 @@ pub struct SimulateArgs {
     /// Print every device's transitions and messages (use with one seed).
     #[arg(long)]
     pub trace: bool,
+    /// Tuning the witness design (`--compare`): its deferral cap, in minutes.
+    #[arg(long, hide = true)]
+    pub witness_defer_max_min: Option<f64>,
+    /// Tuning the witness design: its suspicion threshold, in seconds.
+    #[arg(long, hide = true)]
+    pub witness_suspicion_s: Option<f64>,
+    /// Tuning the witness design: its active heartbeat's base interval in seconds (the
+    /// jitter is a third of it, the active liveness 2.5 × its longest interval, as
+    /// today's 15 s + 5 s and 50 s); the suspicion threshold follows unless given.
+    #[arg(long, hide = true)]
+    pub witness_heartbeat_s: Option<f64>,
     /// Scale of every timing constant of the core: the global `--time-scale`.
     #[arg(skip = 1.0)]
     pub time_scale: f64,
@@ -88,8 +99,8 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
     );
     let mut policies = vec![PolicyKind::Baton(timing)];
     if args.compare {
-        let rules = WitnessRules::default().scaled(args.time_scale);
-        policies.push(PolicyKind::Witness(timing, rules));
+        let (witness_timing, rules) = witness_design(&args, timing);
+        policies.push(PolicyKind::Witness(witness_timing, rules));
         policies.push(PolicyKind::Seed);
     }
     let results = run_batch(&batch, &policies, first, args.runs, args.jobs);
@@ -128,6 +139,26 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
         eprintln!("VIOLATION {line}");
     }
     Ok(if baton_violations.is_empty() { 0 } else { 1 })
+}
+
+/// The witness design's timing and rules: today's unless tuning flags say otherwise.
+fn witness_design(args: &SimulateArgs, timing: Timing) -> (Timing, WitnessRules) {
+    let secs = std::time::Duration::from_secs_f64;
+    let mut rules = WitnessRules::default();
+    let mut timing = timing;
+    if let Some(base_s) = args.witness_heartbeat_s {
+        let heartbeat = baton_core::timers::Jittered::new(secs(base_s), secs(base_s / 3.0));
+        timing.heartbeat_active = heartbeat;
+        timing.liveness_active = heartbeat.max().mul_f64(2.5);
+        rules.suspicion_after = heartbeat.max() + secs(2.0);
+    }
+    if let Some(suspicion_s) = args.witness_suspicion_s {
+        rules.suspicion_after = secs(suspicion_s);
+    }
+    if let Some(minutes) = args.witness_defer_max_min {
+        rules.defer_max = secs(minutes * 60.0);
+    }
+    (timing, rules.scaled(args.time_scale))
 }
 
 fn soak(batch: &Batch, first: u64, jobs: usize) -> anyhow::Result<i32> {

@@ -72,7 +72,11 @@ impl Runtime {
         let span = self.span.clone();
         tokio::spawn(async move {
             let answer = match tokio::time::timeout(ASK_TIMEOUT, bot.pending_update_count()).await {
-                Ok(Ok(count)) => Some(count),
+                Ok(Ok(Some(count))) => Some(count),
+                Ok(Ok(None)) => {
+                    tracing::debug!(parent: &span, "a webhook is set: Telegram's count says nothing of the poller");
+                    None
+                }
                 Ok(Err(error)) => {
                     tracing::debug!(parent: &span, %error, "Telegram could not be asked how many updates wait");
                     None

@@ -229,7 +229,7 @@ pub fn render_table(summaries: &[(String, Summary)], timing: Timing) -> String {
             }),
         ),
         (
-            "  of which: an update waiting",
+            "  an update waiting: its wait p50/95/99",
             Box::new(|s| {
                 format!(
                     "{} (n={})",

@@ -80,7 +80,8 @@ pub struct RunMetrics {
     pub crash_failover_cross_host_ms: Vec<u64>,
     /// Crashes of the acting device with no device polling an hour later.
     pub crash_failover_unresolved: u64,
-    /// Crash failovers at whose end an update was waiting on Telegram.
+    /// Crash failovers at whose end an update was waiting on Telegram: from the moment
+    /// the oldest such update was sent (or the crash, if later) to the takeover.
     pub crash_failover_waiting_ms: Vec<u64>,
     pub handoff_ms: Vec<u64>,
     pub handoff_failed: u64,

@@ -1590,8 +1590,19 @@ impl World {
                 continue;
             }
             let elapsed = now - measure.since_ms;
-            if measure.kind == PendingKind::Crash && !self.telegram.pending.is_empty() {
-                self.metrics.crash_failover_waiting_ms.push(elapsed);
+            // How long the oldest update still waiting (sent after the crash) waited:
+            // what the user who wrote it saw.
+            let sent = &self.telegram.sent_ms;
+            let waiting_since = self
+                .telegram
+                .pending
+                .values()
+                .map(|(index, _)| sent[*index].max(measure.since_ms))
+                .min();
+            if measure.kind == PendingKind::Crash
+                && let Some(since) = waiting_since
+            {
+                self.metrics.crash_failover_waiting_ms.push(now - since);
             }
             match measure.kind {
                 PendingKind::Crash if measure.same_host_witness => {

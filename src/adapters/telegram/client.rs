@@ -186,11 +186,16 @@ impl TelegramBot {
     /// `getWebhookInfo`'s `pending_update_count`: updates waiting to be delivered. Any
     /// holder of the token may ask without disturbing a running getUpdates (FACTS.md):
     /// a standby asks it as the core's second witness (`core::witness`).
-    pub async fn pending_update_count(&self) -> Result<u64, TelegramError> {
+    /// `None` when a webhook is set: the count is then the webhook's, not the poller's.
+    pub async fn pending_update_count(&self) -> Result<Option<u64>, TelegramError> {
         self.bot
             .get_webhook_info()
             .await
-            .map(|info| u64::from(info.pending_update_count))
+            .map(|info| {
+                info.url
+                    .is_none()
+                    .then_some(u64::from(info.pending_update_count))
+            })
             .map_err(|e| TelegramError::from_request("getWebhookInfo", &e, &self.token))
     }
 
