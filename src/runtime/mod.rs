@@ -31,6 +31,7 @@ use crate::adapters::clock::{self, SleepDetector};
 use crate::adapters::control::{self, Command, Reply};
 use crate::adapters::local;
 use crate::adapters::store::{FolderIdentity, Store};
+use crate::adapters::telegram::WitnessAsker;
 use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
 use crate::config::{Reload, RunConfig};
@@ -129,8 +130,8 @@ struct Runtime {
     folder_identity: Option<FolderIdentity>,
     /// The folder was found gone and could not be made again (said once).
     folder_gone_said: bool,
-    /// Telegram as a second witness: where `getWebhookInfo` answers come back.
-    witness: witness::WitnessLine,
+    /// Telegram as a second witness: asks `getWebhookInfo` (see `witness.rs`).
+    witness: WitnessAsker,
 }
 
 /// What the run loop listens to besides the core, and what must outlive it.
@@ -208,16 +209,14 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         reload: config.reload,
     };
     let refusal_file = local::refusal_file(&config.state_dir, &config.group, &stem);
-    let timing = config.timing;
     let core_config = CoreConfig {
         identity: config.identity,
         timing: config.timing,
         seed: config.seed,
     };
-    let mut core = core_recalling_refusal(core_config, &refusal_file);
-    witness::enable(&mut core, &serving, &timing);
+    let witness = WitnessAsker::new(serving.witness_bot());
     let mut runtime = Runtime {
-        core,
+        core: core_recalling_refusal(core_config, &refusal_file),
         store,
         refusal_file,
         config_dir_mode: config.watch_mode,
@@ -240,8 +239,9 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         lease_tx,
         folder_identity: None,
         folder_gone_said: false,
-        witness: witness::WitnessLine::new(),
+        witness,
     };
+    runtime.enable_witness();
     runtime.folder_identity = runtime.store.folder_identity().ok();
     Ok((runtime, inputs))
 }
@@ -279,7 +279,7 @@ impl Runtime {
                 Some(signal) = inputs.watch_rx.recv() => self.on_watch(signal, &mut inputs.watch_rx).await,
                 Some(command) = inputs.command_rx.recv() => self.on_command(command).await,
                 Some(event) = self.serving.next_event() => self.on_serving(event).await,
-                Some(answer) = self.witness.rx.recv() => self.on_witness_answer(answer).await,
+                Some(answer) = self.witness.answer() => self.on_witness_answer(answer).await,
                 _ = inputs.terminate.recv() => self.on_stop_signal(&mut shutdown_deadline, resignation_deadline).await,
                 _ = inputs.interrupt.recv() => self.on_stop_signal(&mut shutdown_deadline, resignation_deadline).await,
                 _ = inputs.hangup.recv() => self.on_hangup(inputs.reload.as_ref(), inputs.loaded.as_deref()).await,

@@ -24,14 +24,16 @@
 //! malformed update, or confirm an update the child has not acknowledged.
 //!
 //! Layout: [`error`] and [`answers`] (reading what Telegram says) are the leaves;
-//! [`client`] (the bot), [`poll_loop`] (the active device's poller) and [`replier`]
-//! (baton's own messages) build on them. This module only declares and re-exports.
+//! [`client`] (the bot), [`poll_loop`] (the active device's poller), [`replier`]
+//! (baton's own messages) and [`witness`] (a standby's `getWebhookInfo`, the core's
+//! second witness) build on them. This module only declares and re-exports.
 
 pub mod answers;
 pub mod client;
 pub mod error;
 pub mod poll_loop;
 pub mod replier;
+pub mod witness;
 
 pub use crate::core::offsets::{Admission, OffsetLedger, PollProgress, StartPosition};
 pub use client::{
@@ -40,3 +42,4 @@ pub use client::{
 pub use error::TelegramError;
 pub use poll_loop::{PollerConfig, PollerEvent, PollerExit, PollerHandle, spawn_poller};
 pub use replier::{OutgoingMessage, Replier, ReplierSettings, ReplyDropped};
+pub use witness::WitnessAsker;
