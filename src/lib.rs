@@ -37,7 +37,8 @@
 //!
 //! 1. Build it with [`Core::new`](crate::core::Core::new) from a
 //!    [`CoreConfig`](crate::core::CoreConfig): identity, [`Timing`](crate::core::Timing)
-//!    and a seed. Every jitter is drawn from an rng seeded with it.
+//!    and a seed. Every jitter is drawn from an rng seeded with it (other components
+//!    derive their own streams from it: [`core::seed`]).
 //! 2. Feed [`Event::Start`](crate::core::Event::Start) first, then every input as it
 //!    happens, with [`Core::handle`](crate::core::Core::handle) and an
 //!    [`Input`](crate::core::Input) `{ at, wall_ms, event }`. Timers due at or before
@@ -53,7 +54,8 @@
 //!      really stopped (a handoff is published only then);
 //!    - [`Effect::ProbePid`](crate::core::Effect::ProbePid) →
 //!      [`Event::PidProbed`](crate::core::Event::PidProbed).
-//! 4. Sleep until [`Core::next_timeout`](crate::core::Core::next_timeout), or until
+//! 4. Sleep until [`Core::next_timeout`](crate::core::Core::next_timeout) (its deadline
+//!    and the [`TimerId`](crate::core::TimerId) that falls due then), or until
 //!    something happens. On waking for a deadline, feed
 //!    [`Event::Tick`](crate::core::Event::Tick), which only advances time.
 //!
@@ -106,8 +108,9 @@
 //!   - [`core::election`] — pure election rules.
 //!   - [`core::timers`] — time, constants, timers.
 //!   - [`core::io`] — inputs and effects.
-//!   - [`core::machine`] — the statig machine and the [`Core`](crate::core::Core) facade.
+//!   - [`core::machine`] — the statig machine, one file per state, and the [`Core`](crate::core::Core) facade.
 //!   - [`core::offsets`] — Telegram update ids: the offset ledger and start hints.
+//!   - [`core::seed`] — every component's rng stream, derived from the one seed.
 //! - [`adapters`] — IO on one side, core inputs and effects on the other.
 //!   - [`adapters::store`] — the devices folder.
 //!   - [`adapters::watcher`] — notify.

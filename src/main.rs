@@ -94,7 +94,12 @@ async fn run(global: &cli::GlobalArgs, args: cli::RunArgs) -> anyhow::Result<i32
         }
     });
     let telegram = telegram.map(|config| TelegramPlan {
-        poller: PollerConfig::new(config.chat_id, config.thread_id, seed),
+        // The poller's jitter has its own stream; the core's is the seed itself.
+        poller: PollerConfig::new(
+            config.chat_id,
+            config.thread_id,
+            mirror_baton::core::seed::derive(seed, "poller"),
+        ),
         config,
         poll_timeout: std::time::Duration::from_secs(args.telegram.poll_timeout),
         device_tag: Some(identity.device_id.clone()),

@@ -140,7 +140,7 @@ impl Group {
                 .devices
                 .iter()
                 .enumerate()
-                .filter_map(|(i, d)| d.core.next_timeout().map(|t| (t.0, i)))
+                .filter_map(|(i, d)| d.core.next_timeout().map(|t| (t.at.0, i)))
                 .min();
             match next {
                 Some((at, index)) if at <= until => {

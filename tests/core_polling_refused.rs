@@ -151,3 +151,22 @@ fn a_refused_device_does_not_take_the_role_back_when_the_target_is_silent() {
         "never active again so soon"
     );
 }
+
+/// Telegram's description is untrusted: however long, our record keeps a bounded copy,
+/// so peers can still read it (a record over the size cap is unreadable to them) and
+/// the core's check before every write (`record::assert_writable`) holds.
+#[test]
+fn a_huge_refusal_description_keeps_our_record_readable() {
+    let mut group = a_active_b_standby();
+    group.members[0].token_refused = true;
+    let description = "Unauthorized ".repeat(10_000);
+    group.input(0, Event::PollingRefused { description });
+    group.run_until(61_000);
+    assert_eq!(group.active(), vec![1], "b took over at once, by handoff");
+    let a = group.written(0);
+    let text = a.to_json();
+    let parsed = mirror_baton::core::record::parse_record(text.as_bytes())
+        .expect("peers can read a's record");
+    let kept = parsed.polling_refused.expect("the refusal is published");
+    assert!(kept.starts_with("Unauthorized") && kept.chars().count() <= 200);
+}

@@ -136,7 +136,7 @@ impl Standby {
             let next = self
                 .core
                 .next_timeout()
-                .map(|at| at.as_millis().saturating_sub(CLOCK_START_MS));
+                .map(|timeout| timeout.at.as_millis().saturating_sub(CLOCK_START_MS));
             match next {
                 Some(at) if at <= until_ms => {
                     self.now_ms = self.now_ms.max(at);

@@ -24,6 +24,15 @@ const CRATES: &[&str] = &[
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
+/// Parents whose children may name them back, each with its reason; every other
+/// parent ↔ child pair counts as a cycle. Kept to what a tool forces on us.
+///
+/// - The core's `machine`: statig generates the `State` enum (and its constructors) in
+///   the module that holds the `#[state_machine]` chart, and every state's handler, in
+///   its own file, returns a `State`. The children name nothing but their parent and
+///   modules outside `machine`: no two states' files name each other.
+const CHILDREN_MAY_NAME: &[(&str, &str)] = &[("crates/core/src", "machine")];
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("a source folder") {
         let path = entry.expect("an entry").path();
@@ -248,7 +257,10 @@ fn crate_graph(root: &Path) -> Graph {
                 }
                 None => resolve(&path, &modules),
             };
-            if target != *module {
+            let allowed_back_edge = CHILDREN_MAY_NAME.iter().any(|(src, parent_module)| {
+                root.ends_with(src) && target == *parent_module && parent(module) == target
+            });
+            if target != *module && !allowed_back_edge {
                 edges.insert(target);
             }
         }

@@ -228,7 +228,7 @@ impl Sim {
                     if self.now < device.frozen_until {
                         return Some((device.frozen_until, i));
                     }
-                    core.next_timeout().map(|at| (at.0, i))
+                    core.next_timeout().map(|timeout| (timeout.at.0, i))
                 })
                 .min();
             let delivery = self.deliveries.peek().map(|Reverse((at, ..))| *at);

@@ -110,6 +110,17 @@ pub fn identity(
         .as_deref()
         .map(str::trim)
         .filter(|n| !n.is_empty());
+    if let Some(name) = name
+        && name.len() > record::DEVICE_NAME_BYTES_MAX
+    {
+        let message = format!(
+            "the device name is {} bytes long; give one of at most {} (--device-name or \
+             DEVICE_NAME)",
+            name.len(),
+            record::DEVICE_NAME_BYTES_MAX
+        );
+        return Err(UsageError(message).into());
+    }
     Ok(Identity {
         device_id: record::device_id(name, &hostname, &project),
         hostname,

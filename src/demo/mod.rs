@@ -407,7 +407,7 @@ fn device_specs(root: &Path, seed: u64) -> anyhow::Result<Vec<DeviceSpec>> {
             home_dir: dir("home"),
             log_path: root.join("logs").join(format!("{name}.log")),
             mirror_out: root.join("mirror").join(format!("{name}.jsonl")),
-            seed: seed.wrapping_add(index as u64 + 1),
+            seed: crate::core::seed::derive(seed, &format!("device {index}")),
         });
     }
     Ok(specs)

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
 
 use crate::adapters::clock;
@@ -101,7 +100,7 @@ impl Syncer {
             last: vec![None; replicas.len()],
             last_due: vec![vec![None; replicas.len()]; replicas.len()],
             replicas,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: crate::core::seed::rng(seed, "sync"),
             time_scale,
             cap,
             in_flight: Vec::new(),
@@ -244,7 +243,7 @@ mod tests {
 
     #[test]
     fn delays_are_heavy_tailed_scaled_and_capped() {
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut rng = crate::core::seed::rng(7, "sync");
         let cap = Duration::from_millis(375);
         let mut delays: Vec<Duration> = (0..10_000)
             .map(|_| draw_delay(&mut rng, 0.05, cap))

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::check::{Check, Setup, Verdict};
 use super::os::{Loaded, OsProbes};
-use super::{Check, Setup, Verdict};
 use crate::agent::{self, AgentEnv, InstalledAgent, ServiceManager};
 
 /// launchd's PATH for an agent whose file sets none.

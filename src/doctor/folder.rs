@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::check::{Check, Setup, Verdict};
 use super::os::OsProbes;
-use super::{Check, Setup, Verdict};
 use crate::adapters::store;
 use crate::adapters::watcher::{self, WatchMode, WatchSignal};
 use crate::core::record::{self, NameKind};

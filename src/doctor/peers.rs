@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use super::check::{Check, Setup, Verdict};
 use super::os::OsProbes;
-use super::{Check, Setup, Verdict};
 use crate::adapters::clock;
 use crate::core::election;
 use crate::core::record::{self, DeviceRecord, NameKind, Status};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Check, Setup, Verdict};
+use super::check::{Check, Setup, Verdict};
 use crate::adapters::telegram_config::TelegramConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);

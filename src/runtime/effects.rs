@@ -21,7 +21,8 @@ use super::{Runtime, seconds};
 impl Runtime {
     pub(super) fn until_next_timer(&self) -> Duration {
         let now = clock::now();
-        let next = match (self.core.next_timeout(), self.lease_check_at) {
+        let core_next = self.core.next_timeout().map(|timeout| timeout.at);
+        let next = match (core_next, self.lease_check_at) {
             (Some(core), Some(lease)) => Some(core.min(lease)),
             (core, lease) => core.or(lease),
         };

@@ -173,7 +173,7 @@ impl Group {
                 .members
                 .iter()
                 .enumerate()
-                .filter_map(|(i, m)| m.core.as_ref()?.next_timeout().map(|t| (t.0, i)))
+                .filter_map(|(i, m)| m.core.as_ref()?.next_timeout().map(|t| (t.at.0, i)))
                 .min();
             match next {
                 Some((at, index)) if at <= until => {

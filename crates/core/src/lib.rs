@@ -1,9 +1,13 @@
 //! `baton-core`: the sans-IO coordination core — who is active, decided from files alone.
 //!
 //! Owns: the device record format ([`record`]), the election rules ([`election`]), time
-//! and timers ([`timers`]), the inputs and effects ([`io`]), the state machine
-//! ([`machine`]), the Telegram offset bookkeeping ([`offsets`]) and Telegram as a second
-//! witness of the leader's liveness ([`witness`]). Must never: read a
+//! and timers ([`timers`]), the inputs and effects ([`io`]), the shared context
+//! ([`context`]), the state machine split by state ([`machine`]), the Telegram offset
+//! bookkeeping ([`offsets`]), Telegram as a second witness of the leader's liveness
+//! ([`witness`]) and the per-component rng streams of the one seed ([`seed`]). Around
+//! persistence it asserts (`BUG:` panics, our own invariants only): before a write, seq
+//! up by exactly one, under the size cap, reading back as itself; after a read, what
+//! `record::sanitize` promises. Must never: read a
 //! clock, a file or OS randomness, spawn a task, or touch tokio, notify or teloxide. Time
 //! and a seed come in; effects go out. That is what makes fixture replay, simulation and
 //! model checking possible. The crate's dependencies are the first guard: it cannot name
@@ -18,6 +22,7 @@ pub mod io;
 pub mod machine;
 pub mod offsets;
 pub mod record;
+pub mod seed;
 pub mod timers;
 pub mod witness;
 mod witnessing;
@@ -26,4 +31,4 @@ pub use context::CoreConfig;
 pub use io::{ActivationOutcome, Effect, Event, FileObservation, FileState, Input, Level, Role};
 pub use machine::Core;
 pub use record::{DeviceRecord, Identity, Status};
-pub use timers::{Moment, TimerId, Timing};
+pub use timers::{Moment, Timeout, TimerId, Timing};

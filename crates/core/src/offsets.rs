@@ -27,7 +27,7 @@ use super::record::DeviceRecord;
 pub use super::record::{UPDATE_ID_MAX, is_sane_update_id};
 
 /// Handled ids above the watermark kept in [`PollProgress`] at most.
-const HANDLED_ABOVE_MAX: usize = super::record::HANDLED_ABOVE_MAX;
+use super::record::HANDLED_ABOVE_MAX;
 
 /// Where a newly active device starts: every id ≤ `skip_through`, and the ids in
 /// `also_handled`, were handled by an earlier active device (from the device records).

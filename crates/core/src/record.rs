@@ -4,12 +4,14 @@
 //! Owns: the versioned schema, parsing with its tolerance rules, the file name derived from
 //! a device id, and the classification of every name a sync tool may leave in the folder
 //! (iCloud `name 2.json` copies, Syncthing and Dropbox conflict copies, `.icloud` stubs,
-//! temp files). Must never: read or write a file, hold a secret (the bot token is never a
-//! field here), or panic on any input.
+//! temp files), and the checks around persistence (`assert_writable` before our write,
+//! `assert_sanitized` after a read). Must never: read or write a file, hold a secret (the
+//! bot token is never a field here), or panic on any input (the two checks panic only
+//! on our own broken invariants).
 //!
-//! Why one file over 600 lines: 550 lines of code (the schema, its bounds, names and
-//! their classification belong together: each rule reads the others) and 165 of unit
-//! tests beside them.
+//! Why one file over 600 lines: about 600 lines of code (the schema, its bounds, the
+//! checks around persistence, names and their classification belong together: each
+//! rule reads the others) and 200 of unit tests beside them.
 
 use serde::{Deserialize, Serialize};
 
@@ -50,8 +52,12 @@ pub fn is_sane_update_id(id: i64) -> bool {
     (1..=UPDATE_ID_MAX).contains(&id)
 }
 
+/// The longest `--device-name` taken, in bytes: with a path and a hostname, a record
+/// stays far below [`RECORD_BYTES_MAX`] (see [`assert_writable`]).
+pub const DEVICE_NAME_BYTES_MAX: usize = 1024;
+
 /// The longest `polling_refused` reason kept (it is Telegram's short description).
-const REFUSAL_CHARS_MAX: usize = 200;
+pub const REFUSAL_CHARS_MAX: usize = 200;
 
 /// What a device says about itself.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -398,6 +404,62 @@ pub fn sanitize(record: &mut DeviceRecord) -> Vec<Absurdity> {
     found
 }
 
+/// Asserts what must hold of a record THIS device is about to write (TigerBeetle: assert
+/// around persistence): it is under the size cap and reads back, through the very parser
+/// peers use, as itself. Every field of our record is ours or bounded on the way in
+/// (`record::sanitize`, the core's ingest), so a failure is our bug: it panics with
+/// `BUG:` rather than publish a record peers would reject.
+pub fn assert_writable(record: &DeviceRecord) {
+    let text = record.to_json();
+    assert!(
+        text.len() <= RECORD_BYTES_MAX,
+        "BUG: our own record is {} bytes, over the {RECORD_BYTES_MAX}-byte cap peers accept",
+        text.len()
+    );
+    match parse_record(text.as_bytes()) {
+        Ok(parsed) => assert!(
+            parsed == *record,
+            "BUG: our own record does not read back as itself (seq {})",
+            record.seq
+        ),
+        Err(error) => panic!("BUG: our own record does not parse back: {error}"),
+    }
+}
+
+/// Asserts what [`sanitize`] promises of a record read from a file: Telegram progress
+/// only of sane ids, at most [`HANDLED_ABOVE_MAX`] of them, from no later term than the
+/// record's own, and a bounded refusal reason. A peer's bad file is reported and
+/// sanitised, never a panic; a failure here means `sanitize` itself is broken.
+pub fn assert_sanitized(record: &DeviceRecord) {
+    let ids_sane = record
+        .last_update_id
+        .into_iter()
+        .chain(record.handled_above.iter().copied())
+        .all(is_sane_update_id);
+    assert!(
+        ids_sane,
+        "BUG: a sanitised record carries an absurd update id"
+    );
+    assert!(
+        record.handled_above.len() <= HANDLED_ABOVE_MAX,
+        "BUG: a sanitised record carries {} handled_above ids",
+        record.handled_above.len()
+    );
+    assert!(
+        record
+            .progress_term
+            .is_none_or(|term| term <= record.term.min(TERM_MAX)),
+        "BUG: a sanitised record's progress_term is above its term"
+    );
+    assert!(
+        record
+            .polling_refused
+            .as_ref()
+            .is_none_or(|reason| reason.chars().count() <= REFUSAL_CHARS_MAX),
+        "BUG: a sanitised record's refusal reason is not cut"
+    );
+}
+
 /// Who this process is. Built by the CLI from flags, hostname and the local state dir.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -570,6 +632,39 @@ mod tests {
             version: "0.1.0".into(),
         };
         DeviceRecord::new(&identity)
+    }
+
+    #[test]
+    fn our_record_passes_the_check_before_writing() {
+        assert_writable(&sample());
+    }
+
+    #[test]
+    #[should_panic(expected = "BUG: our own record is")]
+    fn a_record_over_the_cap_is_never_written() {
+        let mut record = sample();
+        record.polling_refused = Some("x".repeat(RECORD_BYTES_MAX));
+        assert_writable(&record);
+    }
+
+    #[test]
+    fn a_sanitised_absurd_record_passes_the_check_after_reading() {
+        let mut record = sample();
+        record.term = 3;
+        record.last_update_id = Some(-5);
+        record.handled_above = (1..=500).collect();
+        record.progress_term = Some(9);
+        record.polling_refused = Some("y".repeat(1000));
+        assert!(!sanitize(&mut record).is_empty());
+        assert_sanitized(&record);
+    }
+
+    #[test]
+    #[should_panic(expected = "BUG: a sanitised record")]
+    fn an_unsanitised_absurd_record_fails_the_check_after_reading() {
+        let mut record = sample();
+        record.last_update_id = Some(-5);
+        assert_sanitized(&record);
     }
 
     #[test]

@@ -84,6 +84,14 @@ fn scale(duration: Duration, factor: f64) -> Duration {
     Duration::from_secs_f64(duration.as_secs_f64() * factor)
 }
 
+/// After a 409 from Telegram, polling pauses for a uniform draw from this: 3–6 s
+/// (FACTS: Telegram needs a few seconds to forget a poller). One definition for the
+/// core's [`Timing::conflict_backoff`], the poller's default back-off
+/// (`adapters::telegram::poll_loop`, which draws from `[base, 2·base]`, so its jitter
+/// equals its base) and the simulator's Telegram model.
+pub const CONFLICT_BACKOFF: Jittered =
+    Jittered::new(Duration::from_secs(3), Duration::from_secs(3));
+
 /// Every timing constant of the protocol. [`Timing::default`] holds the values the
 /// simulator chose (see README "Figures"); `scaled` multiplies all of them.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
@@ -140,7 +148,7 @@ impl Default for Timing {
             backstop_scan: Jittered::new(secs(120), secs(60)),
             skew_allowance: secs(2 * 3600),
             record_retention: secs(24 * 3600),
-            conflict_backoff: Jittered::new(secs(3), secs(3)),
+            conflict_backoff: CONFLICT_BACKOFF,
             conflict_count_max: 3,
             conflict_window: secs(120),
         }
@@ -246,6 +254,13 @@ impl TimerId {
     }
 }
 
+/// The next wake-up the core asks for, and why: the timer that falls due then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timeout {
+    pub at: Moment,
+    pub reason: TimerId,
+}
+
 /// The pending timers: at most one per [`TimerId`]. The next wake-up is the earliest.
 #[derive(Clone, Debug, Default)]
 pub struct TimerTable {
@@ -334,6 +349,11 @@ mod tests {
             let json = serde_json::to_string(&timer).unwrap();
             assert_eq!(json, format!("\"{}\"", timer.as_str()));
         }
+    }
+
+    #[test]
+    fn the_pollers_conflict_backoff_spans_base_to_twice_base() {
+        assert_eq!(CONFLICT_BACKOFF.jitter, CONFLICT_BACKOFF.base);
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl DevicePolicy for BatonPolicy {
     }
 
     fn next_timeout(&self) -> Option<Moment> {
-        self.core.next_timeout()
+        self.core.next_timeout().map(|timeout| timeout.at)
     }
 
     fn own_file(&self) -> String {

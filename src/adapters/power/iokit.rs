@@ -30,9 +30,9 @@ use objc2_io_kit::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    EVENTS_MAX, HandleInner, MACOS_WILL_SLEEP_LIMIT, Power, PowerEvent, PowerEvents, PowerHandle,
-    PowerOptions, PowerSupport, Unavailable, emit, grace_for,
+use super::api::{
+    EVENTS_MAX, MACOS_WILL_SLEEP_LIMIT, PowerEvent, PowerOptions, PowerSupport, Started,
+    Unavailable, emit, grace_for,
 };
 
 /// How long the run loop waits when no answer is due (it wakes for every notification).
@@ -255,7 +255,7 @@ fn detail() -> String {
     )
 }
 
-pub(super) async fn start(_options: &PowerOptions) -> Result<Power, Unavailable> {
+pub(super) async fn start(_options: &PowerOptions) -> Result<Started<Handle>, Unavailable> {
     let (events, receiver) = mpsc::channel(EVENTS_MAX);
     let shared = Arc::new(Shared {
         wanted: AtomicBool::new(false),
@@ -276,11 +276,9 @@ pub(super) async fn start(_options: &PowerOptions) -> Result<Power, Unavailable>
     })??;
     let detail = detail();
     tracing::info!("sleep announcements: {detail}");
-    Ok(Power {
-        events: PowerEvents::new(receiver),
-        handle: PowerHandle {
-            inner: HandleInner::IoKit(Handle { shared }),
-        },
+    Ok(Started {
+        receiver,
+        handle: Handle { shared },
         support: PowerSupport {
             available: true,
             detail,

@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use zbus::export::futures_core::Stream;
 use zbus::proxy::CacheProperties;
 
-use super::{
-    EVENTS_MAX, HandleInner, INHIBIT_WHY, LOGIND_DEFAULT_LIMIT, Power, PowerEvent, PowerEvents,
-    PowerHandle, PowerOptions, PowerSupport, Unavailable, emit, grace_for,
+use super::api::{
+    EVENTS_MAX, INHIBIT_WHY, LOGIND_DEFAULT_LIMIT, PowerEvent, PowerOptions, PowerSupport, Started,
+    Unavailable, emit, grace_for,
 };
 
 /// Bound on every D-Bus call.
@@ -188,7 +188,7 @@ pub(super) async fn probe(options: &PowerOptions) -> Result<String, Unavailable>
     connect(options).await.map(|link| link.detail())
 }
 
-pub(super) async fn start(options: &PowerOptions) -> Result<Power, Unavailable> {
+pub(super) async fn start(options: &PowerOptions) -> Result<Started<Handle>, Unavailable> {
     let link = connect(options).await?;
     let detail = link.detail();
     tracing::info!("sleep announcements: {detail}");
@@ -204,12 +204,10 @@ pub(super) async fn start(options: &PowerOptions) -> Result<Power, Unavailable> 
         events,
     };
     tokio::spawn(actor.run(link.signals, wishes));
-    Ok(Power {
-        events: PowerEvents::new(receiver),
-        handle: PowerHandle {
-            inner: HandleInner::Logind(Handle {
-                wish: Arc::new(wish),
-            }),
+    Ok(Started {
+        receiver,
+        handle: Handle {
+            wish: Arc::new(wish),
         },
         support: PowerSupport {
             available: true,

@@ -27,8 +27,8 @@ use crate::core::offsets::{Admission, OffsetLedger, PollProgress, StartPosition}
 use super::client::TelegramBot;
 use super::error::TelegramError;
 
-/// Foreign chats reported per poller run at most.
-const FOREIGN_CHATS_MAX: usize = 100;
+// Foreign chats reported per poller run at most: as many as a record keeps.
+use crate::core::record::FOREIGN_CHATS_MAX;
 
 /// A long poll ends this long before the lease does, so its answer arrives inside it.
 const LEASE_ANSWER_MARGIN: Duration = Duration::from_secs(1);
@@ -99,7 +99,7 @@ impl PollerConfig {
         PollerConfig {
             chat_id,
             thread_id,
-            conflict_backoff_min: Duration::from_secs(3),
+            conflict_backoff_min: crate::core::timers::CONFLICT_BACKOFF.base,
             error_backoff_max: Duration::from_secs(30),
             resend_pause: Duration::from_secs(1),
             jitter_seed,

@@ -211,7 +211,7 @@ impl Engine {
 
     /// Fires every timer due at or before `until`, each at its own moment.
     fn fire_timers_until(&mut self, until: Moment) {
-        while let Some(due) = self.core.next_timeout() {
+        while let Some(due) = self.core.next_timeout().map(|timeout| timeout.at) {
             if due > until || self.finished() {
                 return;
             }
