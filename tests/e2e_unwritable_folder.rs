@@ -179,6 +179,11 @@ impl Group {
     /// Runs the fault from now until `restore`, then checks the whole story.
     async fn check_fault(&self, os_error: &str, restore: impl FnOnce()) {
         let fault_ms = clock::wall_ms();
+        // Someone writes meanwhile: with nothing waiting, Telegram as a second witness
+        // would (rightly) keep the standbys from claiming the lapsed leader's role, and
+        // they would never try, and fail, to write a claim.
+        self.fake
+            .inject_text(CHAT, None, "while nothing can be written");
         // Two leases: a standby that took a lapsed leader for dead would have claimed,
         // settled and polled by then (jitter + settle window ≈ 2 s at this scale).
         tokio::time::sleep(Duration::from_millis(2 * LEASE_MS + 1_000)).await;

@@ -7,6 +7,7 @@
 use std::io::Write;
 
 use baton_core::Timing;
+use baton_core::witness::WitnessRules;
 use baton_sim::metrics::{RunMetrics, Summary};
 use baton_sim::model::{DAY_MS, FaultRates};
 use baton_sim::{
@@ -32,7 +33,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1.0)]
     pub intensity: f64,
     /// Run, on the same seeds, baton's core deaf to sleep announcements (the design
-    /// before them) and the seed's design, and print all three side by side.
+    /// before them), baton with Telegram as a second witness, and the seed's design, and
+    /// print them side by side.
     #[arg(long)]
     pub compare: bool,
     /// Also measure cold-start convergence for 2, 5, 20 and 50 devices.
@@ -50,6 +52,17 @@ pub struct SimulateArgs {
     /// Print every device's transitions and messages (use with one seed).
     #[arg(long)]
     pub trace: bool,
+    /// Tuning the witness design (`--compare`): its deferral cap, in minutes.
+    #[arg(long, hide = true)]
+    pub witness_defer_max_min: Option<f64>,
+    /// Tuning the witness design: its suspicion threshold, in seconds.
+    #[arg(long, hide = true)]
+    pub witness_suspicion_s: Option<f64>,
+    /// Tuning the witness design: its active heartbeat's base interval in seconds (the
+    /// jitter is a third of it, the active liveness 2.5 × its longest interval, as
+    /// today's 15 s + 5 s and 50 s); the suspicion threshold follows unless given.
+    #[arg(long, hide = true)]
+    pub witness_heartbeat_s: Option<f64>,
     /// Scale of every timing constant of the core: the global `--time-scale`.
     #[arg(skip = 1.0)]
     pub time_scale: f64,
@@ -88,6 +101,8 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
     let mut policies = vec![PolicyKind::Baton(timing)];
     if args.compare {
         policies.push(PolicyKind::BatonWithoutSleepNotices(timing));
+        let (witness_timing, rules) = witness_design(&args, timing);
+        policies.push(PolicyKind::Witness(witness_timing, rules));
         policies.push(PolicyKind::Seed);
     }
     let results = run_batch(&batch, &policies, first, args.runs, args.jobs);
@@ -126,6 +141,26 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
         eprintln!("VIOLATION {line}");
     }
     Ok(if baton_violations.is_empty() { 0 } else { 1 })
+}
+
+/// The witness design's timing and rules: today's unless tuning flags say otherwise.
+fn witness_design(args: &SimulateArgs, timing: Timing) -> (Timing, WitnessRules) {
+    let secs = std::time::Duration::from_secs_f64;
+    let mut rules = WitnessRules::default();
+    let mut timing = timing;
+    if let Some(base_s) = args.witness_heartbeat_s {
+        let heartbeat = baton_core::timers::Jittered::new(secs(base_s), secs(base_s / 3.0));
+        timing.heartbeat_active = heartbeat;
+        timing.liveness_active = heartbeat.max().mul_f64(2.5);
+        rules.suspicion_after = heartbeat.max() + secs(2.0);
+    }
+    if let Some(suspicion_s) = args.witness_suspicion_s {
+        rules.suspicion_after = secs(suspicion_s);
+    }
+    if let Some(minutes) = args.witness_defer_max_min {
+        rules.defer_max = secs(minutes * 60.0);
+    }
+    (timing, rules.scaled(args.time_scale))
 }
 
 fn soak(batch: &Batch, first: u64, jobs: usize) -> anyhow::Result<i32> {

@@ -187,6 +187,7 @@ impl Runtime {
             Effect::RequestDownload { name } => {
                 self.store.request_download(&name);
             }
+            Effect::AskWitness => self.ask_witness(),
             Effect::ProbePid { stem, pid } => {
                 let alive = local::pid_alive(pid);
                 self.pending

@@ -21,6 +21,7 @@ mod mail;
 mod mail_side;
 mod power;
 mod requests;
+mod witness;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use crate::adapters::control::{self, Command, Reply};
 use crate::adapters::local;
 use crate::adapters::power::{Power, PowerEvent, PowerEvents, PowerHandle, PowerOptions};
 use crate::adapters::store::{FolderIdentity, Store};
+use crate::adapters::telegram::WitnessAsker;
 use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
 use crate::config::{Reload, RunConfig};
@@ -138,6 +140,8 @@ struct Runtime {
     power: PowerHandle,
     /// An announced sleep not yet allowed: when its grace ends (`power.rs`).
     sleep_announced_until: Option<tokio::time::Instant>,
+    /// Telegram as a second witness: asks `getWebhookInfo` (see `witness.rs`).
+    witness: WitnessAsker,
 }
 
 /// What the run loop listens to besides the core, and what must outlive it.
@@ -243,6 +247,7 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         timing: config.timing,
         seed: config.seed,
     };
+    let witness = WitnessAsker::new(serving.witness_bot());
     let mut runtime = Runtime {
         core: core_recalling_refusal(core_config, &refusal_file),
         store,
@@ -270,7 +275,9 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         mail: mail_side,
         power: PowerHandle::inert(),
         sleep_announced_until: None,
+        witness,
     };
+    runtime.enable_witness();
     runtime.folder_identity = runtime.store.folder_identity().ok();
     Ok((runtime, inputs))
 }
@@ -322,6 +329,7 @@ impl Runtime {
                 Some(signal) = inputs.watch_rx.recv() => self.on_watch(signal, &mut inputs.watch_rx).await,
                 Some(command) = inputs.command_rx.recv() => self.on_command(command).await,
                 Some(event) = self.serving.next_event() => self.on_serving(event).await,
+                Some(answer) = self.witness.answer() => self.on_witness_answer(answer).await,
                 _ = inputs.terminate.recv() => self.on_stop_signal(&mut shutdown_deadline, resignation_deadline).await,
                 _ = inputs.interrupt.recv() => self.on_stop_signal(&mut shutdown_deadline, resignation_deadline).await,
                 _ = inputs.hangup.recv() => self.on_hangup(inputs.reload.as_ref(), inputs.loaded.as_deref()).await,

@@ -212,6 +212,12 @@ impl Serving {
     }
 
     /// The next event for the runtime. Forwards are pushed to the gateway here.
+    /// The bot client, for a standby's questions to Telegram (`runtime/witness.rs`);
+    /// `None` without Telegram (coordination only).
+    pub fn witness_bot(&self) -> Option<crate::adapters::telegram::TelegramBot> {
+        self.telegram.as_ref().map(|side| side.bot.clone())
+    }
+
     pub async fn next_event(&mut self) -> Option<ServingEvent> {
         // Leftovers are only added by a stop, which cannot happen while this waits.
         if let Some(event) = self.take_leftover() {

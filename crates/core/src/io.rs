@@ -100,6 +100,9 @@ pub enum Event {
     /// What routing tells the core to carry in our record: the chat we serve, a topic
     /// choice (`/activate` typed in a topic), mail acknowledgements (`routing`).
     Routing { note: crate::routing::RoutingNote },
+    /// Answer to [`Effect::AskWitness`]: Telegram's `pending_update_count`, or `None`
+    /// when Telegram could not be asked (network, timeout, refused token).
+    Witnessed { pending_update_count: Option<u64> },
 }
 
 impl Event {
@@ -218,6 +221,9 @@ pub enum Effect {
     RequestDownload { name: String },
     /// Tell whether `pid` on this host is still running; answer with [`Event::PidProbed`].
     ProbePid { stem: String, pid: u32 },
+    /// Standby: ask Telegram how many updates wait (`getWebhookInfo`) without disturbing
+    /// the poller; answer with [`Event::Witnessed`] (see [`crate::witness`]).
+    AskWitness,
     /// A timer was armed (informational: the runtime asks [`crate::Core::next_timeout`]).
     TimerArmed {
         timer: TimerId,

@@ -229,6 +229,8 @@ pub enum TimerId {
     WriteRetry,
     /// Active with record writes failing: our lease runs out at this moment.
     Lease,
+    /// Standby with a suspected leader: ask Telegram (see [`crate::witness`]).
+    WitnessAsk,
 }
 
 impl TimerId {
@@ -247,6 +249,7 @@ impl TimerId {
             TimerId::RetentionSweep => "retention_sweep",
             TimerId::WriteRetry => "write_retry",
             TimerId::Lease => "lease",
+            TimerId::WitnessAsk => "witness_ask",
         }
     }
 }
@@ -341,6 +344,7 @@ mod tests {
             TimerId::RetentionSweep,
             TimerId::WriteRetry,
             TimerId::Lease,
+            TimerId::WitnessAsk,
         ] {
             let json = serde_json::to_string(&timer).unwrap();
             assert_eq!(json, format!("\"{}\"", timer.as_str()));

@@ -12,6 +12,14 @@
 //! liveness never lapses within the horizon (leases are the simulator's business, the
 //! race between claims is this model's). Must never: re-implement a rule the core has.
 //!
+//! Telegram as a second witness (`baton_core::witness`) is in the model as what it
+//! does to the election, with the witness as an adversary: with `witness` on, a
+//! standby may at ANY moment condemn the leader its view shows (any reading, right or
+//! wrong), and that record then counts as lapsed in its view until a newer `seq` of it
+//! arrives — exactly what the core does (`witnessing.rs`, `Ctx::condemn`). The
+//! witness's other power, deferring a takeover, only removes moments at which a
+//! standby contends; the model already explores every moment, never included.
+//!
 //! The property: never two devices Active (and not crashed) at once. It holds for every
 //! interleaving when `delay_max < settle`, and the checker finds a counterexample as soon
 //! as `delay_max ≥ settle`. That is twice as loose as `Timing::settle_bound()` (half the
@@ -40,6 +48,8 @@ pub struct ElectionModel {
     /// Each device contends at most this often (keeps the state space finite).
     pub contentions_max: u8,
     pub horizon: u8,
+    /// Telegram as a second witness: a standby may condemn the leader it sees (once).
+    pub witness: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +76,9 @@ pub struct Device {
     /// Latest record seen from each peer. (When it was seen does not matter: nothing
     /// lapses within the horizon, so it is left out of the state.)
     pub view: BTreeMap<usize, Written>,
+    /// The leader record (peer, seq) this device condemned on the witness's word: it
+    /// counts as lapsed until a newer seq of that peer is seen.
+    pub condemned: Option<(usize, u8)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +104,8 @@ pub enum Action {
     Contend(usize),
     Settle(usize),
     Crash(usize),
+    /// The witness says the leader this standby sees is not serving.
+    Condemn(usize),
 }
 
 fn device_id(index: usize) -> String {
@@ -106,8 +121,10 @@ fn timing() -> Timing {
     }
 }
 
+/// Time as the rules see it: an hour in, so a condemned record can be dated a liveness
+/// timeout back (`Ctx::condemn` backdates the same way).
 fn moment(units: u8) -> Moment {
-    Moment(u64::from(units) * 1_000)
+    Moment((3_600 + u64::from(units)) * 1_000)
 }
 
 /// The view as the real election functions take it.
@@ -133,10 +150,13 @@ fn peers_of(device: &Device) -> Peers {
             record.term = u64::from(written.term);
             record.seq = u64::from(written.seq);
             let stem = format!("d{peer}");
+            let condemned = device.condemned == Some((*peer, written.seq));
             let view = PeerView {
                 stem: stem.clone(),
                 record,
-                changed_at: Moment(0),
+                // Seen at the start (nothing lapses within the horizon), or a liveness
+                // timeout before it when condemned.
+                changed_at: if condemned { Moment(0) } else { moment(0) },
                 present: true,
             };
             (stem, view)
@@ -187,6 +207,18 @@ impl ElectionModel {
             && election::highest_claim(&peers, now, &t).is_none()
     }
 
+    /// The witness's condemnation: a standby that sees a leader may make it lapse.
+    fn may_condemn(&self, state: &State, index: usize) -> Option<(usize, u8)> {
+        let device = &state.devices[index];
+        if !self.witness || device.role != Role::Standby || device.condemned.is_some() {
+            return None;
+        }
+        let peers = peers_of(device);
+        let leader = election::leader(&peers, moment(state.now), &timing())?;
+        let peer = (0..DEVICES).find(|p| leader.stem == format!("d{p}"))?;
+        Some((peer, device.view[&peer].seq))
+    }
+
     /// The contender's rule at the end of its settle window (machine.rs
     /// `contending_blocker`): a higher live claim or a live leader sends it back.
     fn blocked(state: &State, index: usize, term: u8) -> bool {
@@ -208,6 +240,7 @@ impl Model for ElectionModel {
             seq: 0,
             contentions: 0,
             view: BTreeMap::new(),
+            condemned: None,
         };
         vec![State {
             now: 0,
@@ -243,6 +276,9 @@ impl Model for ElectionModel {
             }
             if role != Role::Crashed && state.crashes < self.crashes_max {
                 actions.push(Action::Crash(index));
+            }
+            if state.now < self.horizon && self.may_condemn(state, index).is_some() {
+                actions.push(Action::Condemn(index));
             }
         }
     }
@@ -289,6 +325,9 @@ impl Model for ElectionModel {
             Action::Crash(index) => {
                 state.devices[index].role = Role::Crashed;
                 state.crashes += 1;
+            }
+            Action::Condemn(index) => {
+                state.devices[index].condemned = Some(self.may_condemn(&state, index)?);
             }
         }
         // Messages in flight are a set: one canonical order keeps the state space small.

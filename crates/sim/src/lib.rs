@@ -230,6 +230,16 @@ pub fn render_table(summaries: &[(String, Summary)], timing: Timing) -> String {
             }),
         ),
         (
+            "  an update waiting: its wait p50/95/99",
+            Box::new(|s| {
+                format!(
+                    "{} (n={})",
+                    dist(&s.crash_failover_waiting),
+                    s.crash_failover_waiting.count
+                )
+            }),
+        ),
+        (
             "  of which: active alone on its host",
             Box::new(|s| {
                 format!(
@@ -335,6 +345,21 @@ pub fn render_table(summaries: &[(String, Summary)], timing: Timing) -> String {
         (
             "standby wake-ups/h: file events",
             Box::new(|s| format!("{:.1}", s.standby_file_events_per_hour)),
+        ),
+        (
+            "standby wake-ups/h: witness answers",
+            Box::new(|s| format!("{:.1}", s.standby_witness_wakeups_per_hour)),
+        ),
+        (
+            "standby wake-ups/h: total",
+            Box::new(|s| {
+                format!(
+                    "{:.1}",
+                    s.standby_timer_wakeups_per_hour
+                        + s.standby_file_events_per_hour
+                        + s.standby_witness_wakeups_per_hour
+                )
+            }),
         ),
         (
             "recovery after faults p50/p95/p99",

@@ -80,6 +80,9 @@ pub struct RunMetrics {
     pub crash_failover_cross_host_ms: Vec<u64>,
     /// Crashes of the acting device with no device polling an hour later.
     pub crash_failover_unresolved: u64,
+    /// Crash failovers at whose end an update was waiting on Telegram: from the moment
+    /// the oldest such update was sent (or the crash, if later) to the takeover.
+    pub crash_failover_waiting_ms: Vec<u64>,
     pub handoff_ms: Vec<u64>,
     pub handoff_failed: u64,
     pub resign_takeover_ms: Vec<u64>,
@@ -106,6 +109,9 @@ pub struct RunMetrics {
     pub standby_ms: u64,
     pub standby_timer_wakeups: u64,
     pub standby_file_events: u64,
+    /// Telegram's answers to the witness's questions, delivered to a standby.
+    pub standby_witness_wakeups: u64,
+    pub witness_asks: u64,
     pub lost_notifications: u64,
     pub delays: DelayHistogram,
     /// Time from the end of faults to a stable single active device.
@@ -132,6 +138,10 @@ impl RunMetrics {
         self.crash_failover_cross_host_ms
             .extend_from_slice(&other.crash_failover_cross_host_ms);
         self.crash_failover_unresolved += other.crash_failover_unresolved;
+        self.crash_failover_waiting_ms
+            .extend_from_slice(&other.crash_failover_waiting_ms);
+        self.standby_witness_wakeups += other.standby_witness_wakeups;
+        self.witness_asks += other.witness_asks;
         self.handoff_ms.extend_from_slice(&other.handoff_ms);
         self.handoff_failed += other.handoff_failed;
         self.resign_takeover_ms
@@ -182,6 +192,7 @@ impl RunMetrics {
             device_weeks: self.device_weeks(),
             crash_failover: Quantiles::of(&self.crash_failover_ms),
             crash_failover_unresolved: self.crash_failover_unresolved,
+            crash_failover_waiting: Quantiles::of(&self.crash_failover_waiting_ms),
             crash_failover_cross_host: Quantiles::of(&self.crash_failover_cross_host_ms),
             handoff: Quantiles::of(&self.handoff_ms),
             handoff_failed: self.handoff_failed,
@@ -204,6 +215,10 @@ impl RunMetrics {
             writes_per_hour_standby: per_hour(self.writes_standby, self.standby_ms),
             standby_timer_wakeups_per_hour: per_hour(self.standby_timer_wakeups, self.standby_ms),
             standby_file_events_per_hour: per_hour(self.standby_file_events, self.standby_ms),
+            standby_witness_wakeups_per_hour: per_hour(
+                self.standby_witness_wakeups,
+                self.standby_ms,
+            ),
             one_way_delay_p50_ms: self.delays.quantile_ms(0.5),
             one_way_delay_p95_ms: self.delays.quantile_ms(0.95),
             one_way_delay_p99_ms: self.delays.quantile_ms(0.99),
@@ -239,6 +254,7 @@ pub struct Summary {
     pub device_weeks: f64,
     pub crash_failover: Quantiles,
     pub crash_failover_unresolved: u64,
+    pub crash_failover_waiting: Quantiles,
     pub crash_failover_cross_host: Quantiles,
     pub handoff: Quantiles,
     pub handoff_failed: u64,
@@ -261,6 +277,7 @@ pub struct Summary {
     pub writes_per_hour_standby: f64,
     pub standby_timer_wakeups_per_hour: f64,
     pub standby_file_events_per_hour: f64,
+    pub standby_witness_wakeups_per_hour: f64,
     pub one_way_delay_p50_ms: u64,
     pub one_way_delay_p95_ms: u64,
     pub one_way_delay_p99_ms: u64,

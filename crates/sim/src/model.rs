@@ -298,6 +298,36 @@ pub struct HostSpec {
 }
 
 /// Draws the times of a Poisson process of `per_day` events over `[0, end_ms)`.
+/// When a person writes: bursts (conversations) by day, nothing at night. Sessions start
+/// at random between 08:00 and 23:00 of simulated time; each holds 1 + a geometric
+/// number of messages (mean [`BURST_MEAN`]) a log-uniform 5 s–2 min apart. The mean over
+/// a day stays `per_hour` × 24, so figures stay comparable with steady traffic.
+pub fn person_shaped_times(rng: &mut ChaCha8Rng, per_hour: f64, end_ms: u64) -> Vec<u64> {
+    const DAY_START_MS: u64 = 8 * HOUR_MS;
+    const DAY_END_MS: u64 = 23 * HOUR_MS;
+    let awake_share = (DAY_END_MS - DAY_START_MS) as f64 / DAY_MS as f64;
+    let sessions_per_day = per_hour * 24.0 / BURST_MEAN / awake_share;
+    let mut times = Vec::new();
+    for start in poisson_times(rng, sessions_per_day, end_ms) {
+        let time_of_day = start % DAY_MS;
+        if !(DAY_START_MS..DAY_END_MS).contains(&time_of_day) {
+            continue;
+        }
+        let mut at = start;
+        let mut more = true;
+        while more && at < end_ms && times.len() < 1_000_000 {
+            times.push(at);
+            at += log_uniform_ms(rng, 5 * SECOND_MS, 2 * MINUTE_MS);
+            more = rng.random_bool(1.0 - 1.0 / BURST_MEAN);
+        }
+    }
+    times.sort_unstable();
+    times
+}
+
+/// Mean messages per burst of [`person_shaped_times`].
+pub const BURST_MEAN: f64 = 6.0;
+
 fn poisson_times(rng: &mut ChaCha8Rng, per_day: f64, end_ms: u64) -> Vec<u64> {
     let mut times = Vec::new();
     if per_day <= 0.0 {
@@ -459,7 +489,7 @@ impl Scenario {
                 faults.push((at, Fault::Duplicate { device }));
             }
         }
-        for at in poisson_times(rng, rates.messages_per_hour * 24.0, end_ms) {
+        for at in person_shaped_times(rng, rates.messages_per_hour, end_ms) {
             faults.push((at, Fault::Message));
         }
         for at in poisson_times(rng, rates.activate_per_day, end_ms) {

@@ -44,6 +44,8 @@ pub enum Action {
         stem: String,
         pid: u32,
     },
+    /// Ask Telegram's `pending_update_count`; the harness answers `Event::Witnessed`.
+    AskWitness,
     /// The process exits.
     Exit,
     /// Done with the announced sleep: the host may go to sleep now.
@@ -133,6 +135,11 @@ impl BatonPolicy {
     pub fn core(&self) -> &Core {
         &self.core
     }
+
+    /// Telegram as a second witness, with these rules (before the first input).
+    pub fn enable_witness(&mut self, rules: baton_core::witness::WitnessRules) {
+        self.core.enable_witness(rules);
+    }
 }
 
 impl DevicePolicy for BatonPolicy {
@@ -179,6 +186,7 @@ fn translate(effect: Effect) -> Option<Action> {
         Effect::Rescan => Action::Rescan,
         Effect::RequestDownload { name } => Action::RequestDownload { name },
         Effect::ProbePid { stem, pid } => Action::ProbePid { stem, pid },
+        Effect::AskWitness => Action::AskWitness,
         Effect::Exit { .. } => Action::Exit,
         Effect::AllowSleep { .. } => Action::AllowSleep,
         Effect::Notify {

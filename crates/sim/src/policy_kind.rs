@@ -1,10 +1,11 @@
 //! Which design the simulated devices run, and building one device's process of it.
 //!
 //! Owns: [`PolicyKind`] (baton's core with its timing, the same core deaf to sleep
-//! announcements, or the seed's design) and the
+//! announcements, baton with Telegram as a second witness, or the seed's design) and the
 //! factory over both. Must never: hold protocol logic (the policies do).
 
 use baton_core::Timing;
+use baton_core::witness::WitnessRules;
 
 use crate::policy::{BatonPolicy, DevicePolicy, DeviceSpec};
 use crate::seed_policy::SeedPolicy;
@@ -18,6 +19,8 @@ pub enum PolicyKind {
     /// The same core, never told of an announced sleep (as before issue 14): a sleeping
     /// leader is replaced when its lease runs out.
     BatonWithoutSleepNotices(Timing),
+    /// mirror-baton's core with Telegram as a second witness (`baton_core::witness`).
+    Witness(Timing, WitnessRules),
     /// The TypeScript design of `../shared/seed`.
     Seed,
 }
@@ -27,6 +30,7 @@ impl PolicyKind {
         match self {
             PolicyKind::Baton(_) => "baton",
             PolicyKind::BatonWithoutSleepNotices(_) => "baton, no sleep notices",
+            PolicyKind::Witness(..) => "witness",
             PolicyKind::Seed => "seed",
         }
     }
@@ -35,13 +39,15 @@ impl PolicyKind {
     pub fn is_baton(&self) -> bool {
         matches!(
             self,
-            PolicyKind::Baton(_) | PolicyKind::BatonWithoutSleepNotices(_)
+            PolicyKind::Baton(_)
+                | PolicyKind::BatonWithoutSleepNotices(_)
+                | PolicyKind::Witness(..)
         )
     }
 
     /// Whether the world tells its devices of an announced sleep.
     pub fn hears_sleep_notices(&self) -> bool {
-        matches!(self, PolicyKind::Baton(_))
+        matches!(self, PolicyKind::Baton(_) | PolicyKind::Witness(..))
     }
 
     /// Builds the process for `spec`'s `incarnation`-th start (new instance and pid).
@@ -49,6 +55,11 @@ impl PolicyKind {
         match self {
             PolicyKind::Baton(timing) | PolicyKind::BatonWithoutSleepNotices(timing) => {
                 Box::new(BatonPolicy::new(spec, incarnation, seed, *timing))
+            }
+            PolicyKind::Witness(timing, rules) => {
+                let mut policy = BatonPolicy::new(spec, incarnation, seed, *timing);
+                policy.enable_witness(*rules);
+                Box::new(policy)
             }
             PolicyKind::Seed => Box::new(SeedPolicy::new(spec, seed)),
         }

@@ -183,6 +183,22 @@ impl TelegramBot {
         })
     }
 
+    /// `getWebhookInfo`'s `pending_update_count`: updates waiting to be delivered. Any
+    /// holder of the token may ask without disturbing a running getUpdates (FACTS.md):
+    /// a standby asks it as the core's second witness (`core::witness`).
+    /// `None` when a webhook is set: the count is then the webhook's, not the poller's.
+    pub async fn pending_update_count(&self) -> Result<Option<u64>, TelegramError> {
+        self.bot
+            .get_webhook_info()
+            .await
+            .map(|info| {
+                info.url
+                    .is_none()
+                    .then_some(u64::from(info.pending_update_count))
+            })
+            .map_err(|e| TelegramError::from_request("getWebhookInfo", &e, &self.token))
+    }
+
     /// `deleteWebhook`, keeping the pending updates (they are the user's messages).
     pub async fn delete_webhook(&self) -> Result<(), TelegramError> {
         self.bot

@@ -24,8 +24,9 @@
 //! malformed update, or confirm an update the child has not acknowledged.
 //!
 //! Layout: [`error`] and [`answers`] (reading what Telegram says) are the leaves;
-//! [`client`] (the bot), [`poll_loop`] (the active device's poller) and [`replier`]
-//! (baton's own messages) build on them. This module only declares and re-exports.
+//! [`client`] (the bot), [`poll_loop`] (the active device's poller), [`replier`]
+//! (baton's own messages) and [`witness`] (a standby's `getWebhookInfo`, the core's
+//! second witness) build on them. This module only declares and re-exports.
 
 pub mod answers;
 pub mod client;
@@ -33,6 +34,7 @@ pub mod error;
 pub mod poll_loop;
 pub mod replier;
 pub mod routing;
+pub mod witness;
 
 pub use crate::core::offsets::{Admission, OffsetLedger, PollProgress, StartPosition};
 pub use client::{
@@ -42,3 +44,4 @@ pub use error::TelegramError;
 pub use poll_loop::{PollerConfig, PollerEvent, PollerExit, PollerHandle, spawn_poller};
 pub use replier::{OutgoingMessage, Replier, ReplierSettings, ReplyDropped};
 pub use routing::{PollRouter, RoutingNotice};
+pub use witness::WitnessAsker;

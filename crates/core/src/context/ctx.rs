@@ -108,6 +108,10 @@ pub struct Ctx {
     /// An announced sleep not yet answered with `AllowSleep`: when its grace ends
     /// (`sleep.rs`).
     pub sleep_until: Option<Moment>,
+    /// Telegram as a second witness (`witnessing.rs`): its rules, `None` without a token,
+    /// and what this standby remembers of its answers.
+    pub(crate) witness_rules: Option<crate::witness::WitnessRules>,
+    pub(crate) witness: crate::witness::WitnessMemory,
 }
 
 impl Ctx {
@@ -146,6 +150,8 @@ impl Ctx {
             unreadable_peers: BTreeMap::new(),
             cause: String::new(),
             sleep_until: None,
+            witness_rules: None,
+            witness: crate::witness::WitnessMemory::default(),
         }
     }
 

@@ -36,6 +36,13 @@ impl Core {
         self.ctx.refused_by = Some(install_id.to_string());
     }
 
+    /// Turns on Telegram as a second witness (`crate::witness`), with these rules. Call
+    /// it before the first input, and only when this device has a bot token: without
+    /// it the rules are exactly those without a witness.
+    pub fn enable_witness(&mut self, rules: crate::witness::WitnessRules) {
+        self.ctx.witness_rules = Some(rules);
+    }
+
     pub fn new(config: CoreConfig) -> Self {
         let mut ctx = Ctx::new(config);
         let machine = Protocol
@@ -159,6 +166,11 @@ impl Core {
                 ctx.note_routing(note);
                 None
             }
+            Event::Witnessed {
+                pending_update_count,
+            } => ctx
+                .witness_answered(pending_update_count)
+                .then_some(Stimulus::Witnessed),
         }
     }
 
@@ -278,6 +290,11 @@ impl Ctx {
         }
         let timeout = election::liveness_timeout(peer.record.status, &timing);
         peer.changed_at = peer.changed_at.min(now.minus(timeout));
+        // A vanished process is never waited for on the witness's word.
+        self.witness.condemned = Some(crate::witness::Episode {
+            stem: stem.to_string(),
+            seq: peer.record.seq,
+        });
         let message = format!(
             "{}'s process (pid {pid}) is gone; not waiting for its lease",
             peer.record.device_id

@@ -40,6 +40,10 @@ pub(super) fn handle(context: &mut Ctx, event: &Stimulus) -> Outcome<State> {
             context.probe_leader_pid();
             Handled
         }
+        Stimulus::Timer(TimerId::WitnessAsk) => {
+            context.witness_ask();
+            Handled
+        }
         Stimulus::Activate { target, ticket } => standby_activate(context, target, *ticket),
         Stimulus::Shutdown => {
             context.own.activation_request = None;
@@ -89,6 +93,7 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
         context.arm_at(TimerId::LeaderDeadline, lapses_at, 0);
         if status == Status::Active {
             context.arm_pid_probe();
+            context.witness_watch();
         }
         return Handled;
     }
@@ -98,6 +103,12 @@ fn standby_evaluate(context: &mut Ctx, jitter_elapsed: bool) -> Outcome<State> {
         return Handled;
     }
     if let Some(until) = context.unreadable_until() {
+        context.arm_at(TimerId::LeaderDeadline, until, 0);
+        return Handled;
+    }
+    // Telegram as a second witness: a lapsed leader while nothing waits is only late.
+    if let Some(until) = context.witness_deferral() {
+        context.cancel(TimerId::FailoverJitter);
         context.arm_at(TimerId::LeaderDeadline, until, 0);
         return Handled;
     }

@@ -36,6 +36,8 @@ pub enum Stimulus {
     },
     /// A same-host peer's process is gone; its record was made to lapse.
     PidGone,
+    /// Telegram answered the witness's question (`witnessing.rs`): look again.
+    Witnessed,
     ActingStopped,
     /// A record write failed (the context has reported it and armed a retry).
     WriteFailed,
@@ -65,6 +67,7 @@ impl Stimulus {
             Stimulus::Conflict => "conflict".into(),
             Stimulus::PollingRefused { .. } => "polling_refused".into(),
             Stimulus::PidGone => "pid_gone".into(),
+            Stimulus::Witnessed => "witnessed".into(),
             Stimulus::ActingStopped => "acting_stopped".into(),
             Stimulus::WriteFailed => "write_failed".into(),
             Stimulus::WriteRecovered => "write_recovered".into(),
@@ -89,7 +92,10 @@ impl Stimulus {
         !self.is_duplicate()
             && matches!(
                 self,
-                Stimulus::Observed { .. } | Stimulus::Reevaluate | Stimulus::PidGone
+                Stimulus::Observed { .. }
+                    | Stimulus::Reevaluate
+                    | Stimulus::PidGone
+                    | Stimulus::Witnessed
             )
     }
 }

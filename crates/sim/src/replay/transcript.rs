@@ -116,6 +116,12 @@ fn event_lines(event: &Event) -> Vec<String> {
             format!("telegram refused the bot token: {description}")
         }
         Event::RecordWritten { seq } => format!("record seq={seq} written"),
+        Event::Witnessed {
+            pending_update_count: Some(count),
+        } => format!("telegram: {count} update(s) pending"),
+        Event::Witnessed {
+            pending_update_count: None,
+        } => "telegram could not be asked".into(),
         Event::RecordWriteFailed { seq, reason } => {
             format!("record seq={seq} not written: {reason}")
         }
@@ -166,6 +172,7 @@ pub fn effect_line(effect: &Effect) -> String {
         }
         Effect::ForgetRefusal => "forget refusal".to_string(),
         Effect::ProbePid { stem, pid } => format!("probe pid {pid} of {stem}"),
+        Effect::AskWitness => "ask telegram how many updates wait".into(),
         Effect::TimerArmed {
             timer,
             at,

@@ -74,6 +74,9 @@ pub struct RunConfig {
 }
 
 const TELEGRAM_RTT_MS: u64 = 150;
+/// How stale getWebhookInfo's `pending_update_count` may be (an assumption: the Bot API
+/// documents no figure; drawn uniformly per answer).
+const WITNESS_LAG_MAX_MS: u64 = 2_000;
 const LONG_POLL_MS: u64 = 25_000;
 const INBOX_MAX: usize = 256;
 const EXPIRE_PENDING_MS: u64 = 60 * MINUTE_MS;
@@ -579,6 +582,11 @@ impl World {
                 event,
             } => {
                 if self.devices[device].incarnation == incarnation && self.running(device) {
+                    if matches!(event, Event::Witnessed { .. })
+                        && !self.devices[device].adapter.acting
+                    {
+                        self.metrics.standby_witness_wakeups += 1;
+                    }
                     self.deliver(device, event);
                 }
             }
@@ -753,6 +761,7 @@ impl World {
                     .inbox
                     .push_back(Event::PidProbed { stem, pid, alive });
             }
+            Action::AskWitness => self.ask_witness(device),
             Action::Exit => self.exit(device),
             Action::AllowSleep => {}
             Action::Bug { message } => self.violation(format!("device {device}: {message}")),

@@ -22,6 +22,11 @@ pub(super) struct Telegram {
     /// Draws the ids, apart from the world's rng, so that runs without a restart are
     /// the runs they always were.
     pub(super) ids_rng: ChaCha8Rng,
+    /// Updates confirmed lately: (sent, confirmed), for `pending_update_count`'s lag.
+    pub(super) confirmed_recent: VecDeque<(u64, u64)>,
+    /// Draws the witness's lag, apart from the world's rng (runs without a witness stay
+    /// the runs they were).
+    pub(super) witness_rng: ChaCha8Rng,
 }
 
 /// Telegram's ids are positive 32-bit integers.
@@ -39,6 +44,8 @@ impl Telegram {
             next_poll: 0,
             restart_due: false,
             ids_rng,
+            confirmed_recent: VecDeque::new(),
+            witness_rng: baton_core::seed::rng(seed, "telegram witness"),
         }
     }
 }
@@ -128,6 +135,8 @@ impl World {
                 .collect();
             for (id, index) in confirmed {
                 self.telegram.pending.remove(&id);
+                let sent_ms = self.telegram.sent_ms[index];
+                self.note_confirmed(sent_ms);
                 if self.telegram.handled[index] == 0 {
                     self.metrics.updates_lost += 1;
                     self.violation_if_baton(format!("update {id} confirmed without being handled"));
@@ -156,6 +165,57 @@ impl World {
             self.respond(device, poll, PollResult::Updates(available));
         }
         Some(poll)
+    }
+
+    fn note_confirmed(&mut self, sent_ms: u64) {
+        let now = self.now_ms;
+        let recent = &mut self.telegram.confirmed_recent;
+        while recent
+            .front()
+            .is_some_and(|(_, at)| now.saturating_sub(*at) > WITNESS_LAG_MAX_MS)
+        {
+            recent.pop_front();
+        }
+        if recent.len() < 10_000 {
+            recent.push_back((sent_ms, now));
+        }
+    }
+
+    /// getWebhookInfo's `pending_update_count` as a standby sees it: what was unconfirmed
+    /// `lag` ago (the count is not live on the server: up to [`WITNESS_LAG_MAX_MS`] old),
+    /// answered a round trip later. Cut-offs and stalls are the sync's: Telegram answers.
+    pub(super) fn ask_witness(&mut self, device: usize) {
+        self.metrics.witness_asks += 1;
+        let lag = self
+            .telegram
+            .witness_rng
+            .random_range(0..=WITNESS_LAG_MAX_MS);
+        let as_of = self.now_ms.saturating_sub(lag);
+        let sent = &self.telegram.sent_ms;
+        let waiting = self
+            .telegram
+            .pending
+            .values()
+            .filter(|(index, _)| sent[*index] <= as_of)
+            .count();
+        let confirmed_since = self
+            .telegram
+            .confirmed_recent
+            .iter()
+            .filter(|(sent, confirmed)| *sent <= as_of && *confirmed > as_of)
+            .count();
+        let count = (waiting + confirmed_since) as u64;
+        let incarnation = self.devices[device].incarnation;
+        self.schedule(
+            self.now_ms + TELEGRAM_RTT_MS,
+            Ev::Answer {
+                device,
+                incarnation,
+                event: Event::Witnessed {
+                    pending_update_count: Some(count),
+                },
+            },
+        );
     }
 
     pub(super) fn violation_if_baton(&mut self, message: String) {
@@ -211,6 +271,20 @@ impl World {
                 continue;
             }
             let elapsed = now - measure.since_ms;
+            // How long the oldest update still waiting (sent after the crash) waited:
+            // what the user who wrote it saw.
+            let sent = &self.telegram.sent_ms;
+            let waiting_since = self
+                .telegram
+                .pending
+                .values()
+                .map(|(index, _)| sent[*index].max(measure.since_ms))
+                .min();
+            if measure.kind == PendingKind::Crash
+                && let Some(since) = waiting_since
+            {
+                self.metrics.crash_failover_waiting_ms.push(now - since);
+            }
             match measure.kind {
                 PendingKind::Crash if measure.same_host_witness => {
                     self.metrics.crash_failover_ms.push(elapsed)
