@@ -34,7 +34,7 @@ mod linux {
     use mirror_baton::adapters::power::PowerOptions;
     use mirror_baton::core::Status;
 
-    use super::common::process::{Device, Folder, wait_until};
+    use super::common::process::{Device, Folder, active_heartbeats_spanning, wait_until};
     use super::logind_bus::{LONG_DELAY, PATIENCE, logind};
 
     const SCALE: f64 = 0.1;
@@ -105,6 +105,18 @@ mod linux {
             logind_b.inhibitors().await.is_empty(),
             "a standby delays no sleep"
         );
+        // A handoff is taken at once only by a target that can date it: one that had
+        // watched the folder for a settle bound before it arrived (docs/PROTOCOL.md,
+        // "Handoff"). Let bravo watch that long first: alpha's heartbeats spanning it.
+        let timing = mirror_baton::core::Timing::default().scaled(SCALE);
+        let writes = active_heartbeats_spanning(&timing, timing.settle_bound());
+        let start_seq = folder.record_of(&alpha.device_id).map_or(0, |r| r.seq);
+        let watched = wait_until(PATIENCE, || {
+            let seq = folder.record_of(&alpha.device_id)?.seq;
+            (seq >= start_seq.saturating_add(writes)).then_some(())
+        })
+        .await;
+        assert!(watched.is_some(), "alpha kept writing its heartbeats");
         let bravo_before = transitions(&bravo).len();
 
         logind_a.prepare_for_sleep(true).await;

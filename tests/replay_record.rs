@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mirror_baton::core::record::{self, DeviceRecord, Identity, Status};
 use mirror_baton::core::{Event, FileState, Role};
@@ -44,6 +44,7 @@ fn wait_until_watched(dir: &Path) {
                     .any(|l| l.starts_with("inotify") && l.contains(&inode))
             })
     };
+    use std::time::Instant;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !watched() {
         assert!(
