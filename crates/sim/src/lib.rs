@@ -26,6 +26,7 @@ pub mod policy;
 pub mod policy_kind;
 pub mod replay;
 pub mod routing;
+pub mod routing_check;
 pub mod seed_policy;
 pub mod world;
 
