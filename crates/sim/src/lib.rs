@@ -27,6 +27,7 @@ pub mod policy_kind;
 pub mod replay;
 pub mod routing;
 pub mod routing_check;
+pub mod routing_report;
 pub mod seed_policy;
 pub mod world;
 
@@ -88,6 +89,7 @@ impl Batch {
             retention_ms: ms(t.record_retention),
             steps_max: 100_000 + hours * self.devices as u64 * 50_000,
             trace: self.trace,
+            routing: false,
         }
     }
 

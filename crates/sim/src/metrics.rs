@@ -117,6 +117,8 @@ pub struct RunMetrics {
     /// Time from the end of faults to a stable single active device.
     pub recovery_ms: Vec<u64>,
     pub violations: Vec<String>,
+    /// Routing runs only (`world/mail.rs`): deliveries, losses, latency by class.
+    pub routing: crate::world::RoutingMetrics,
 }
 
 pub fn quantile(samples: &[u64], q: f64) -> Option<u64> {
@@ -171,6 +173,7 @@ impl RunMetrics {
         self.delays.merge(&other.delays);
         self.recovery_ms.extend_from_slice(&other.recovery_ms);
         self.violations.extend(other.violations.iter().cloned());
+        self.routing.merge(&other.routing);
     }
 
     pub fn device_weeks(&self) -> f64 {

@@ -141,7 +141,7 @@ fn permutations(items: &[usize]) -> Vec<Vec<usize>> {
         }
         for i in 0..k {
             heap(k - 1, items, out);
-            let swap = if k % 2 == 0 { i } else { 0 };
+            let swap = if k.is_multiple_of(2) { i } else { 0 };
             items.swap(swap, k - 1);
         }
     }

@@ -114,7 +114,8 @@ fn ignores_choices(
 
 #[test]
 fn broken_owner_functions_are_caught() {
-    let broken: [(OwnerFn, &str, fn(OwnerFn) -> OwnerModel); 3] = [
+    type Bounds = fn(OwnerFn) -> OwnerModel;
+    let broken: [(OwnerFn, &str, Bounds); 3] = [
         (ignores_liveness, "live beats offline", OwnerModel::wide),
         (first_come, "agreement", OwnerModel::wide),
         (
