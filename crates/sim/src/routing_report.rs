@@ -111,14 +111,23 @@ pub fn render_routing(rows: &[(String, RunMetrics)]) -> String {
         let other = quantile(&r.latency_other_host_ms, 0.5).unwrap_or(0);
         let _ = writeln!(
             out,
-            "targets: same-host p50 − own p50 = {} ms (≤ 50); other-host p50 = {:.2}s vs 1.5 × sync median {:.2}s; \
-             lost {}, misrouted {} (0 each); duplicates outside a crash window {}; told not queued {}",
+            "targets: same-host p50 − own p50 = {} ms (≤ 50); other-host p50 = {:.2}s, {:.2} × the sync median {:.2}s (≤ 1.5); \
+             lost {}, misrouted {} (0 each)",
             same as i64 - own as i64,
             other as f64 / 1000.0,
-            1.5 * sync_p50 as f64 / 1000.0,
+            other as f64 / sync_p50.max(1) as f64,
+            sync_p50 as f64 / 1000.0,
             r.lost,
             r.misrouted,
+        );
+        let _ = writeln!(
+            out,
+            "polled twice (crash window) {}, duplicates outside it {}; reordered: {} across two routers (a failover), {} by one; \
+             mailbox write refused (chat told) {}",
+            r.polled_twice,
             r.duplicated_outside_crash_window,
+            r.order_inversions,
+            r.order_inversions_one_router,
             r.not_queued_told,
         );
     }

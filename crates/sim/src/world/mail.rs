@@ -75,6 +75,9 @@ pub struct RoutingMetrics {
     /// no crash window explains).
     pub duplicated: u64,
     pub duplicated_outside_crash_window: u64,
+    /// Updates Telegram handed to two pollers (the election's crash window): where a
+    /// duplicate may come from.
+    pub polled_twice: u64,
     /// Per topic, an update delivered after a later one of the same topic: routed by
     /// two different routers (across a failover: mailboxes of two writers travel
     /// independently, so the design keeps no order between them), and by one router
@@ -99,6 +102,7 @@ impl RoutingMetrics {
         self.misrouted += other.misrouted;
         self.duplicated += other.duplicated;
         self.duplicated_outside_crash_window += other.duplicated_outside_crash_window;
+        self.polled_twice += other.polled_twice;
         self.order_inversions += other.order_inversions;
         self.order_inversions_one_router += other.order_inversions_one_router;
         self.not_queued_told += other.not_queued_told;
@@ -124,8 +128,9 @@ struct MailSide {
 pub(super) struct Routing {
     sides: Vec<MailSide>,
     /// Per update (index in the order sent): (device, true time, the router whose
-    /// hand-off it was) of each delivery.
-    deliveries: Vec<Vec<(usize, u64, usize)>>,
+    /// hand-off it was, the delivery's rank in the run) of each delivery.
+    deliveries: Vec<Vec<(usize, u64, usize, u64)>>,
+    delivered_count: u64,
     first_class: Vec<Option<Class>>,
     dropped: Vec<bool>,
     not_queued: Vec<bool>,
@@ -478,7 +483,8 @@ impl World {
         if let Some(routing) = self.routing.as_mut()
             && let Some(list) = routing.deliveries.get_mut(index)
         {
-            list.push((device, now, router));
+            routing.delivered_count += 1;
+            list.push((device, now, router, routing.delivered_count));
         }
     }
 
@@ -531,6 +537,9 @@ impl World {
                 continue;
             }
             out.sent += 1;
+            if self.telegram.handled[index] > 1 {
+                out.polled_twice += 1;
+            }
             let topic = self.topic_of_update(index);
             if routing.dropped[index] {
                 out.dropped_by_design += 1;
@@ -540,7 +549,7 @@ impl World {
                 out.not_queued_told += 1;
                 continue;
             }
-            let Some(&(_, first_ms, _)) = deliveries.first() else {
+            let Some(&(_, first_ms, _, _)) = deliveries.first() else {
                 out.lost += 1;
                 self.violation_if_baton(format!(
                     "routing: update #{index} in topic {topic:?} never delivered"
@@ -548,7 +557,7 @@ impl World {
                 continue;
             };
             out.delivered += 1;
-            for (device, at, router) in deliveries {
+            for (device, _, router, rank) in deliveries {
                 if self.devices[*device].spec.thread_id != topic {
                     out.misrouted += 1;
                     self.violation_if_baton(format!(
@@ -558,7 +567,7 @@ impl World {
                 per_device
                     .entry(*device)
                     .or_default()
-                    .push((*at, index, *router));
+                    .push((*rank, index, *router));
             }
             let extra = deliveries.len() as u64 - 1;
             out.duplicated += extra;
