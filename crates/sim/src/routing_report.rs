@@ -122,9 +122,10 @@ pub fn render_routing(rows: &[(String, RunMetrics)]) -> String {
         );
         let _ = writeln!(
             out,
-            "polled twice (crash window) {}, duplicates outside it {}; reordered: {} across two routers (a failover), {} by one; \
-             mailbox write refused (chat told) {}",
+            "polled twice (crash window) {}; duplicates: {} after the reader restarted (its crash window), {} outside both; \
+             reordered: {} across two routers (a failover), {} by one; mailbox write refused (chat told) {}",
             r.polled_twice,
+            r.duplicated_reader_restart,
             r.duplicated_outside_crash_window,
             r.order_inversions,
             r.order_inversions_one_router,

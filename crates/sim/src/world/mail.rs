@@ -75,6 +75,9 @@ pub struct RoutingMetrics {
     /// no crash window explains).
     pub duplicated: u64,
     pub duplicated_outside_crash_window: u64,
+    /// Delivered again by a reader that restarted between (its child had fetched it,
+    /// its record did not say so yet): the reader's crash window.
+    pub duplicated_reader_restart: u64,
     /// Updates Telegram handed to two pollers (the election's crash window): where a
     /// duplicate may come from.
     pub polled_twice: u64,
@@ -103,6 +106,7 @@ impl RoutingMetrics {
         self.duplicated += other.duplicated;
         self.duplicated_outside_crash_window += other.duplicated_outside_crash_window;
         self.polled_twice += other.polled_twice;
+        self.duplicated_reader_restart += other.duplicated_reader_restart;
         self.order_inversions += other.order_inversions;
         self.order_inversions_one_router += other.order_inversions_one_router;
         self.not_queued_told += other.not_queued_told;
@@ -113,6 +117,20 @@ impl RoutingMetrics {
         self.latency_other_host_ms
             .extend(&other.latency_other_host_ms);
     }
+}
+
+/// One delivery of an update to a device's child.
+#[derive(Clone, Copy, Debug)]
+struct Delivery {
+    device: usize,
+    at_ms: u64,
+    /// The router whose hand-off it was (the writer of the mail, or the device itself).
+    router: usize,
+    /// Its rank among every delivery of the run.
+    rank: u64,
+    /// The reader's process: a restart between two deliveries of one update is the
+    /// reader's crash window (fetched, not yet acknowledged in its record).
+    incarnation: u32,
 }
 
 /// One device's mail side (rebuilt at every start, as the process's memory is).
@@ -129,7 +147,7 @@ pub(super) struct Routing {
     sides: Vec<MailSide>,
     /// Per update (index in the order sent): (device, true time, the router whose
     /// hand-off it was, the delivery's rank in the run) of each delivery.
-    deliveries: Vec<Vec<(usize, u64, usize, u64)>>,
+    deliveries: Vec<Vec<Delivery>>,
     delivered_count: u64,
     first_class: Vec<Option<Class>>,
     dropped: Vec<bool>,
@@ -484,7 +502,13 @@ impl World {
             && let Some(list) = routing.deliveries.get_mut(index)
         {
             routing.delivered_count += 1;
-            list.push((device, now, router, routing.delivered_count));
+            list.push(Delivery {
+                device,
+                at_ms: now,
+                router,
+                rank: routing.delivered_count,
+                incarnation: self.devices[device].incarnation,
+            });
         }
     }
 
@@ -500,10 +524,12 @@ impl World {
             .map(|record| record.mail_acked)
             .unwrap_or_default();
         if let Some(routing) = self.routing.as_mut() {
+            // `last_acks` empty: the first check feeds them to the new core, as the
+            // runtime's set-up does (the core does not carry them over by itself).
             routing.sides[device] = MailSide {
                 outbox: None,
                 tracker: AckTracker::from_acks(&acks),
-                last_acks: acks,
+                last_acks: Vec::new(),
             };
         }
     }
@@ -549,7 +575,7 @@ impl World {
                 out.not_queued_told += 1;
                 continue;
             }
-            let Some(&(_, first_ms, _, _)) = deliveries.first() else {
+            let Some(first_ms) = deliveries.first().map(|d| d.at_ms) else {
                 out.lost += 1;
                 self.violation_if_baton(format!(
                     "routing: update #{index} in topic {topic:?} never delivered"
@@ -557,27 +583,25 @@ impl World {
                 continue;
             };
             out.delivered += 1;
-            for (device, _, router, rank) in deliveries {
-                if self.devices[*device].spec.thread_id != topic {
+            for &Delivery {
+                device,
+                router,
+                rank,
+                ..
+            } in deliveries
+            {
+                if self.devices[device].spec.thread_id != topic {
                     out.misrouted += 1;
                     self.violation_if_baton(format!(
                         "routing: update #{index} of topic {topic:?} delivered to device {device}"
                     ));
                 }
                 per_device
-                    .entry(*device)
+                    .entry(device)
                     .or_default()
-                    .push((*rank, index, *router));
+                    .push((rank, index, router));
             }
-            let extra = deliveries.len() as u64 - 1;
-            out.duplicated += extra;
-            if extra > 0 && self.telegram.handled[index] <= 1 {
-                out.duplicated_outside_crash_window += extra;
-                self.violation_if_baton(format!(
-                    "routing: update #{index} delivered {} times, polled once",
-                    deliveries.len()
-                ));
-            }
+            self.judge_duplicates(index, deliveries, &mut out);
             let latency = first_ms.saturating_sub(sent_ms);
             match routing.first_class[index] {
                 Some(Class::Own) => out.latency_own_ms.push(latency),
@@ -608,6 +632,33 @@ impl World {
             }
         }
         self.metrics.routing = out;
+    }
+
+    /// Deliveries beyond the first: from a re-poll (Telegram handed the update to two
+    /// pollers), or from the reader's own crash window (it restarted between the two),
+    /// or neither — a broken invariant.
+    fn judge_duplicates(
+        &mut self,
+        index: usize,
+        deliveries: &[Delivery],
+        out: &mut RoutingMetrics,
+    ) {
+        let polled_twice = self.telegram.handled[index] > 1;
+        for (n, later) in deliveries.iter().enumerate().skip(1) {
+            out.duplicated += 1;
+            let reader_restarted = deliveries[..n]
+                .iter()
+                .any(|d| d.device == later.device && d.incarnation != later.incarnation);
+            if reader_restarted {
+                out.duplicated_reader_restart += 1;
+            } else if !polled_twice {
+                out.duplicated_outside_crash_window += 1;
+                self.violation_if_baton(format!(
+                    "routing: update #{index} delivered again to device {} (from device {}), polled once, no restart: {deliveries:?}",
+                    later.device, later.router
+                ));
+            }
+        }
     }
 
     /// Routing runs: each device serves its topic; the state starts empty.
