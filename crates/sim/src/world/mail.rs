@@ -654,8 +654,8 @@ impl World {
             } else if !polled_twice {
                 out.duplicated_outside_crash_window += 1;
                 self.violation_if_baton(format!(
-                    "routing: update #{index} delivered again to device {} (from device {}), polled once, no restart: {deliveries:?}",
-                    later.device, later.router
+                    "routing: update #{index} delivered again to device {} (from device {}), polled once, no restart: first {:?}, again {later:?}",
+                    later.device, later.router, deliveries[0]
                 ));
             }
         }
