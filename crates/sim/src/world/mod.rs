@@ -36,7 +36,6 @@ mod probes;
 mod sleep_notice;
 mod telegram;
 
-pub use mail::RoutingMetrics;
 use telegram::Telegram;
 
 use super::metrics::{Incident, RunMetrics};
