@@ -18,7 +18,9 @@ use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::core::mailbox::{MAIL_BYTES_MAX, Mail, MailError, Mailbox};
+use std::collections::BTreeSet;
+
+use crate::core::mailbox::{MAIL_BYTES_MAX, Mail, MailError, Mailbox, Origin};
 use crate::core::record::{self, NameKind};
 
 use super::store::temp_name;
@@ -238,10 +240,206 @@ impl Outbox {
         deleted.len()
     }
 
+    /// Posts one mail after giving the mail of its topic still addressed to another
+    /// device to this mail's addressee (the owner changed: see
+    /// [`Mailbox::readdress`]), so the topic's mail stays in order. One write; on any
+    /// failure nothing changed.
+    /// `records`: every record we know (their acknowledgements: delivered mail stays).
+    pub async fn post_for_topic(
+        &self,
+        mail: Mail,
+        records: &[record::DeviceRecord],
+        live: &BTreeSet<String>,
+    ) -> Result<u64, MailboxError> {
+        let mut guard = self.inner.lock().await;
+        let before = guard.1.clone();
+        let (chat, thread, to) = (mail.chat_id, mail.thread_id, mail.to.clone());
+        let moved = guard.1.readdress(
+            records,
+            |c, t| (c == chat && t == thread).then(|| to.clone()),
+            |device| live.contains(device),
+        );
+        let posted = guard.1.post(mail);
+        let seq = match posted {
+            Ok(seq) => seq,
+            Err(error) => {
+                guard.1 = before;
+                return Err(error.into());
+            }
+        };
+        let (folder, snapshot) = (guard.0.clone(), guard.1.clone());
+        match tokio::task::spawn_blocking(move || folder.write_own(&snapshot)).await {
+            Ok(Ok(())) => {
+                log_moved(&moved);
+                Ok(seq)
+            }
+            Ok(Err(error)) => {
+                guard.1 = before;
+                Err(error)
+            }
+            Err(join) => {
+                guard.1 = before;
+                Err(MailboxError::Write {
+                    path: guard.0.dir().to_path_buf(),
+                    source: io::Error::other(join.to_string()),
+                })
+            }
+        }
+    }
+
+    /// The writer's upkeep after every look at the mail folder: deletes delivered and
+    /// expired mail, counts mail delivered twice across an owner change, drops our mail
+    /// another writer adopted while we were away, gives mail whose addressee no longer
+    /// owns its topic to the owner (`owner`: see [`Mailbox::readdress`]), and — when
+    /// `adopt` (we are the active device) — takes over such mail from the mailboxes of
+    /// writers that are not live (`orphaned`). Writes our mailbox once, when anything
+    /// changed. Returns what changed, for the log and the tests.
+    pub async fn maintain(&self, upkeep: Upkeep<'_>) -> UpkeepDone {
+        let Upkeep {
+            records,
+            now_wall_ms,
+            owner,
+            live,
+            others,
+            orphaned,
+            adopt,
+        } = upkeep;
+        let mut guard = self.inner.lock().await;
+        let mut done = UpkeepDone {
+            deleted: guard.1.prune(records, now_wall_ms).len(),
+            ..UpkeepDone::default()
+        };
+        for twice in guard.1.twice_delivered(records) {
+            tracing::warn!(
+                update_id = twice.update_id,
+                device = %twice.from,
+                "an update reached its topic twice: its old owner had fetched it before it went offline, and it was moved to the new owner"
+            );
+            done.twice += 1;
+        }
+        for twice in guard.1.adopted_also_delivered(others, records) {
+            tracing::warn!(
+                update_id = twice.update_id,
+                device = %twice.from,
+                "an update reached its topic twice: its old owner served it as it came back, and it had been taken over for the new owner"
+            );
+            done.twice += 1;
+        }
+        let adopted_elsewhere: BTreeSet<Origin> = others
+            .iter()
+            .flat_map(|mailbox| mailbox.adopted.iter().cloned())
+            .collect();
+        let dropped = guard.1.drop_adopted(&adopted_elsewhere);
+        done.deleted += dropped.len();
+        let addressee_live = |device: &str| live.contains(device);
+        let moved = guard.1.readdress(records, owner, addressee_live);
+        log_moved(&moved);
+        done.moved = moved.len();
+        if adopt {
+            done.adopted = adopt_orphans(&mut guard.1, records, owner, live, others, orphaned);
+        }
+        let adopted_before = guard.1.adopted.len();
+        guard.1.forget_adopted(|origin| {
+            others.iter().any(|mailbox| {
+                mailbox.writer == origin.writer
+                    && mailbox.epoch == origin.epoch
+                    && mailbox.entries.iter().any(|mail| mail.seq == origin.seq)
+            })
+        });
+        let forgot = adopted_before != guard.1.adopted.len();
+        if done.deleted + done.twice + done.moved + done.adopted == 0 && !forgot {
+            return done;
+        }
+        let (folder, snapshot) = (guard.0.clone(), guard.1.clone());
+        match tokio::task::spawn_blocking(move || folder.write_own(&snapshot)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot rewrite the mailbox"),
+            Err(error) => tracing::warn!(%error, "the mailbox writer task failed"),
+        }
+        done
+    }
+
     /// Mail waiting per addressee (for `/devices`).
     pub async fn snapshot(&self) -> Mailbox {
         self.inner.lock().await.1.clone()
     }
+}
+
+/// What the writer's upkeep needs ([`Outbox::maintain`]).
+pub struct Upkeep<'a> {
+    /// Every record we know, ours included.
+    pub records: &'a [record::DeviceRecord],
+    pub now_wall_ms: u64,
+    /// Who owns a topic now (`None`: leave its mail as it is; `Some(None)`: nobody).
+    pub owner: &'a dyn Fn(i64, Option<i64>) -> Option<Option<String>>,
+    /// The devices that are live: mail addressed to one stays with it.
+    pub live: &'a BTreeSet<String>,
+    /// Every other writer's mailbox as read.
+    pub others: &'a [Mailbox],
+    /// The writers among `others` that are not live (their mail may be adopted).
+    pub orphaned: &'a BTreeSet<String>,
+    /// Whether we adopt orphaned mail (only the active device does).
+    pub adopt: bool,
+}
+
+/// What one upkeep changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UpkeepDone {
+    pub deleted: usize,
+    pub moved: usize,
+    pub adopted: usize,
+    pub twice: usize,
+}
+
+fn log_moved(moved: &[crate::core::mailbox::Readdressed]) {
+    for m in moved.iter().filter(|m| m.from != m.to) {
+        tracing::info!(
+            update_id = m.update_id,
+            from = ?m.from,
+            to = ?m.to,
+            "mail moved to its topic's current owner"
+        );
+    }
+}
+
+/// Takes over the mail of writers that are not live, addressed to devices that no
+/// longer own their topics; returns how many.
+fn adopt_orphans(
+    own: &mut Mailbox,
+    records: &[record::DeviceRecord],
+    owner: &dyn Fn(i64, Option<i64>) -> Option<Option<String>>,
+    live: &BTreeSet<String>,
+    others: &[Mailbox],
+    orphaned: &BTreeSet<String>,
+) -> usize {
+    let mut adopted_anywhere: BTreeSet<Origin> = own.adopted.iter().cloned().collect();
+    adopted_anywhere.extend(others.iter().flat_map(|m| m.adopted.iter().cloned()));
+    let mut count = 0;
+    for orphan in others.iter().filter(|m| orphaned.contains(&m.writer)) {
+        let addressee_live = |device: &str| live.contains(device);
+        for (mail, to) in
+            Mailbox::orphans(orphan, records, owner, addressee_live, &adopted_anywhere)
+        {
+            let origin = orphan.origin_of(mail);
+            match own.adopt(origin, mail.clone(), to.clone()) {
+                Ok(_) => {
+                    tracing::info!(
+                        update_id = mail.update_id,
+                        writer = %orphan.writer,
+                        from = ?mail.to,
+                        to = ?to,
+                        "mail of a writer that is gone taken over for its topic's current owner"
+                    );
+                    count += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, writer = %orphan.writer, "cannot take over mail of a writer that is gone; it waits");
+                    return count;
+                }
+            }
+        }
+    }
+    count
 }
 
 #[cfg(test)]

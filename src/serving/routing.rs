@@ -13,7 +13,9 @@ use crate::adapters::gateway::PushOutcome;
 use crate::adapters::mailbox::ReadMailbox;
 use crate::adapters::telegram::PollRouter;
 use crate::adapters::update_route::UpdateRoute;
-use crate::core::mailbox::{AckTracker, Mail, Offer, date_at_least};
+use std::collections::BTreeSet;
+
+use crate::core::mailbox::{AckTracker, Mail, Offer, Origin, date_at_least};
 use crate::core::record::MailAck;
 use crate::core::routing::{Route, RouteTable};
 
@@ -45,6 +47,13 @@ impl Serving {
         };
         let (chat, thread) = (side.config.chat_id, side.config.thread_id);
         let mut waiting: Vec<(i64, &str, &str, &Mail)> = Vec::new();
+        // Mail another writer took over (its writer was gone): the adopted copy is the
+        // one to serve, wherever it is addressed now.
+        let adopted: BTreeSet<&Origin> = mailboxes
+            .iter()
+            .filter_map(|read| read.mailbox.as_ref().ok())
+            .flat_map(|mailbox| mailbox.adopted.iter())
+            .collect();
         for read in mailboxes {
             let Ok(mailbox) = &read.mailbox else {
                 continue;
@@ -53,6 +62,9 @@ impl Serving {
                 table.route(chat_id, thread_id) == Route::Mine
             });
             for mail in mine {
+                if adopted.contains(&mailbox.origin_of(mail)) {
+                    continue;
+                }
                 if !UpdateRoute::of(&mail.payload).is_in(chat, thread) {
                     // Addressed to this device when it served another topic: it waits.
                     continue;
