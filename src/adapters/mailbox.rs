@@ -13,10 +13,12 @@
 //! are classified as records are (`record::classify_name`) and only canonical names are
 //! read: a conflict copy of a mailbox holds nothing its canonical file has not held.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use std::collections::BTreeSet;
 
@@ -45,12 +47,27 @@ pub struct ReadMailbox {
     pub mailbox: Result<Mailbox, String>,
 }
 
+/// Every mailbox of the folder as one look found it.
+#[derive(Debug, Default)]
+pub struct MailListing {
+    pub mailboxes: Vec<ReadMailbox>,
+    /// Mailboxes iCloud evicted (a `.name.json.icloud` stub, or a dataless file on
+    /// Sonoma and later), by their real names: not read (a read would block while
+    /// fileproviderd downloads), to be asked for ([`MailFolder::request_download`]).
+    pub evicted: Vec<String>,
+}
+
 /// The mail folder of a group, seen from one device.
 #[derive(Debug, Clone)]
 pub struct MailFolder {
     dir: PathBuf,
     own_name: String,
+    /// When a download was last asked for each mailbox (one ask a minute at most).
+    downloads: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
 }
+
+/// One `brctl download` per mailbox per this long at most (as for records).
+const DOWNLOAD_ASK_INTERVAL: Duration = Duration::from_secs(60);
 
 pub fn mail_dir(sync_dir: &Path, group: &str) -> PathBuf {
     sync_dir.join(group).join("mail")
@@ -61,6 +78,7 @@ impl MailFolder {
         MailFolder {
             dir: mail_dir(sync_dir, group),
             own_name: record::file_name(own_device_id),
+            downloads: Arc::default(),
         }
     }
 
@@ -110,11 +128,14 @@ impl MailFolder {
         Mailbox::parse(&text, &self.own_name).ok()
     }
 
-    /// Reads every mailbox (ours too), sorted by name. Blocking.
-    pub fn read_all(&self) -> Result<Vec<ReadMailbox>, MailboxError> {
+    /// Reads every mailbox (ours too), sorted by name, and names the evicted ones.
+    /// Blocking.
+    pub fn read_all(&self) -> Result<MailListing, MailboxError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Ok(MailListing::default());
+            }
             Err(source) => {
                 return Err(MailboxError::List {
                     path: self.dir.clone(),
@@ -123,13 +144,24 @@ impl MailFolder {
             }
         };
         let mut found = Vec::new();
+        let mut evicted = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !matches!(record::classify_name(&name), NameKind::Record { .. }) {
-                continue;
-            }
-            if found.len() >= MAILBOXES_MAX {
+            if found.len() + evicted.len() >= MAILBOXES_MAX {
                 break;
+            }
+            match record::classify_name(&name) {
+                NameKind::Record { .. } => {}
+                NameKind::IcloudStub { stem } => {
+                    evicted.push(format!("{stem}.json"));
+                    continue;
+                }
+                _ => continue,
+            }
+            if fs::symlink_metadata(entry.path()).is_ok_and(|meta| super::store::is_dataless(&meta))
+            {
+                evicted.push(name);
+                continue;
             }
             let mailbox = match read_bounded(&entry.path()) {
                 Ok(Some(text)) => Mailbox::parse(&text, &name).map_err(|e| e.to_string()),
@@ -139,7 +171,51 @@ impl MailFolder {
             found.push(ReadMailbox { name, mailbox });
         }
         found.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(found)
+        evicted.sort();
+        evicted.dedup();
+        Ok(MailListing {
+            mailboxes: found,
+            evicted,
+        })
+    }
+
+    /// Asks the sync tool to download an evicted mailbox (`name`: its real name), at
+    /// most once a minute per mailbox: mail in it may be ours, and an evicted file stays
+    /// evicted until someone asks. On macOS `brctl download PATH`, not waited for (tokio
+    /// reaps it), as the store does for records; elsewhere there is nothing to ask.
+    /// Returns whether it asked.
+    pub fn request_download(&self, name: &str) -> bool {
+        {
+            let mut asked = self
+                .downloads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            if asked
+                .get(name)
+                .is_some_and(|at| now.duration_since(*at) < DOWNLOAD_ASK_INTERVAL)
+            {
+                return false;
+            }
+            asked.retain(|_, at| now.duration_since(*at) < DOWNLOAD_ASK_INTERVAL);
+            asked.insert(name.to_owned(), now);
+        }
+        let path = self.dir.join(name);
+        if cfg!(target_os = "macos") {
+            let spawned = tokio::process::Command::new("brctl")
+                .arg("download")
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            if let Err(error) = spawned {
+                tracing::warn!(path = %path.display(), %error, "cannot run brctl download for a mailbox");
+            }
+        } else {
+            tracing::debug!(path = %path.display(), "mailbox download requested; nothing to do off macOS");
+        }
+        true
     }
 }
 
@@ -467,12 +543,34 @@ mod tests {
         let stem = record::file_stem("host:/w");
         fs::write(folder.dir().join(format!("{stem} 2.json")), "{}").unwrap();
         fs::write(folder.dir().join(temp_name(folder.own_name())), "{").unwrap();
-        let read = folder.read_all().unwrap();
+        let read = folder.read_all().unwrap().mailboxes;
         assert_eq!(read.len(), 1);
         assert_eq!(read[0].mailbox.as_ref().unwrap().entries.len(), 1);
         let again = Outbox::open(folder.clone(), "host:/w");
         let continued = again.snapshot().await;
         assert_eq!(continued.epoch, epoch);
         assert_eq!(again.post(mail).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_evicted_mailbox_is_named_for_download_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = MailFolder::new(dir.path(), "g", "host:/r");
+        folder.ensure_dir().unwrap();
+        // iCloud evicted the writer's mailbox: only its stub is left.
+        let writer_name = record::file_name("host:/w");
+        let stem = record::file_stem("host:/w");
+        fs::write(folder.dir().join(format!(".{stem}.json.icloud")), "stub").unwrap();
+        let listing = folder.read_all().unwrap();
+        assert!(listing.mailboxes.is_empty());
+        assert_eq!(listing.evicted, [writer_name.clone()]);
+        // Asked for once a minute at most.
+        assert!(folder.request_download(&writer_name));
+        assert!(!folder.request_download(&writer_name));
+        assert!(
+            folder
+                .clone()
+                .request_download(&record::file_name("host:/other"))
+        );
     }
 }

@@ -120,7 +120,14 @@ impl Runtime {
         )
         .await;
         let mailboxes = match read {
-            Ok(Ok(Ok(mailboxes))) => mailboxes,
+            Ok(Ok(Ok(listing))) => {
+                for name in &listing.evicted {
+                    if mail.folder.request_download(name) {
+                        tracing::info!(parent: &self.span, mailbox = %name, "a mailbox was evicted by iCloud: asked for its download (mail in it may be ours)");
+                    }
+                }
+                listing.mailboxes
+            }
             Ok(Ok(Err(error))) => {
                 tracing::debug!(parent: &self.span, %error, "cannot read the mail folder");
                 return;
