@@ -120,6 +120,18 @@ impl Topics {
 
     /// As [`Topics::start`], with a `--priority`.
     fn start_ranked(&self, name: &str, thread: i64, index: usize, priority: i32) -> Device {
+        self.start_flagged(name, thread, index, priority, &[])
+    }
+
+    /// As [`Topics::start_ranked`], with more `baton run` flags.
+    fn start_flagged(
+        &self,
+        name: &str,
+        thread: i64,
+        index: usize,
+        priority: i32,
+        flags: &[&str],
+    ) -> Device {
         let mut command: Command = self.folder.baton();
         let updates = self
             .folder
@@ -134,11 +146,9 @@ impl Topics {
             .args(["--log-format", "json"]);
         let thread = thread.to_string();
         let priority = priority.to_string();
-        let extra = [
-            "--priority",
-            &priority,
-            "--thread-id",
-            &thread,
+        let mut extra = vec!["--priority", &priority, "--thread-id", &thread];
+        extra.extend_from_slice(flags);
+        extra.extend([
             "--",
             BATON,
             "mirror-stub",
@@ -146,7 +156,7 @@ impl Topics {
             &updates,
             "--interval-ms",
             "50",
-        ];
+        ]);
         self.folder.start_with(name, &extra, command)
     }
 
@@ -679,6 +689,56 @@ async fn mail_follows_its_topics_current_owner_across_an_owner_and_a_writer_gone
         device.signal(libc::SIGTERM);
     }
     for (_, device) in devices.iter_mut() {
+        device.wait_exit(Duration::from_secs(30));
+    }
+}
+
+/// With `--child-when-active`, a standby's child does not run; yet mail for its topic
+/// must not wait for an `/activate` (three projects on two Macs, all talked to). The
+/// standby runs its child while it has mail: `api`'s messages reach its mirror while
+/// `web` stays the poller, and `api` stays a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_runs_its_child_only_when_active_still_serves_its_mail() {
+    let fake = Arc::new(FakeBotApi::start().await.expect("fake Bot API"));
+    let topics = Topics {
+        folder: Folder::new(SCALE),
+        fake: fake.clone(),
+    };
+    let (web, api) = ("web", "api");
+    let owners: Vec<String> = [web, api]
+        .iter()
+        .map(|n| record::file_name(&topics.device_id(n)))
+        .collect();
+    let replicas: Vec<PathBuf> = (0..2).map(|i| topics.group(i)).collect();
+    let _syncer = Syncer::start(replicas.clone(), owners, replicas.clone());
+    let mut web_device = topics.start(web, 20, 0);
+    wait_active(&topics, &[(web, 0)], "web alone").await;
+    let mut api_device = topics.start_flagged(api, 10, 1, 0, &["--child-when-active"]);
+    wait_until(Duration::from_secs(40), || {
+        topics
+            .records(0)
+            .iter()
+            .any(|r| r.status == Status::Standby && r.device_id == topics.device_id(api))
+            .then_some(())
+    })
+    .await
+    .expect("api registered as a standby, as web's replica sees it");
+    let sent = send_round(&fake, "m", &[10, 20], 3).await;
+    let mut expected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for text in sent {
+        let name = if text.starts_with("m-10-") { api } else { web };
+        expected.entry(name).or_default().push(text);
+    }
+    wait_delivered(&topics, &expected, &[api, web]).await;
+    assert_eq!(
+        topics.active(&[(web, 0), (api, 1)]),
+        vec![topics.device_id(web)],
+        "web stays the poller; api served its mail as a standby"
+    );
+    for device in [&mut web_device, &mut api_device] {
+        device.signal(libc::SIGTERM);
+    }
+    for device in [&mut web_device, &mut api_device] {
         device.wait_exit(Duration::from_secs(30));
     }
 }

@@ -142,7 +142,8 @@ impl Runtime {
             }
         };
         let table = mail.table_tx.borrow().clone();
-        self.serving.deliver_mail(&mailboxes, &table);
+        let handed = self.serving.deliver_mail(&mailboxes, &table);
+        self.serving.run_child_for_mail(handed).await;
         let mut queued = BTreeMap::new();
         for mailbox in mailboxes.iter().filter_map(|m| m.mailbox.as_ref().ok()) {
             for entry in &mailbox.entries {
@@ -189,8 +190,13 @@ impl Runtime {
         self.collect_mail_acks().await;
     }
 
-    /// Folds what the child fetched into our record's acknowledgements.
+    /// Folds what the child fetched into our record's acknowledgements (and stops a
+    /// child that ran for mail once it has been idle long enough).
     pub(super) async fn collect_mail_acks(&mut self) {
+        // Ten standby lease lengths (scaled like every other time): long enough for the
+        // mirror to relay the answers to what it fetched.
+        let linger = self.core.timing().liveness_standby.saturating_mul(10);
+        self.serving.stop_idle_mail_child(linger).await;
         if let Some(acks) = self.serving.mail_acks() {
             self.feed(Event::Routing {
                 note: RoutingNote::MailAcked { acks },

@@ -121,6 +121,48 @@ impl Serving {
         handed
     }
 
+    /// With `--child-when-active`, a standby that has mail for its topic runs its child
+    /// all the same: the messages of a project whose device is not the poller must not
+    /// wait for an `/activate` (issue 11: three projects on two Macs, all served). Call
+    /// after [`Serving::deliver_mail`]; starts the child when mail is waiting for it.
+    pub async fn run_child_for_mail(&mut self, handed: usize) {
+        if self.acting || (handed == 0 && self.mail.in_flight.is_empty()) {
+            return;
+        }
+        let Some(child) = self.child.as_ref().filter(|c| c.only_when_active) else {
+            return;
+        };
+        self.mail.last_mail_at = Some(tokio::time::Instant::now());
+        if !self.mail.child_for_mail {
+            tracing::info!(
+                "mail for this topic: the child starts to serve it (it stops again when no mail came for a while)"
+            );
+            child.supervisor.start().await;
+            self.mail.child_for_mail = true;
+        }
+    }
+
+    /// Stops a child started for mail ([`Serving::run_child_for_mail`]) once all of it
+    /// was fetched and no mail came for `linger` (long enough for the mirror to relay
+    /// the answers to what it fetched). Nothing while active: the role owns the child.
+    pub async fn stop_idle_mail_child(&mut self, linger: std::time::Duration) {
+        if !self.mail.child_for_mail || self.acting || !self.mail.in_flight.is_empty() {
+            return;
+        }
+        if self
+            .mail
+            .last_mail_at
+            .is_some_and(|at| at.elapsed() < linger)
+        {
+            return;
+        }
+        if let Some(child) = self.child.as_ref().filter(|c| c.only_when_active) {
+            tracing::info!("no mail for a while: the child started for mail stops");
+            child.supervisor.stop(child.grace).await;
+        }
+        self.mail.child_for_mail = false;
+    }
+
     /// Mail handed to the gateway and not fetched yet.
     pub fn mail_in_flight(&self) -> usize {
         self.mail.in_flight.len()
