@@ -193,9 +193,9 @@ impl Runtime {
     /// Folds what the child fetched into our record's acknowledgements (and stops a
     /// child that ran for mail once it has been idle long enough).
     pub(super) async fn collect_mail_acks(&mut self) {
-        // Ten standby lease lengths (scaled like every other time): long enough for the
-        // mirror to relay the answers to what it fetched.
-        let linger = self.core.timing().liveness_standby.saturating_mul(10);
+        // One standby lease length (15 min at full scale, scaled like every other time):
+        // long enough for the mirror to relay the answers to what it fetched.
+        let linger = self.core.timing().liveness_standby;
         self.serving.stop_idle_mail_child(linger).await;
         if let Some(acks) = self.serving.mail_acks() {
             self.feed(Event::Routing {
