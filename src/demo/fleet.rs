@@ -30,6 +30,8 @@ pub struct DeviceSpec {
     pub log_path: PathBuf,
     pub mirror_out: PathBuf,
     pub seed: u64,
+    /// The forum topic this device serves (`--thread-id`); `None`: the whole chat.
+    pub thread_id: Option<i64>,
 }
 
 /// Settings every device shares.
@@ -97,11 +99,16 @@ impl Fleet {
             .open(&device.spec.log_path)?;
         let spec = &device.spec;
         let stub_interval_ms = env.stub_interval.as_millis().to_string();
-        let child = Command::new(&env.baton)
+        let mut command = Command::new(&env.baton);
+        command
             .args(["--log-format", "json", "run"])
             .arg(&spec.project)
             .args(["--device-name", &spec.name])
-            .args(["--seed", &spec.seed.to_string()])
+            .args(["--seed", &spec.seed.to_string()]);
+        if let Some(thread_id) = spec.thread_id {
+            command.args(["--thread-id", &thread_id.to_string()]);
+        }
+        let child = command
             .arg("--")
             .arg(&env.baton)
             .arg("mirror-stub")
