@@ -401,6 +401,11 @@ impl Demo {
         self.timeline.flush_all();
         let summary = self.summary(result.err().map(|e| e.to_string()));
         println!("{}", summary.render());
+        if self.story == Story::Failover {
+            println!(
+                "next: baton demo --story topics — one bot, one forum topic per project, every topic served at once"
+            );
+        }
         if summary.passed() {
             0
         } else {
