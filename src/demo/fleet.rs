@@ -20,7 +20,8 @@ const DROP_GRACE: Duration = Duration::from_secs(3);
 pub struct DeviceSpec {
     /// Short name: `--device-name`, and the name in the timeline.
     pub name: String,
-    /// `BATON_HOSTNAME`: every device plays a Mac of its own.
+    /// `BATON_HOSTNAME`: the Mac this device plays on (devices on one Mac share its
+    /// replica, state and home folders).
     pub hostname: String,
     pub device_id: String,
     pub project: PathBuf,

@@ -8,14 +8,15 @@
 //! writing to the bot at a steady rate, a crash (SIGKILL), failover, a restart that must
 //! not steal the role, `/activate` typed into the chat, and a clean resignation (SIGTERM).
 //! `--story topics` (module `topics`) plays issue 11's story instead: one forum, a project
-//! per topic on a Mac of its own, messages typed in every topic reaching the mirror of
+//! per topic on two Macs, messages typed in every topic reaching the mirror of
 //! that topic whichever device polls — through the mailboxes in the synced folder — across
 //! a crash, an `/activate` typed in a topic, an owner stopped and restarted, and a topic
 //! nobody serves. Everything shown is observed, not scripted: role changes come from the devices' JSON
 //! logs, polling and replies from the fake's request log, record copies from the syncer,
 //! and deliveries from the stubs' output files, counted against what was injected.
 //!
-//! Time: the devices run with `--time-scale` 0.05 × `--speed`, and every pause and
+//! Time: the devices run with `--time-scale` 0.05 × `--speed` (the topics story: 0.1 ×
+//! `--speed`, see [`TOPICS_TIME_SCALE`]), and every pause and
 //! message interval of the story is given in protocol seconds and scaled the same way,
 //! so `--speed 4` is the same story four times slower.
 //!
@@ -79,10 +80,23 @@ pub enum Story {
 
 /// The devices' time scale at `--speed 1`.
 const BASE_TIME_SCALE: f64 = 0.05;
+/// The topics story's time scale at `--speed 1`. Twice the failover story's: the poller
+/// keeps a fixed 1 s of its lease as a margin for Telegram's answer and asks for whole
+/// seconds of long poll, so at 0.05 (a 2.5 s lease) its polls are short ones and every
+/// delivery waits for the next; at 0.1 they are long polls, as at full scale, and the
+/// latencies compare the delivery paths rather than the polling rhythm.
+const TOPICS_TIME_SCALE: f64 = 0.1;
 const DEVICE_NAMES: [&str; 3] = ["alpha", "bravo", "charlie"];
-/// The topics story's devices: (project and device name, forum topic it serves). The last
-/// one starts late: its topic is served by nobody until then.
-const TOPIC_DEVICES: [(&str, i64); 4] = [("api", 10), ("web", 20), ("infra", 30), ("ops", 40)];
+/// The topics story's devices: (project and device name, forum topic it serves, the Mac
+/// it lives on). Two Macs, so mail goes both to a project on the poller's own Mac (its
+/// folder replica, no sync delay) and across to the other. The last one starts late: its
+/// topic is served by nobody until then.
+const TOPIC_DEVICES: [(&str, i64, &str); 4] = [
+    ("api", 10, "one"),
+    ("web", 20, "one"),
+    ("infra", 30, "two"),
+    ("ops", 40, "two"),
+];
 const GROUP: &str = "demo";
 /// The fake accepts this token; it is not a secret of anyone's.
 const DEMO_TOKEN: &str = "123456:DEMO-token-for-the-fake-bot-api";
@@ -124,7 +138,11 @@ pub async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
     }
     let workspace = Workspace::create(args.keep.as_deref())?;
     let seed = args.seed.unwrap_or_else(rand::random);
-    let demo = Demo::set_up(&workspace, BASE_TIME_SCALE * args.speed, seed, args.story).await?;
+    let base_time_scale = match args.story {
+        Story::Failover => BASE_TIME_SCALE,
+        Story::Topics => TOPICS_TIME_SCALE,
+    };
+    let demo = Demo::set_up(&workspace, base_time_scale * args.speed, seed, args.story).await?;
     let code = tokio::select! {
         code = demo.play() => code,
         _ = tokio::signal::ctrl_c() => {
@@ -276,6 +294,7 @@ impl Demo {
             std::fs::create_dir_all(&replica.mail_dir)?;
         }
         let serves: Vec<Option<i64>> = specs.iter().map(|s| s.thread_id).collect();
+        let hosts: Vec<String> = specs.iter().map(|s| s.hostname.clone()).collect();
         let delay_cap = timing.settle_bound().mul_f64(DELAY_CAP_SHARE);
         let names: Vec<(String, String)> = specs
             .iter()
@@ -314,6 +333,7 @@ impl Demo {
             bot_said: Vec::new(),
             deliveries: Deliveries {
                 serves,
+                hosts,
                 ..Default::default()
             },
             messages: None,
@@ -337,15 +357,14 @@ impl Demo {
                 "baton demo — three devices pass one Telegram bot over a simulated iCloud folder"
             ),
             Story::Topics => println!(
-                "baton demo --story topics — one bot, one forum, a project per topic, each on a Mac of its own"
+                "baton demo --story topics — one bot, one forum, three projects in their topics on two Macs"
             ),
         }
         println!("  folder     {}", root.display());
         for device in &self.fleet.devices {
-            let serves = device
-                .spec
-                .thread_id
-                .map_or_else(String::new, |t| format!("  (serves topic {t})"));
+            let serves = device.spec.thread_id.map_or_else(String::new, |t| {
+                format!("  (serves topic {t}, on {})", device.spec.hostname)
+            });
             println!(
                 "  {:<9}  {}{serves}",
                 device.spec.name, device.spec.device_id
@@ -356,7 +375,7 @@ impl Demo {
             self.fake.api_url()
         );
         println!(
-            "  sync       one replica per device; each record or mailbox copy lands after Pareto({} s, shape {}) × {}, at most {} ms (settle bound {} ms)",
+            "  sync       one replica per Mac; each record or mailbox copy lands after Pareto({} s, shape {}) × {}, at most {} ms (settle bound {} ms)",
             sync::DELAY_MIN_S,
             sync::DELAY_SHAPE,
             self.time_scale,
@@ -469,26 +488,33 @@ impl Demo {
 }
 
 /// Lays out each device's folders under `root` (project, replica, state, home) and
-/// says how to start it. Each device plays a Mac of its own (`mac-<name>`); in the topics
-/// story each serves its project's topic.
+/// says how to start it. In the failover story each device plays a Mac of its own
+/// (`mac-<name>`); in the topics story each serves its project's topic, two per Mac.
 fn device_specs(root: &Path, seed: u64, story: Story) -> anyhow::Result<Vec<DeviceSpec>> {
-    let devices: Vec<(&str, Option<i64>)> = match story {
-        Story::Failover => DEVICE_NAMES.iter().map(|name| (*name, None)).collect(),
+    let devices: Vec<(&str, Option<i64>, &str)> = match story {
+        Story::Failover => DEVICE_NAMES
+            .iter()
+            .map(|name| (*name, None, *name))
+            .collect(),
         Story::Topics => TOPIC_DEVICES
             .iter()
-            .map(|(name, topic)| (*name, Some(*topic)))
+            .map(|(name, topic, mac)| (*name, Some(*topic), *mac))
             .collect(),
     };
     let mut specs = Vec::new();
-    for (index, (name, thread_id)) in devices.into_iter().enumerate() {
-        let dir = |kind: &str| root.join(kind).join(name);
-        for folder in ["projects", "replicas", "state", "home"] {
+    for (index, (name, thread_id, mac)) in devices.into_iter().enumerate() {
+        // The project is the device's own; the folder replica, state and home are its
+        // Mac's, shared with the other projects on that Mac.
+        let project_dir = root.join("projects").join(name);
+        let dir = |kind: &str| root.join(kind).join(mac);
+        std::fs::create_dir_all(&project_dir)?;
+        for folder in ["replicas", "state", "home"] {
             std::fs::create_dir_all(dir(folder))?;
         }
         std::fs::create_dir_all(root.join("logs"))?;
         std::fs::create_dir_all(root.join("mirror"))?;
-        let project = crate::config::project_dir(&dir("projects"))?;
-        let hostname = format!("mac-{name}");
+        let project = crate::config::project_dir(&project_dir)?;
+        let hostname = format!("mac-{mac}");
         let device_id = record::device_id(Some(name), &hostname, &project.to_string_lossy());
         let state_dir = dir("state");
         let socket = crate::adapters::local::control_socket(

@@ -58,6 +58,7 @@ impl Demo {
                 at_ms: clock::wall_ms(),
                 topic,
                 active,
+                waited: active.is_none() || !self.deliveries.served_by_one_of(&running, topic),
             };
             self.deliveries.injected.insert(id, injected);
             flow.next_at += flow.interval;
@@ -77,6 +78,8 @@ impl Demo {
                 at_ms,
                 topic: Some(topic),
                 active,
+                waited: active.is_none()
+                    || !self.deliveries.served_by_one_of(&running, Some(topic)),
             };
             self.deliveries.injected.insert(id, injected);
         }
@@ -104,7 +107,7 @@ impl Demo {
                 self.name(copy.from),
                 record.status.as_str(),
                 record.term,
-                self.name(copy.to),
+                self.replica_name(copy.to),
                 copy.delay.as_millis()
             );
             self.timeline.add(copy.landed_ms, "sync", text);
@@ -233,6 +236,23 @@ impl Demo {
             "\n{table}    messages: {} sent, {} delivered, {} duplicated\n",
             counts.sent, counts.delivered, counts.duplicated
         );
+    }
+
+    /// How the timeline names the replica of device `index`: the device, or its Mac
+    /// when other devices share it.
+    fn replica_name(&self, index: usize) -> String {
+        let spec = &self.fleet.devices[index].spec;
+        let sharing = self
+            .fleet
+            .devices
+            .iter()
+            .filter(|d| d.spec.sync_dir == spec.sync_dir)
+            .count();
+        if sharing > 1 {
+            spec.hostname.clone()
+        } else {
+            spec.name.clone()
+        }
     }
 
     pub(super) fn record(&self, index: usize) -> Option<&DeviceRecord> {

@@ -107,6 +107,10 @@ pub struct Injected {
     pub topic: Option<i64>,
     /// The device the demo saw active (by its own record) when it was typed.
     pub active: Option<usize>,
+    /// Typed while no device was active (a failover under way) or no running device
+    /// served its topic (its owner stopped or crashed, or nobody serves it yet): it had
+    /// to wait, whatever the path.
+    pub waited: bool,
 }
 
 /// Injected updates against deliveries.
@@ -114,6 +118,8 @@ pub struct Injected {
 pub struct Deliveries {
     /// Per device: the topic its mirror serves (`None`: the whole chat).
     pub serves: Vec<Option<i64>>,
+    /// Per device: the Mac it lives on (devices on one Mac share a folder replica).
+    pub hosts: Vec<String>,
     /// update id → how it was injected.
     pub injected: BTreeMap<i64, Injected>,
     /// update id → (device index, wall ms seen in its stub's output) per copy.
@@ -160,8 +166,14 @@ pub struct DeliveryCounts {
     /// Those delivered by the device that was active when they were typed (its own
     /// topic: straight from its poll to its gateway).
     pub own_topic: Latencies,
-    /// Those delivered by another device (mail through the synced folder).
-    pub via_folder: Latencies,
+    /// Those delivered by another device on the active device's Mac (mail through the
+    /// folder replica they share: no sync delay).
+    pub same_mac: Latencies,
+    /// Those delivered by a device on another Mac (mail through the folder, copied
+    /// between replicas after the sync delay).
+    pub other_mac: Latencies,
+    /// Those that had to wait ([`Injected::waited`]), counted apart from the paths.
+    pub waited: Latencies,
 }
 
 /// One topic's counts.
@@ -179,6 +191,11 @@ impl Deliveries {
                 self.injected.contains_key(id) && copies.iter().any(|(d, _)| *d == device)
             })
             .count()
+    }
+
+    /// Whether one of `running` serves `topic` (decides [`Injected::waited`]).
+    pub fn served_by_one_of(&self, running: &[usize], topic: Option<i64>) -> bool {
+        running.iter().any(|device| self.serves(*device, topic))
     }
 
     /// Whether `device`'s mirror is where an update typed in `topic` belongs.
@@ -210,7 +227,8 @@ impl Deliveries {
 
     fn tally(&self, include: impl Fn(&Injected) -> bool) -> DeliveryCounts {
         let mut counts = DeliveryCounts::default();
-        let (mut all, mut own, mut via) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut all, mut own, mut same, mut other, mut waited) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (id, injected) in self.injected.iter().filter(|(_, i)| include(i)) {
             counts.sent += 1;
             let copies = self.delivered.get(id).map_or(&[][..], Vec::as_slice);
@@ -228,17 +246,23 @@ impl Deliveries {
             counts.duplicated += right.len() - 1;
             let latency = Duration::from_millis(first_ms.saturating_sub(injected.at_ms));
             all.push(latency);
-            if injected.active == Some(*device) {
-                own.push(latency);
-            } else {
-                via.push(latency);
+            let host = |index: usize| self.hosts.get(index);
+            match injected.active {
+                _ if injected.waited => waited.push(latency),
+                Some(active) if active == *device => own.push(latency),
+                Some(active) if host(active).is_some() && host(active) == host(*device) => {
+                    same.push(latency);
+                }
+                _ => other.push(latency),
             }
         }
         let all = Latencies::of(all);
         counts.latency_median = all.median;
         counts.latency_max = all.max;
         counts.own_topic = Latencies::of(own);
-        counts.via_folder = Latencies::of(via);
+        counts.same_mac = Latencies::of(same);
+        counts.other_mac = Latencies::of(other);
+        counts.waited = Latencies::of(waited);
         counts
     }
 }
@@ -414,14 +438,18 @@ impl Summary {
         }
         let c = &self.counts;
         out.push_str(&format!(
-            "  latency p50: own topic of the active device {} ({} msgs), mail via the folder {} ({} msgs)\n",
+            "  latency p50: own topic of the active device {} ({} msgs); mail via the folder to its own Mac {} ({} msgs), to the other Mac {} ({} msgs); waited for a device {} ({} msgs)\n",
             ms(c.own_topic.median),
             c.own_topic.count,
-            ms(c.via_folder.median),
-            c.via_folder.count
+            ms(c.same_mac.median),
+            c.same_mac.count,
+            ms(c.other_mac.median),
+            c.other_mac.count,
+            ms(c.waited.median),
+            c.waited.count
         ));
         out.push_str(
-            "  per topic, counted from what each stand-in mirror wrote:\n    TOPIC       SENT  DELIVERED  LOST  DUPLICATED  MISROUTED  OWN TOPIC p50 (n)  VIA FOLDER p50 (n)\n",
+            "  per topic, counted from what each stand-in mirror wrote (latency p50 (n) by path):\n    TOPIC       SENT  DELIVERED  LOST  DUPLICATED  MISROUTED   OWN TOPIC    SAME MAC   OTHER MAC      WAITED\n",
         );
         for row in &self.topics {
             let t = &row.counts;
@@ -430,7 +458,7 @@ impl Summary {
                 n => format!("{} ({n})", ms(l.median)),
             };
             out.push_str(&format!(
-                "    {:<10}  {:>4}  {:>9}  {:>4}  {:>10}  {:>9}  {:>17}  {:>18}\n",
+                "    {:<10}  {:>4}  {:>9}  {:>4}  {:>10}  {:>9}  {:>10}  {:>10}  {:>10}  {:>10}\n",
                 row.label,
                 t.sent,
                 t.delivered,
@@ -438,7 +466,9 @@ impl Summary {
                 t.duplicated,
                 t.misrouted.len(),
                 latency(&t.own_topic),
-                latency(&t.via_folder)
+                latency(&t.same_mac),
+                latency(&t.other_mac),
+                latency(&t.waited)
             ));
         }
         if let Some(unserved) = &self.unserved {
@@ -467,6 +497,7 @@ mod tests {
     fn lost_and_duplicated_are_counted_against_what_was_injected() {
         let mut deliveries = Deliveries {
             serves: vec![None, None],
+            hosts: vec!["mac-a".into(), "mac-b".into()],
             ..Default::default()
         };
         for id in 1..=4 {
@@ -476,6 +507,7 @@ mod tests {
                     at_ms: 1000,
                     topic: None,
                     active: Some(0),
+                    waited: false,
                 },
             );
         }
@@ -492,25 +524,35 @@ mod tests {
         assert_eq!(counts.latency_max, Duration::from_millis(4000));
         assert_eq!(deliveries.delivered_by(1), 2);
         assert_eq!(counts.own_topic.count, 2);
-        assert_eq!(counts.via_folder.count, 1);
+        assert_eq!(counts.other_mac.count, 1);
+        assert_eq!(counts.same_mac.count, 0);
         assert!(counts.misrouted.is_empty());
     }
 
     #[test]
     fn a_topic_counts_only_its_own_mirror_and_names_another_topics_copy_misrouted() {
         let mut deliveries = Deliveries {
-            // Device 0 serves topic 10, device 1 topic 20.
+            // Device 0 serves topic 10, device 1 topic 20, both on one Mac.
             serves: vec![Some(10), Some(20)],
+            hosts: vec!["mac-one".into(), "mac-one".into()],
             ..Default::default()
         };
         let typed = |topic, active| Injected {
             at_ms: 1000,
             topic: Some(topic),
             active: Some(active),
+            waited: false,
         };
         deliveries.injected.insert(1, typed(10, 0));
         deliveries.injected.insert(2, typed(20, 0));
         deliveries.injected.insert(3, typed(20, 0));
+        // Typed while topic 10's owner was away: counted apart from the paths.
+        let waited = Injected {
+            waited: true,
+            ..typed(10, 1)
+        };
+        deliveries.injected.insert(4, waited);
+        deliveries.delivered.insert(4, vec![(0, 9000)]);
         deliveries.delivered.insert(1, vec![(0, 1100)]);
         deliveries.delivered.insert(2, vec![(1, 1500)]);
         // Topic 20's update in topic 10's mirror: misrouted, and lost for topic 20.
@@ -518,12 +560,14 @@ mod tests {
         let per_topic = deliveries.per_topic();
         assert_eq!(per_topic.len(), 2);
         let (ten, twenty) = (&per_topic[0].counts, &per_topic[1].counts);
-        assert_eq!((ten.sent, ten.delivered, ten.lost.len()), (1, 1, 0));
+        assert_eq!((ten.sent, ten.delivered, ten.lost.len()), (2, 2, 0));
         assert_eq!(ten.own_topic.median, Duration::from_millis(100));
+        assert_eq!((ten.own_topic.count, ten.same_mac.count), (1, 0));
+        assert_eq!(ten.waited.max, Duration::from_millis(8000));
         assert_eq!((twenty.sent, twenty.delivered), (2, 1));
         assert_eq!(twenty.lost, vec![3]);
         assert_eq!(twenty.misrouted, vec![3]);
-        assert_eq!(twenty.via_folder.median, Duration::from_millis(500));
+        assert_eq!(twenty.same_mac.median, Duration::from_millis(500));
         assert_eq!(deliveries.counts().misrouted, vec![3]);
     }
 

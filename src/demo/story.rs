@@ -16,7 +16,13 @@ use super::*;
 impl Demo {
     pub(super) async fn story(&mut self) -> Result<(), StoryError> {
         let all: Vec<usize> = (0..self.fleet.devices.len()).collect();
-        let first = self.act_election("1/7", &all).await?;
+        let first = self
+            .act_election(
+                "1/7",
+                "Three devices start, each on its own replica of the folder",
+                &all,
+            )
+            .await?;
         self.step("2/7", "A user writes to the bot at a steady rate");
         self.messages = Some(MessageFlow {
             interval: self.scaled(MESSAGE_INTERVAL_S),
@@ -43,12 +49,10 @@ impl Demo {
     pub(super) async fn act_election(
         &mut self,
         number: &str,
+        text: &str,
         all: &[usize],
     ) -> Result<usize, StoryError> {
-        self.step(
-            number,
-            "Three devices start, each on its own replica of the folder",
-        );
+        self.step(number, text);
         for index in all {
             let pid = self.fleet.start(*index)?;
             let text = format!("baton run started (pid {pid})");

@@ -1,7 +1,7 @@
-//! The demo's stand-in for iCloud Drive: every device has its own replica of the synced
-//! folder, and a syncer thread copies each device's own files — its record
+//! The demo's stand-in for iCloud Drive: every Mac has its own replica of the synced
+//! folder (devices on one Mac share it), and a syncer thread copies each device's own files — its record
 //! (`devices/<own>`) and its mailbox (`mail/<own>`, issue 11) — from its owner's replica
-//! to the others after a random delay.
+//! to the other Macs' replicas after a random delay.
 //!
 //! Behaves like the real medium where baton depends on it (FACTS.md): one writer per
 //! file; a copy lands atomically (written to a `.tmp` name, which baton ignores, then
@@ -35,8 +35,8 @@ const LOOK_INTERVAL: Duration = Duration::from_millis(10);
 /// Copies in flight at most; a demo makes a few hundred in all.
 const IN_FLIGHT_MAX: usize = 10_000;
 
-/// One device's replica: the devices and mail folders it reads, and the name of the one
-/// file it owns in each.
+/// One device's replica: the devices and mail folders it reads (the same as another
+/// device's when both live on one Mac), and the name of the one file it owns in each.
 #[derive(Debug, Clone)]
 pub struct Replica {
     pub devices_dir: PathBuf,
@@ -124,6 +124,15 @@ impl Syncer {
         let worker = Worker {
             last: vec![[None, None]; replicas.len()],
             last_due: vec![vec![[None, None]; replicas.len()]; replicas.len()],
+            home: replicas
+                .iter()
+                .map(|r| {
+                    replicas
+                        .iter()
+                        .position(|other| other.devices_dir == r.devices_dir)
+                        .unwrap_or_default()
+                })
+                .collect(),
             replicas,
             rng: crate::core::seed::rng(seed, "sync"),
             time_scale,
@@ -166,6 +175,9 @@ fn lock(news: &Mutex<SyncNews>) -> MutexGuard<'_, SyncNews> {
 
 struct Worker {
     replicas: Vec<Replica>,
+    /// Per device: the first device living on the same replica (its Mac's), which
+    /// stands for that replica as a copy's destination.
+    home: Vec<usize>,
     /// The last bytes seen in each owner's files, per [`FileKind`] (index as in
     /// `FILE_KINDS`).
     last: Vec<[Option<Arc<Vec<u8>>>; 2]>,
@@ -217,7 +229,11 @@ impl Worker {
                 )),
             }
         }
-        for to in (0..self.replicas.len()).filter(|to| *to != device) {
+        let own_home = self.home[device];
+        let destinations: Vec<usize> = (0..self.replicas.len())
+            .filter(|to| self.home[*to] == *to && *to != own_home)
+            .collect();
+        for to in destinations {
             let delay = draw_delay(&mut self.rng, self.time_scale, self.cap);
             let last_due = &mut self.last_due[device][to][slot];
             let due = last_due.map_or(now + delay, |last| last.max(now + delay));

@@ -1,6 +1,6 @@
 //! The topics story (`baton demo --story topics`, issue 11): one forum, one project per
-//! topic (api 10, web 20, infra 30), each on a Mac of its own with its own replica of the
-//! folder; the user types in every topic while one device polls for all and hands each
+//! topic (api 10 and web 20 on `mac-one`, infra 30 on `mac-two`; each Mac has its replica
+//! of the folder); the user types in every topic while one device polls for all and hands each
 //! message to the device serving its topic — through its mailbox in the synced folder.
 //! Acts: election, messages in every topic, a crash of the active device mid-stream and
 //! its restart (its topic's mail waits, then arrives), `/activate` typed in a topic, an
@@ -17,6 +17,9 @@ use crate::adapters::clock;
 
 use super::*;
 
+/// One user message per this many protocol seconds, in the next topic (400 ms at the
+/// story's time scale: each topic hears from the user every 1.2 s).
+const TOPIC_MESSAGE_INTERVAL_S: f64 = 4.0;
 /// Messages typed at once in the topic nobody serves.
 const UNSERVED_MESSAGES: usize = 2;
 /// The bot's words in a topic no live device serves (`telegram_text`).
@@ -28,13 +31,19 @@ impl Demo {
     pub(super) async fn story_topics(&mut self) -> Result<(), StoryError> {
         let projects: Vec<usize> = (0..TOPIC_DEVICES.len() - 1).collect();
         let late = TOPIC_DEVICES.len() - 1;
-        let first = self.act_election("1/8", &projects).await?;
+        let first = self
+            .act_election(
+                "1/8",
+                "Three projects start, each serving its topic: api and web on mac-one, infra on mac-two",
+                &projects,
+            )
+            .await?;
         self.step(
             "2/8",
             "The user writes in every project's topic, in turn, at a steady rate",
         );
         self.messages = Some(MessageFlow {
-            interval: self.scaled(MESSAGE_INTERVAL_S),
+            interval: self.scaled(TOPIC_MESSAGE_INTERVAL_S),
             next_at: Instant::now(),
             sent: 0,
             topics: projects
