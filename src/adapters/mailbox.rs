@@ -563,7 +563,7 @@ mod tests {
         fs::write(folder.dir().join(format!(".{stem}.json.icloud")), "stub").unwrap();
         let listing = folder.read_all().unwrap();
         assert!(listing.mailboxes.is_empty());
-        assert_eq!(listing.evicted, [writer_name.clone()]);
+        assert_eq!(listing.evicted, std::slice::from_ref(&writer_name));
         // Asked for once a minute at most.
         assert!(folder.request_download(&writer_name));
         assert!(!folder.request_download(&writer_name));
