@@ -424,14 +424,14 @@ fn read_bounded(path: &Path) -> FileState {
 /// Sonoma and later keep an evicted iCloud file at its path with its size but no
 /// allocated blocks ("dataless"); reading it blocks while fileproviderd downloads it.
 #[cfg(target_os = "macos")]
-fn is_dataless(meta: &fs::Metadata) -> bool {
+pub(crate) fn is_dataless(meta: &fs::Metadata) -> bool {
     use std::os::darwin::fs::MetadataExt;
     const SF_DATALESS: u32 = 0x4000_0000;
     meta.st_flags() & SF_DATALESS != 0 || (meta.len() > 0 && meta.st_blocks() == 0)
 }
 
 #[cfg(not(target_os = "macos"))]
-fn is_dataless(_meta: &fs::Metadata) -> bool {
+pub(crate) fn is_dataless(_meta: &fs::Metadata) -> bool {
     false
 }
 
