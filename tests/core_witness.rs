@@ -254,3 +254,16 @@ fn a_fresh_leader_record_ends_the_suspicion() {
         "suspect again 22 s after the change"
     );
 }
+
+#[test]
+fn a_backlog_is_judged_by_the_ask_a_drain_gap_after_it_was_seen() {
+    let mut standby = Standby::new(true, Telegram::Pending(1));
+    standby.run_until(5 * 60 * SECOND);
+    // The first ask (22 s) sees the backlog; the one that can judge it comes exactly a
+    // drain gap (15 s) later, not at the next 7–10 s tick and then the one after.
+    let first = standby.asks[0];
+    assert_eq!(standby.asks.get(1), Some(&(first + 15 * SECOND)));
+    let contended = standby.contended_at.expect("took over");
+    // Condemned at the second reading (+ a round trip), then a jitter of at most 4 s.
+    assert!(contended <= first + 15 * SECOND + 4 * SECOND, "{contended}");
+}

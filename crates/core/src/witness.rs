@@ -13,7 +13,9 @@
 //! - **Suspicion.** A live leader whose record has not changed for
 //!   [`WitnessRules::suspicion_after`] is suspected; while it is (and only then) the
 //!   standby asks Telegram every [`WitnessRules::ask_interval`] (jittered; at most one
-//!   question outstanding).
+//!   question outstanding). Once a reading shows a backlog, the next ask is the one
+//!   that can judge it: a drain gap after the backlog was first seen (a reading in
+//!   between could not condemn, so it is not asked for).
 //! - **Backlog that does not drain → take over.** Two readings of one episode at least
 //!   [`WitnessRules::drain_gap`] apart, the first above zero and the second not below
 //!   it: the leader is not serving, whatever the folder says. The standby lets the
@@ -225,6 +227,12 @@ impl WitnessMemory {
             _ if now.since(latest_at) <= rules.quiet_valid_for => Verdict::Quiet { at: latest_at },
             _ => Verdict::Unknown,
         }
+    }
+
+    /// When the backlog being watched was first seen (the oldest positive reading no
+    /// later one went below): the reading that can judge it is due a drain gap after.
+    pub fn undrained_since(&self) -> Option<Moment> {
+        self.undrained.map(|(since, _)| since)
     }
 
     /// Whether an ask is outstanding and not yet overdue at `now`.

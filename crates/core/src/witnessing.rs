@@ -174,6 +174,13 @@ impl Ctx {
         }
         let reading = pending_update_count.map_or(Reading::Unreachable, Reading::Pending);
         let verdict = self.witness.record(self.now, reading, &rules);
+        if let Some(since) = self.witness.undrained_since() {
+            // The reading that can judge this backlog: a drain gap after it was seen.
+            let at = since
+                .plus(rules.drain_gap)
+                .max(self.next_ask_allowed(&rules));
+            self.arm_at(TimerId::WitnessAsk, at, 0);
+        }
         let Some(episode) = self.witness.episode.clone() else {
             return true;
         };
