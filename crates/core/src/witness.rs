@@ -13,9 +13,10 @@
 //! - **Suspicion.** A live leader whose record has not changed for
 //!   [`WitnessRules::suspicion_after`] is suspected; while it is (and only then) the
 //!   standby asks Telegram every [`WitnessRules::ask_interval`] (jittered; at most one
-//!   question outstanding). Once a reading shows a backlog, the next ask is the one
-//!   that can judge it: a drain gap after the backlog was first seen (a reading in
-//!   between could not condemn, so it is not asked for).
+//!   question outstanding). Once a reading shows a backlog, one ask lands exactly a
+//!   drain gap after it was first seen, the first reading that can judge it (the
+//!   usual ticks in between stay: one that shows the count shrink restarts the
+//!   judgement).
 //! - **Backlog that does not drain → take over.** Two readings of one episode at least
 //!   [`WitnessRules::drain_gap`] apart, the first above zero and the second not below
 //!   it: the leader is not serving, whatever the folder says. The standby lets the

@@ -175,10 +175,17 @@ impl Ctx {
         let reading = pending_update_count.map_or(Reading::Unreachable, Reading::Pending);
         let verdict = self.witness.record(self.now, reading, &rules);
         if let Some(since) = self.witness.undrained_since() {
-            // The reading that can judge this backlog: a drain gap after it was seen.
-            let at = since
+            // The reading that can judge this backlog is due a drain gap after it was
+            // seen: ask then if the usual tick comes later. The readings in between
+            // stay (one that shows the count shrink restarts the judgement: a live
+            // leader confirming while new updates arrive keeps the count level).
+            let judging = since
                 .plus(rules.drain_gap)
                 .max(self.next_ask_allowed(&rules));
+            let at = self
+                .timers
+                .deadline(TimerId::WitnessAsk)
+                .map_or(judging, |due| due.min(judging));
             self.arm_at(TimerId::WitnessAsk, at, 0);
         }
         let Some(episode) = self.witness.episode.clone() else {
