@@ -48,13 +48,13 @@ fn a_cut_off_until(group: &mut Group, until: u64, reaching: &[usize]) {
                 reason: "error sending request: connection refused".into(),
             },
         );
-        for index in 0..group.members.len() {
+        for (index, done) in answered.iter_mut().enumerate() {
             let asks = group.members[index]
                 .effects
                 .iter()
                 .filter(|(_, effect)| matches!(effect, Effect::AskWitness))
                 .count();
-            for _ in answered[index]..asks {
+            for _ in *done..asks {
                 let pending_update_count = reaching.contains(&index).then_some(0);
                 group.input(
                     index,
@@ -63,7 +63,7 @@ fn a_cut_off_until(group: &mut Group, until: u64, reaching: &[usize]) {
                     },
                 );
             }
-            answered[index] = asks;
+            *done = asks;
         }
     }
 }
