@@ -112,6 +112,11 @@ pub struct Ctx {
     /// and what this standby remembers of its answers.
     pub(crate) witness_rules: Option<crate::witness::WitnessRules>,
     pub(crate) witness: crate::witness::WitnessMemory,
+    /// Active: since when our polls have failed without a success (`Event::PollFailed`).
+    pub(crate) poll_failing_since: Option<Moment>,
+    /// Active and cut off from Telegram: the seq of the record that first said so; a
+    /// standby's `telegram_reached` counts from it on (`witnessing.rs`).
+    pub(crate) cut_off_seq: Option<u64>,
 }
 
 impl Ctx {
@@ -152,6 +157,8 @@ impl Ctx {
             sleep_until: None,
             witness_rules: None,
             witness: crate::witness::WitnessMemory::default(),
+            poll_failing_since: None,
+            cut_off_seq: None,
         }
     }
 
