@@ -280,7 +280,13 @@ fn an_old_copy_of_the_record_we_took_over_is_not_a_second_writer() {
     ));
     effects.extend(core.drain_effects());
     assert_ne!(core.role(), Role::Registering, "took part: {effects:?}");
-    // The sync tool (or a read queued before our write) shows the old record again.
+    // Our write landed (the runtime answers every write) ...
+    for effect in &effects {
+        if let Effect::WriteRecord { record } = effect {
+            core.handle(input_at(16_000, Event::RecordWritten { seq: record.seq }));
+        }
+    }
+    // ... and the sync tool shows the old record again.
     core.handle(input_at(
         17_000,
         Event::FileChanged {

@@ -70,6 +70,9 @@ pub struct Ctx {
     pub lease_from: Option<Moment>,
     /// Record writes that failed in a row (0 once one succeeds).
     pub write_failures: u32,
+    /// Re-assertions of our record over an older copy (or a missing file), rate-bounded
+    /// so that no folder can make us write in a loop (`writes.rs`).
+    pub(super) reassertions: super::writes::Reassertions,
     pub(crate) prior_own: Option<PriorOwnRecord>,
     pub(crate) pending_request: Option<PendingRequest>,
     pub(super) request_counter: u64,
@@ -132,6 +135,7 @@ impl Ctx {
             writes_in_flight: VecDeque::new(),
             lease_from: None,
             write_failures: 0,
+            reassertions: Default::default(),
             prior_own: None,
             pending_request: None,
             request_counter: 0,
