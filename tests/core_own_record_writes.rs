@@ -10,18 +10,6 @@ use mirror_baton::core::{Effect, Event, FileObservation, FileState, Role, Timing
 mod core_group;
 use core_group::Group;
 
-/// a starts alone and leads; b joins as standby; 60 s in.
-fn a_active_b_standby() -> Group {
-    let mut group = Group::new(&["a", "b"]);
-    group.start(0);
-    group.run_until(30_000);
-    group.start(1);
-    group.run_until(60_000);
-    assert_eq!(group.core(0).role(), Role::Active, "{:?}", group.roles());
-    assert_eq!(group.core(1).role(), Role::Standby, "{:?}", group.roles());
-    group
-}
-
 /// The record writes `name` asked for from `from_ms` on, with their moments.
 fn writes_of(group: &Group, name: &str, from_ms: u64) -> Vec<(u64, u64)> {
     group
@@ -67,9 +55,27 @@ fn writes_allowed(span_ms: u64) -> usize {
     count + heartbeats as usize
 }
 
+/// b answered the first sight at once with its record, then wrote no more than
+/// [`writes_allowed`] until `until_ms`, and nothing else changed: a leads, b stands by.
+fn assert_b_reasserted_at_once_then_bounded(group: &Group, from_ms: u64, until_ms: u64) {
+    let writes = writes_of(group, "b", from_ms);
+    assert!(
+        writes.first().is_some_and(|(at, _)| *at == from_ms),
+        "the first sight is answered at once with our record: {writes:?}"
+    );
+    assert!(
+        writes.len() <= writes_allowed(until_ms - from_ms),
+        "{} writes in {} s: {writes:?}",
+        writes.len(),
+        (until_ms - from_ms) / 1000
+    );
+    assert_eq!(group.role(1), Some(Role::Standby), "{:?}", group.roles());
+    assert_eq!(group.active(), vec![0], "{:?}", group.roles());
+}
+
 #[test]
 fn a_folder_that_keeps_serving_an_older_copy_of_our_record_cannot_make_us_write_in_a_loop() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     let mut older = group.written(1);
     older.seq -= 1;
     let older = FileState::Contents {
@@ -79,19 +85,7 @@ fn a_folder_that_keeps_serving_an_older_copy_of_our_record_cannot_make_us_write_
     // pace of a watcher's echo.
     let (from, until) = (61_000, 661_000);
     show_b_its_own_file(&mut group, &older, from, until);
-    let writes = writes_of(&group, "b", from);
-    assert!(
-        writes.first().is_some_and(|(at, _)| *at == from),
-        "the first older copy is answered at once with ours: {writes:?}"
-    );
-    assert!(
-        writes.len() <= writes_allowed(until - from),
-        "{} writes in {} s: {writes:?}",
-        writes.len(),
-        (until - from) / 1000
-    );
-    assert_eq!(group.core(1).role(), Role::Standby, "{:?}", group.roles());
-    assert_eq!(group.active(), vec![0], "{:?}", group.roles());
+    assert_b_reasserted_at_once_then_bounded(&group, from, until);
     assert_eq!(
         group.notices_with(1, "keeps showing an older copy"),
         1,
@@ -101,26 +95,15 @@ fn a_folder_that_keeps_serving_an_older_copy_of_our_record_cannot_make_us_write_
 
 #[test]
 fn a_folder_that_keeps_losing_our_record_cannot_make_us_write_in_a_loop() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     let (from, until) = (61_000, 661_000);
     show_b_its_own_file(&mut group, &FileState::Gone, from, until);
-    let writes = writes_of(&group, "b", from);
-    assert!(
-        writes.first().is_some_and(|(at, _)| *at == from),
-        "a lost record is written again at once: {writes:?}"
-    );
-    assert!(
-        writes.len() <= writes_allowed(until - from),
-        "{} writes in {} s: {writes:?}",
-        writes.len(),
-        (until - from) / 1000
-    );
-    assert_eq!(group.core(1).role(), Role::Standby, "{:?}", group.roles());
+    assert_b_reasserted_at_once_then_bounded(&group, from, until);
 }
 
 #[test]
 fn a_standby_that_wakes_writes_its_record_once() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     // b sleeps past its heartbeat (390-450 s) and past the backstop: it sees nothing.
     let asleep = group.members[1].core.take();
     let woke_at = 544_000;
