@@ -5,7 +5,7 @@
 //! reaction to what a folder shows faster than the bound below (no folder, however it
 //! misbehaves, may make a device write in a loop).
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, Reassertions};
 use crate::io::{Effect, Level};
 use crate::record;
 use std::time::Duration;
@@ -147,18 +147,6 @@ impl Ctx {
 
 /// Unanswered writes remembered at most (the runtime answers each at once).
 const WRITES_IN_FLIGHT_MAX: usize = 64;
-
-/// Re-assertions of our record in one episode: how many, and when the last was written.
-/// The gap after the n-th is the active heartbeat's base interval doubled n − 1 times,
-/// at most the standby heartbeat's base interval: a folder that keeps reverting our
-/// record never makes a device write much more often than its own heartbeat does. An
-/// episode ends once no re-assertion was needed for a standby heartbeat's longest
-/// interval.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Reassertions {
-    count: u32,
-    last_at: Option<Moment>,
-}
 
 impl Reassertions {
     /// The gap after `count` re-assertions in one episode.
