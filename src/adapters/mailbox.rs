@@ -221,14 +221,7 @@ impl MailFolder {
 
 /// Reads a regular file of at most [`MAIL_BYTES_MAX`] bytes; `Ok(None)` when gone.
 fn read_bounded(path: &Path) -> Result<Option<String>, String> {
-    let mut options = fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    let file = match options.open(path) {
+    let file = match super::store::open_no_follow(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error.to_string()),

@@ -386,16 +386,22 @@ pub fn observe_path(path: &Path, name: String) -> FileObservation {
     FileObservation { name, state }
 }
 
-fn read_bounded(path: &Path) -> FileState {
+/// Opens `path` for reading without following a symlink (one swapped in between a stat
+/// and the open is refused) and without blocking on a FIFO. Shared by every bounded
+/// read of the synced folder (records here, mail in `mailbox.rs`).
+pub(crate) fn open_no_follow(path: &Path) -> io::Result<fs::File> {
     let mut options = fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        // Never follow a symlink swapped in between the stat and the open.
         options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     }
-    let file = match options.open(path) {
+    options.open(path)
+}
+
+fn read_bounded(path: &Path) -> FileState {
+    let file = match open_no_follow(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return FileState::Gone,
         Err(error) => {
