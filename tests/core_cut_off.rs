@@ -49,8 +49,8 @@ fn a_cut_off_until(group: &mut Group, until: u64, reaching: &[usize]) {
             },
         );
         for (index, done) in answered.iter_mut().enumerate() {
-            let asks = group.members[index]
-                .effects
+            let asks = group
+                .effects(index)
                 .iter()
                 .filter(|(_, effect)| matches!(effect, Effect::AskWitness))
                 .count();
@@ -117,8 +117,8 @@ fn when_telegram_is_down_for_everyone_the_role_stays_put() {
         "a says it is cut off"
     );
     assert_eq!(group.written(1).telegram_reached, None);
-    let asks = group.members[1]
-        .effects
+    let asks = group
+        .effects(1)
         .iter()
         .filter(|(_, effect)| matches!(effect, Effect::AskWitness))
         .count();
