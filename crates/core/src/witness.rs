@@ -198,7 +198,13 @@ impl WitnessMemory {
     /// Folds in one reading taken at `at`; returns the verdict that follows.
     pub fn record(&mut self, at: Moment, reading: Reading, rules: &WitnessRules) -> Verdict {
         self.asked_at = None;
-        self.latest = Some((at, reading));
+        // An unanswered ask says nothing about what waits: the latest answer keeps its
+        // own validity (`quiet_valid_for`), so one answer slowed by a busy machine does
+        // not end a deferral, and without answers the verdict still goes stale into
+        // today's rules.
+        if self.latest.is_none() || reading != Reading::Unreachable {
+            self.latest = Some((at, reading));
+        }
         if let Reading::Pending(count) = reading {
             self.undrained = match self.undrained {
                 _ if count == 0 => None,
@@ -351,6 +357,14 @@ mod tests {
         memory.record(at(0), Reading::Pending(0), &rules());
         assert_eq!(
             memory.record(at(5), Reading::Unreachable, &rules()),
+            Verdict::Quiet { at: at(0) },
+            "the earlier answer still holds for its own time"
+        );
+        assert_eq!(memory.verdict(at(16), &rules()), Verdict::Unknown, "stale");
+        let mut never = WitnessMemory::default();
+        never.focus(episode(1));
+        assert_eq!(
+            never.record(at(0), Reading::Unreachable, &rules()),
             Verdict::Unknown
         );
         memory.record(at(10), Reading::Pending(4), &rules());
