@@ -10,16 +10,6 @@ use mirror_baton::core::{
 mod core_group;
 use core_group::{Group, identity};
 
-/// a starts alone and leads; b joins as standby; 60 s in.
-fn a_active_b_standby() -> Group {
-    let mut group = Group::new(&["a", "b"]);
-    group.start(0);
-    group.run_until(30_000);
-    group.start(1);
-    group.run_until(60_000);
-    group
-}
-
 #[test]
 fn first_device_becomes_active_within_the_settle_window() {
     let mut group = Group::new(&["a"]);
@@ -47,7 +37,7 @@ fn three_devices_elect_one_and_fail_over_when_it_dies() {
 
 #[test]
 fn activation_moves_the_role_and_shutdown_hands_it_over() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     group.input(
         0,
         Event::ActivateAsked {
@@ -70,7 +60,7 @@ fn activation_moves_the_role_and_shutdown_hands_it_over() {
 
 #[test]
 fn a_stopping_device_waits_only_the_resign_wait_for_a_silent_target() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     assert_eq!(group.core(0).role(), Role::Active);
     // b freezes (cut off from sync, say): its standby record stays live for a while, so
     // a hands over to it, and b never answers.
@@ -103,7 +93,7 @@ fn a_stopping_device_waits_only_the_resign_wait_for_a_silent_target() {
 
 #[test]
 fn a_stop_during_a_slow_handoff_shortens_the_wait() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     group.members[1].core = None;
     group.input(
         0,
@@ -280,7 +270,13 @@ fn an_old_copy_of_the_record_we_took_over_is_not_a_second_writer() {
     ));
     effects.extend(core.drain_effects());
     assert_ne!(core.role(), Role::Registering, "took part: {effects:?}");
-    // The sync tool (or a read queued before our write) shows the old record again.
+    // Our write landed (the runtime answers every write) ...
+    for effect in &effects {
+        if let Effect::WriteRecord { record } = effect {
+            core.handle(input_at(16_000, Event::RecordWritten { seq: record.seq }));
+        }
+    }
+    // ... and the sync tool shows the old record again.
     core.handle(input_at(
         17_000,
         Event::FileChanged {
@@ -307,7 +303,7 @@ fn an_old_copy_of_the_record_we_took_over_is_not_a_second_writer() {
 
 #[test]
 fn the_handoff_wait_starts_when_the_handoff_is_published_not_before() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     assert_eq!(group.core(0).role(), Role::Active);
     // Stopping takes longer than the resign wait (a child's 10 s grace, say): drive a
     // by hand so StopActing is answered late.
@@ -348,7 +344,7 @@ fn is_active_write(effect: &Effect) -> bool {
 
 #[test]
 fn a_device_that_cannot_write_its_record_neither_contends_nor_acts() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     let fault = 61_000;
     group.run_until(fault);
     let last_good = group.last_good_write("a", fault);
@@ -394,7 +390,7 @@ fn a_device_that_cannot_write_its_record_neither_contends_nor_acts() {
 
 #[test]
 fn a_leader_stalled_past_its_lease_steps_down_before_its_overdue_heartbeat() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     // a stalls (SIGSTOP, a paused VM): it handles nothing while b takes over.
     let stalled_at = 61_000;
     group.run_until(stalled_at);

@@ -17,20 +17,9 @@ fn refused() -> Event {
     }
 }
 
-/// a leads and b stands by, 60 s in.
-fn a_active_b_standby() -> Group {
-    let mut group = Group::new(&["a", "b"]);
-    group.start(0);
-    group.run_until(30_000);
-    group.start(1);
-    group.run_until(60_000);
-    assert_eq!(group.active(), vec![0]);
-    group
-}
-
 #[test]
 fn a_refused_active_device_hands_the_role_to_a_standby_and_says_why() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     group.members[0].token_refused = true;
     group.input(0, refused());
     group.run_until(61_000);
@@ -66,7 +55,7 @@ fn a_refused_active_device_hands_the_role_to_a_standby_and_says_why() {
 
 #[test]
 fn a_refused_device_is_no_handoff_target() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     group.members[0].token_refused = true;
     group.input(0, refused());
     group.run_until(61_000);
@@ -90,7 +79,7 @@ fn a_refused_device_is_no_handoff_target() {
 /// once the token works again the next probe keeps the role.
 #[test]
 fn a_revoked_token_settles_the_group_and_a_working_one_recovers() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     for member in &mut group.members {
         member.token_refused = true;
     }
@@ -137,7 +126,7 @@ fn a_revoked_token_settles_the_group_and_a_working_one_recovers() {
 /// device does not take the role back (it would poll into the same refusal).
 #[test]
 fn a_refused_device_does_not_take_the_role_back_when_the_target_is_silent() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     group.members[1].core = None; // b is frozen; its standby record still looks live
     group.members[0].token_refused = true;
     group.input(0, refused());
@@ -157,7 +146,7 @@ fn a_refused_device_does_not_take_the_role_back_when_the_target_is_silent() {
 /// the core's check before every write (`record::assert_writable`) holds.
 #[test]
 fn a_huge_refusal_description_keeps_our_record_readable() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     group.members[0].token_refused = true;
     let description = "Unauthorized ".repeat(10_000);
     group.input(0, Event::PollingRefused { description });

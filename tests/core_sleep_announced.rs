@@ -17,28 +17,17 @@ fn announced(grace_ms: u64) -> Event {
     Event::SleepAnnounced { grace_ms }
 }
 
-/// a leads and b stands by, 60 s in.
-fn a_active_b_standby() -> Group {
-    let mut group = Group::new(&["a", "b"]);
-    group.start(0);
-    group.run_until(30_000);
-    group.start(1);
-    group.run_until(60_000);
-    assert_eq!(group.active(), vec![0]);
-    group
-}
-
 /// Positions in `member`'s effect log of the first effect matching each predicate.
 fn position(group: &Group, member: usize, matches: impl Fn(&Effect) -> bool) -> Option<usize> {
-    group.members[member]
-        .effects
+    group
+        .effects(member)
         .iter()
         .position(|(_, effect)| matches(effect))
 }
 
 fn sleep_allowed(group: &Group, member: usize) -> usize {
-    group.members[member]
-        .effects
+    group
+        .effects(member)
         .iter()
         .filter(|(_, effect)| matches!(effect, Effect::AllowSleep { .. }))
         .count()
@@ -46,8 +35,8 @@ fn sleep_allowed(group: &Group, member: usize) -> usize {
 
 #[test]
 fn an_active_device_hands_over_before_sleeping_and_stays_a_standby() {
-    let mut group = a_active_b_standby();
-    let before = group.members[0].effects.len();
+    let mut group = Group::a_active_b_standby();
+    let before = group.effects(0).len();
     group.input(0, announced(4_500));
     assert_eq!(group.active(), vec![1], "b took over by handoff, at once");
     assert_eq!(group.core(1).term(), 2);
@@ -61,7 +50,7 @@ fn an_active_device_hands_over_before_sleeping_and_stays_a_standby() {
     let after = |matches: fn(&Effect) -> bool| {
         position(&group, 0, matches)
             .filter(|at| *at >= before)
-            .unwrap_or_else(|| panic!("missing effect in {:?}", group.members[0].effects))
+            .unwrap_or_else(|| panic!("missing effect in {:?}", group.effects(0)))
     };
     let stopped = after(|e| matches!(e, Effect::StopActing { .. }));
     let published = after(|e| {
@@ -83,13 +72,13 @@ fn an_active_device_hands_over_before_sleeping_and_stays_a_standby() {
 
 #[test]
 fn after_the_wake_the_old_leader_re_reads_the_folder_and_stays_standby() {
-    let mut group = a_active_b_standby();
+    let mut group = Group::a_active_b_standby();
     group.input(0, announced(4_500));
     // Asleep for ten minutes: b heartbeats meanwhile, unseen by a.
     group.run_until(660_000);
     group.input(0, Event::Woke { slept_ms: 600_000 });
-    let rescans = group.members[0]
-        .effects
+    let rescans = group
+        .effects(0)
         .iter()
         .rev()
         .take_while(|(at, _)| *at == 660_000)
@@ -107,13 +96,11 @@ fn with_no_live_standby_the_active_device_keeps_the_role_and_says_so() {
     group.start(0);
     group.run_until(60_000);
     assert_eq!(group.active(), vec![0]);
-    let before = group.members[0].effects.len();
+    let before = group.effects(0).len();
     group.input(0, announced(4_500));
     assert_eq!(group.active(), vec![0], "keeps the role");
-    let new: Vec<&Effect> = group.members[0].effects[before..]
-        .iter()
-        .map(|(_, e)| e)
-        .collect();
+    let effects = group.effects(0);
+    let new: Vec<&Effect> = effects[before..].iter().map(|(_, e)| e).collect();
     assert!(
         !new.iter().any(|e| matches!(e, Effect::StopActing { .. })),
         "{new:?}"
@@ -135,13 +122,11 @@ fn with_no_live_standby_the_active_device_keeps_the_role_and_says_so() {
 
 #[test]
 fn a_standby_only_notes_the_sleep() {
-    let mut group = a_active_b_standby();
-    let before = group.members[1].effects.len();
+    let mut group = Group::a_active_b_standby();
+    let before = group.effects(1).len();
     group.input(1, announced(0));
-    let new: Vec<&Effect> = group.members[1].effects[before..]
-        .iter()
-        .map(|(_, e)| e)
-        .collect();
+    let effects = group.effects(1);
+    let new: Vec<&Effect> = effects[before..].iter().map(|(_, e)| e).collect();
     assert!(
         new.iter().all(|e| matches!(
             e,

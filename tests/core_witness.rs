@@ -254,3 +254,21 @@ fn a_fresh_leader_record_ends_the_suspicion() {
         "suspect again 22 s after the change"
     );
 }
+
+#[test]
+fn a_backlog_is_judged_by_the_ask_a_drain_gap_after_it_was_seen() {
+    let mut standby = Standby::new(true, Telegram::Pending(1));
+    standby.run_until(5 * 60 * SECOND);
+    // The first ask (22 s) sees the backlog; the one that can judge it comes a drain
+    // gap (15 s) later or as soon after as the rate bound (7 s) allows, not at the
+    // next 7–10 s tick (the tick in between stays: a shrinking count would restart the
+    // judgement).
+    let first = standby.asks[0];
+    let between = standby.asks[1];
+    assert!((first + 7 * SECOND..=first + 10 * SECOND).contains(&between));
+    let judging = (first + 15 * SECOND).max(between + 7 * SECOND);
+    assert_eq!(standby.asks.get(2), Some(&judging), "{:?}", standby.asks);
+    let contended = standby.contended_at.expect("took over");
+    // Condemned at that reading, then a jitter of at most 4 s.
+    assert!(contended <= judging + 4 * SECOND, "{contended}");
+}

@@ -115,6 +115,23 @@ impl Topics {
 
     /// `baton run` for project `name` serving topic `thread` on replica `index`.
     fn start(&self, name: &str, thread: i64, index: usize) -> Device {
+        self.start_ranked(name, thread, index, 0)
+    }
+
+    /// As [`Topics::start`], with a `--priority`.
+    fn start_ranked(&self, name: &str, thread: i64, index: usize, priority: i32) -> Device {
+        self.start_flagged(name, thread, index, priority, &[])
+    }
+
+    /// As [`Topics::start_ranked`], with more `baton run` flags.
+    fn start_flagged(
+        &self,
+        name: &str,
+        thread: i64,
+        index: usize,
+        priority: i32,
+        flags: &[&str],
+    ) -> Device {
         let mut command: Command = self.folder.baton();
         let updates = self
             .folder
@@ -128,9 +145,10 @@ impl Topics {
             .env("TELEGRAM_CHAT_ID", CHAT.to_string())
             .args(["--log-format", "json"]);
         let thread = thread.to_string();
-        let extra = [
-            "--thread-id",
-            &thread,
+        let priority = priority.to_string();
+        let mut extra = vec!["--priority", &priority, "--thread-id", &thread];
+        extra.extend_from_slice(flags);
+        extra.extend([
             "--",
             BATON,
             "mirror-stub",
@@ -138,7 +156,7 @@ impl Topics {
             &updates,
             "--interval-ms",
             "50",
-        ];
+        ]);
         self.folder.start_with(name, &extra, command)
     }
 
@@ -487,5 +505,240 @@ fn report_latency(topics: &Topics, round_started_ms: &u64, which: &[(&str, i64, 
                 latencies.len()
             );
         }
+    }
+}
+
+/// Issue 11's follow-up: mail follows its topic's CURRENT owner. Two devices serve topic
+/// 10 (the same project on two Macs: `api` ranked first, `api2`), `web` polls for
+/// both. (1) `api` freezes (SIGSTOP: its record goes stale) with messages addressed to
+/// it: the writer moves them to `api2`. (2) `api` freezes again and the writer itself is
+/// killed with mail for `api` in its mailbox: the next active device (`api2`) takes
+/// that orphaned mail over. (3) `api` comes back and `/activate` gives it the topic: it
+/// serves none of the mail taken over for `api2`. Every message reaches topic 10 exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_follows_its_topics_current_owner_across_an_owner_and_a_writer_gone() {
+    let fake = Arc::new(FakeBotApi::start().await.expect("fake Bot API"));
+    let topics = Topics {
+        folder: Folder::new(SCALE),
+        fake: fake.clone(),
+    };
+    let (web, api, api2) = ("web", "api", "api2");
+    let owners: Vec<String> = [web, api, api2]
+        .iter()
+        .map(|n| record::file_name(&topics.device_id(n)))
+        .collect();
+    let replicas: Vec<PathBuf> = (0..3).map(|i| topics.group(i)).collect();
+    let _syncer = Syncer::start(replicas.clone(), owners, replicas.clone());
+    let mut devices: BTreeMap<&str, Device> = BTreeMap::new();
+    devices.insert(web, topics.start(web, 20, 0));
+    wait_active(&topics, &[(web, 0)], "web alone").await;
+    devices.insert(api, topics.start_ranked(api, 10, 1, 5));
+    devices.insert(api2, topics.start_ranked(api2, 10, 2, 0));
+    wait_until(Duration::from_secs(40), || {
+        let standby = topics
+            .records(0)
+            .iter()
+            .filter(|r| r.status == Status::Standby)
+            .count();
+        (standby == 2).then_some(())
+    })
+    .await
+    .expect("api and api2 registered, as web's replica sees them");
+    let mut expected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut add = |who: &'static str, sent: Vec<String>| {
+        expected.entry(who).or_default().extend(sent);
+        expected.clone()
+    };
+
+    let web_mailbox = topics
+        .group(0)
+        .join("mail")
+        .join(record::file_name(&topics.device_id(web)));
+    // Mail the writer deleted: its addressee's acknowledgement reached the writer (a
+    // device frozen before that is the crash window, not what this test is about).
+    let acknowledged = |texts: &[String]| {
+        let texts = texts.to_vec();
+        let path = web_mailbox.clone();
+        async move {
+            wait_until(Duration::from_secs(30), || {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                texts
+                    .iter()
+                    .all(|t| !text.contains(t.as_str()))
+                    .then_some(())
+            })
+            .await
+            .expect("the addressee acknowledged its mail to the writer")
+        }
+    };
+
+    let api_id = topics.device_id(api);
+    // api's record seq as replica `index` holds it.
+    let seq_at = |index: usize| {
+        topics
+            .records(index)
+            .into_iter()
+            .find(|r| r.device_id == api_id)
+            .map_or(0, |r| r.seq)
+    };
+
+    // The ranked device owns the topic.
+    let sent = send_round(&fake, "a", &[10], 3).await;
+    let now = add(api, sent.clone());
+    wait_delivered(&topics, &now, &[api]).await;
+    acknowledged(&sent).await;
+
+    // (1) The owner freezes right after messages were addressed to it.
+    devices.get(api).unwrap().signal(libc::SIGSTOP);
+    let now = add(api2, send_round(&fake, "s", &[10], 4).await);
+    wait_delivered(&topics, &now, &[api2]).await;
+
+    // api comes back and owns the topic again, once web sees it write.
+    let frozen_seq = seq_at(0);
+    devices.get(api).unwrap().signal(libc::SIGCONT);
+    wait_until(Duration::from_secs(30), || {
+        (seq_at(0) > frozen_seq).then_some(())
+    })
+    .await
+    .expect("api writes its record again");
+    let sent = send_round(&fake, "r", &[10], 1).await;
+    let now = add(api, sent.clone());
+    wait_delivered(&topics, &now, &[api]).await;
+    acknowledged(&sent).await;
+
+    // (2) api freezes again; the writer (web, the poller) dies with mail for api.
+    devices.get(api).unwrap().signal(libc::SIGSTOP);
+    let sent = send_round(&fake, "o", &[10], 3).await;
+    wait_until(Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&web_mailbox).unwrap_or_default();
+        sent.iter().all(|t| text.contains(t.as_str())).then_some(())
+    })
+    .await
+    .expect("web queued the messages for api");
+    devices.get(web).unwrap().signal(libc::SIGKILL);
+    devices
+        .get_mut(web)
+        .unwrap()
+        .wait_exit(Duration::from_secs(10));
+    let now = add(api2, sent);
+    wait_delivered(&topics, &now, &[api2]).await;
+
+    // (3) api comes back and is given the topic (and the poller: api2, active, would
+    // keep the topic otherwise) with `/activate` typed in it; it serves none of the
+    // mail taken over for api2, though it reads the dead writer's mailbox along with
+    // everybody else's.
+    let frozen_seq = seq_at(2);
+    // The adoption has reached api's replica (api back sooner serves it too: counted by
+    // the adopter as delivered twice, the crash window of this path).
+    let api2_mailbox = topics
+        .group(1)
+        .join("mail")
+        .join(record::file_name(&topics.device_id(api2)));
+    wait_until(Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&api2_mailbox).unwrap_or_default();
+        text.contains("\"adopted\"").then_some(())
+    })
+    .await
+    .expect("api2's adoptions synced to api's replica");
+    devices.get(api).unwrap().signal(libc::SIGCONT);
+    // api2 (the poller) sees api write again before the `/activate` names it.
+    wait_until(Duration::from_secs(30), || {
+        (seq_at(2) > frozen_seq).then_some(())
+    })
+    .await
+    .expect("api writes its record again");
+    fake.inject_text(CHAT, Some(10), &format!("/activate {api_id}"));
+    wait_until(Duration::from_secs(40), || {
+        (topics.active(&[(api, 1), (api2, 2)]) == vec![api_id.clone()]).then_some(())
+    })
+    .await
+    .expect("/activate api typed in topic 10");
+    let now = add(api, send_round(&fake, "z", &[10], 1).await);
+    wait_delivered(&topics, &now, &[api, api2]).await;
+    // One more look at the folder after z: api has read every mailbox since.
+    let now = add(api, send_round(&fake, "y", &[10], 1).await);
+    wait_delivered(&topics, &now, &[api, api2]).await;
+
+    let mut all: Vec<String> = topics.got(api);
+    all.extend(topics.got(api2));
+    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+    for text in &all {
+        *counts.entry(text).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    if !twice.is_empty() {
+        for (name, device) in &devices {
+            for line in device
+                .log()
+                .lines()
+                .filter(|l| l.contains("mail") || l.contains("Active") || l.contains("active"))
+            {
+                eprintln!("{name}: {line}");
+            }
+        }
+    }
+    assert!(
+        twice.is_empty(),
+        "delivered more than once in topic 10: {twice:?}\napi: {:?}\napi2: {:?}",
+        topics.got(api),
+        topics.got(api2)
+    );
+    assert!(topics.got(web).is_empty(), "web serves topic 20 only");
+    for (_, device) in devices.iter_mut() {
+        device.signal(libc::SIGCONT);
+        device.signal(libc::SIGTERM);
+    }
+    for (_, device) in devices.iter_mut() {
+        device.wait_exit(Duration::from_secs(30));
+    }
+}
+
+/// With `--child-when-active`, a standby's child does not run; yet mail for its topic
+/// must not wait for an `/activate` (three projects on two Macs, all talked to). The
+/// standby runs its child while it has mail: `api`'s messages reach its mirror while
+/// `web` stays the poller, and `api` stays a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_runs_its_child_only_when_active_still_serves_its_mail() {
+    let fake = Arc::new(FakeBotApi::start().await.expect("fake Bot API"));
+    let topics = Topics {
+        folder: Folder::new(SCALE),
+        fake: fake.clone(),
+    };
+    let (web, api) = ("web", "api");
+    let owners: Vec<String> = [web, api]
+        .iter()
+        .map(|n| record::file_name(&topics.device_id(n)))
+        .collect();
+    let replicas: Vec<PathBuf> = (0..2).map(|i| topics.group(i)).collect();
+    let _syncer = Syncer::start(replicas.clone(), owners, replicas.clone());
+    let mut web_device = topics.start(web, 20, 0);
+    wait_active(&topics, &[(web, 0)], "web alone").await;
+    let mut api_device = topics.start_flagged(api, 10, 1, 0, &["--child-when-active"]);
+    wait_until(Duration::from_secs(40), || {
+        topics
+            .records(0)
+            .iter()
+            .any(|r| r.status == Status::Standby && r.device_id == topics.device_id(api))
+            .then_some(())
+    })
+    .await
+    .expect("api registered as a standby, as web's replica sees it");
+    let sent = send_round(&fake, "m", &[10, 20], 3).await;
+    let mut expected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for text in sent {
+        let name = if text.starts_with("m-10-") { api } else { web };
+        expected.entry(name).or_default().push(text);
+    }
+    wait_delivered(&topics, &expected, &[api, web]).await;
+    assert_eq!(
+        topics.active(&[(web, 0), (api, 1)]),
+        vec![topics.device_id(web)],
+        "web stays the poller; api served its mail as a standby"
+    );
+    for device in [&mut web_device, &mut api_device] {
+        device.signal(libc::SIGTERM);
+    }
+    for device in [&mut web_device, &mut api_device] {
+        device.wait_exit(Duration::from_secs(30));
     }
 }

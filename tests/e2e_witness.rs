@@ -209,3 +209,60 @@ async fn a_leader_that_stops_serving_while_a_message_waits_is_replaced_on_telegr
     .unwrap_or_else(|| panic!("the new leader serves what waited:\n{}", standby.log()));
     leader.signal(libc::SIGCONT);
 }
+
+/// A leader alive but cut off from Telegram hands over (issue 12, point 3): the leader
+/// talks to one fake Bot API and the standby to another (the same Telegram seen from
+/// two networks); the leader's stops answering. Its polls fail, it says it is cut off,
+/// the standby asks its own Telegram, is answered, says so, and is handed the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_telegram_hands_over_to_a_standby_that_reaches_it() {
+    let leaders_telegram = FakeBotApi::start().await.expect("fake Bot API");
+    let standbys_telegram = FakeBotApi::start().await.expect("fake Bot API");
+    let folder = Folder::new(SCALE);
+    let leader = folder.start_telegram(
+        "leader",
+        &leaders_telegram.api_url(),
+        leaders_telegram.token(),
+        CHAT,
+    );
+    wait_for(PATIENCE, || {
+        (status_in(&folder, &leader.device_id) == Some(Status::Active)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the first device becomes active:\n{}", leader.log()));
+    let standby = folder.start_telegram(
+        "standby",
+        &standbys_telegram.api_url(),
+        standbys_telegram.token(),
+        CHAT,
+    );
+    wait_for(PATIENCE, || {
+        (status_in(&folder, &standby.device_id) == Some(Status::Standby)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the second device becomes a standby:\n{}", standby.log()));
+
+    leaders_telegram.shutdown();
+    wait_for(PATIENCE, || {
+        (status_in(&folder, &standby.device_id) == Some(Status::Active)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the standby that reaches Telegram is handed the role:\nleader:\n{}\nstandby:\n{}",
+            leader.log(),
+            standby.log()
+        )
+    });
+    let log = leader.log();
+    assert!(
+        log.contains("cannot reach Telegram") && log.contains("handing the bot to it"),
+        "the leader said why it handed over:\n{log}"
+    );
+    wait_for(PATIENCE, || {
+        (status_in(&folder, &leader.device_id) == Some(Status::Standby)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the cut-off leader stands by:\n{}", leader.log()));
+    standbys_telegram.inject_text(CHAT, None, "after the handover");
+    wait_for(PATIENCE, || {
+        (!processed(&folder.updates_path("standby")).is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the new leader serves:\n{}", standby.log()));
+}

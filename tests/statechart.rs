@@ -3,12 +3,16 @@
 //! delayed "sync" — must be an edge of the chart, and every edge of the chart must be
 //! taken. Edges are (from, to, cause); the cause is the input that started the reaction
 //! (`Effect::Transition::cause`). A failing run prints its seed, and the missing edges
-//! in Mermaid syntax.
+//! in Mermaid syntax. Half the random runs give every device a token, so Telegram is a
+//! second witness (`witness.rs`): its answers are drawn at random (an adversary, as in
+//! the model check), and the active device's polls fail now and then for longer than
+//! the cut-off, so the `witnessed` and `cut_off` edges are taken, not just drawn.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use baton_sim::replay::{Fixture, replay};
+use mirror_baton::core::witness::WitnessRules;
 use mirror_baton::core::{
     Core, CoreConfig, Effect, Event, FileObservation, FileState, Identity, Input, Moment, Role,
     Timing, record,
@@ -77,6 +81,8 @@ struct Sim {
     inputs: usize,
     seen: BTreeSet<Edge>,
     timing: Timing,
+    /// Every device has a token: Telegram is a second witness, and can be cut off.
+    witness: bool,
 }
 
 #[path = "common/identity.rs"]
@@ -92,7 +98,7 @@ fn identity(index: usize, generation: u64) -> Identity {
 }
 
 impl Sim {
-    fn new(seed: u64) -> Sim {
+    fn new(seed: u64, witness: bool) -> Sim {
         Sim {
             rng: ChaCha8Rng::seed_from_u64(seed),
             devices: (0..DEVICES)
@@ -110,6 +116,7 @@ impl Sim {
             inputs: 0,
             seen: BTreeSet::new(),
             timing: Timing::default(),
+            witness,
         }
     }
 
@@ -117,11 +124,15 @@ impl Sim {
         let device = &mut self.devices[index];
         device.generation += 1;
         let seed = self.rng.random();
-        device.core = Some(Core::new(CoreConfig {
+        let mut core = Core::new(CoreConfig {
             identity: identity(index, device.generation),
             timing: self.timing,
             seed,
-        }));
+        });
+        if self.witness {
+            core.enable_witness(WitnessRules::default());
+        }
+        device.core = Some(core);
         self.input(index, Event::Start);
     }
 
@@ -205,6 +216,17 @@ impl Sim {
                     .enumerate()
                     .any(|(i, device)| device.core.is_some() && 100 + i as u32 == pid);
                 Some(Event::PidProbed { stem, pid, alive })
+            }
+            Effect::AskWitness => {
+                // Any answer, right or wrong: the witness is an adversary here.
+                let pending_update_count = match self.rng.random_range(0..4) {
+                    0 => None,
+                    1 => Some(0),
+                    _ => Some(self.rng.random_range(1..4)),
+                };
+                Some(Event::Witnessed {
+                    pending_update_count,
+                })
             }
             Effect::Exit { .. } => {
                 self.devices[index].core = None;
@@ -302,6 +324,8 @@ impl Sim {
                 let stalled_ms = self.rng.random_range(5_000..150_000);
                 self.devices[index].frozen_until = self.now + stalled_ms;
             }
+            52..56 if self.witness => self.cut_off(index),
+            56..58 if self.witness => self.input(index, Event::PollSucceeded),
             48..52 => {
                 // The OS announces a sleep (the lid closes); often it then sleeps.
                 let grace_ms = self.rng.random_range(0..30_000);
@@ -313,6 +337,21 @@ impl Sim {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Device `index`'s polls fail for longer than the cut-off (`witness_cut_off.rs`),
+    /// and go on failing while standbys answer.
+    fn cut_off(&mut self, index: usize) {
+        let failed = || Event::PollFailed {
+            reason: "network error".into(),
+        };
+        self.input(index, failed());
+        let cut_off_ms = WitnessRules::default().cut_off_after.as_millis() as u64;
+        for _ in 0..3 {
+            let until = self.now + cut_off_ms / 2 + 1_000;
+            self.run_until(until);
+            self.input(index, failed());
         }
     }
 
@@ -339,7 +378,7 @@ impl Sim {
 fn random_runs() -> BTreeSet<Edge> {
     let mut seen = BTreeSet::new();
     for seed in 0..RUNS {
-        let mut sim = Sim::new(seed);
+        let mut sim = Sim::new(seed, seed % 2 == 1);
         for _ in 0..ACTIONS_PER_RUN {
             let step = sim.rng.random_range(1_000..90_000);
             let until = sim.now + step;

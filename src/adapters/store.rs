@@ -386,16 +386,22 @@ pub fn observe_path(path: &Path, name: String) -> FileObservation {
     FileObservation { name, state }
 }
 
-fn read_bounded(path: &Path) -> FileState {
+/// Opens `path` for reading without following a symlink (one swapped in between a stat
+/// and the open is refused) and without blocking on a FIFO. Shared by every bounded
+/// read of the synced folder (records here, mail in `mailbox.rs`).
+pub(crate) fn open_no_follow(path: &Path) -> io::Result<fs::File> {
     let mut options = fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        // Never follow a symlink swapped in between the stat and the open.
         options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     }
-    let file = match options.open(path) {
+    options.open(path)
+}
+
+fn read_bounded(path: &Path) -> FileState {
+    let file = match open_no_follow(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return FileState::Gone,
         Err(error) => {
@@ -424,14 +430,14 @@ fn read_bounded(path: &Path) -> FileState {
 /// Sonoma and later keep an evicted iCloud file at its path with its size but no
 /// allocated blocks ("dataless"); reading it blocks while fileproviderd downloads it.
 #[cfg(target_os = "macos")]
-fn is_dataless(meta: &fs::Metadata) -> bool {
+pub(crate) fn is_dataless(meta: &fs::Metadata) -> bool {
     use std::os::darwin::fs::MetadataExt;
     const SF_DATALESS: u32 = 0x4000_0000;
     meta.st_flags() & SF_DATALESS != 0 || (meta.len() > 0 && meta.st_blocks() == 0)
 }
 
 #[cfg(not(target_os = "macos"))]
-fn is_dataless(_meta: &fs::Metadata) -> bool {
+pub(crate) fn is_dataless(_meta: &fs::Metadata) -> bool {
     false
 }
 

@@ -64,6 +64,12 @@ pub struct SimulateArgs {
     /// today's 15 s + 5 s and 50 s); the suspicion threshold follows unless given.
     #[arg(long, hide = true)]
     pub witness_heartbeat_s: Option<f64>,
+    /// Tuning the witness design: its drain gap (two readings this far apart), seconds.
+    #[arg(long, hide = true)]
+    pub witness_drain_gap_s: Option<f64>,
+    /// Tuning the witness design: its ask interval's base and jitter, seconds (`7,3`).
+    #[arg(long, hide = true, value_delimiter = ',', num_args = 2)]
+    pub witness_ask_s: Option<Vec<f64>>,
     /// Skip the routing runs (issue 11: every device serving its own topic, baton
     /// routing updates between them, the seed's design dropping other topics').
     #[arg(long)]
@@ -183,6 +189,16 @@ fn witness_design(args: &SimulateArgs, timing: Timing) -> (Timing, WitnessRules)
     }
     if let Some(suspicion_s) = args.witness_suspicion_s {
         rules.suspicion_after = secs(suspicion_s);
+    }
+    if let Some(gap_s) = args.witness_drain_gap_s {
+        rules.drain_gap = secs(gap_s);
+    }
+    if let Some(ask) = args.witness_ask_s.as_deref()
+        && let [base_s, jitter_s] = ask
+    {
+        rules.ask_interval = baton_core::timers::Jittered::new(secs(*base_s), secs(*jitter_s));
+        // A quiet reading lasts until the next one can arrive (as by default).
+        rules.quiet_valid_for = rules.quiet_valid_for.max(secs(base_s + jitter_s + 2.0));
     }
     if let Some(minutes) = args.witness_defer_max_min {
         rules.defer_max = secs(minutes * 60.0);

@@ -20,7 +20,8 @@ const DROP_GRACE: Duration = Duration::from_secs(3);
 pub struct DeviceSpec {
     /// Short name: `--device-name`, and the name in the timeline.
     pub name: String,
-    /// `BATON_HOSTNAME`: every device plays a Mac of its own.
+    /// `BATON_HOSTNAME`: the Mac this device plays on (devices on one Mac share its
+    /// replica, state and home folders).
     pub hostname: String,
     pub device_id: String,
     pub project: PathBuf,
@@ -30,6 +31,8 @@ pub struct DeviceSpec {
     pub log_path: PathBuf,
     pub mirror_out: PathBuf,
     pub seed: u64,
+    /// The forum topic this device serves (`--thread-id`); `None`: the whole chat.
+    pub thread_id: Option<i64>,
 }
 
 /// Settings every device shares.
@@ -97,11 +100,16 @@ impl Fleet {
             .open(&device.spec.log_path)?;
         let spec = &device.spec;
         let stub_interval_ms = env.stub_interval.as_millis().to_string();
-        let child = Command::new(&env.baton)
+        let mut command = Command::new(&env.baton);
+        command
             .args(["--log-format", "json", "run"])
             .arg(&spec.project)
             .args(["--device-name", &spec.name])
-            .args(["--seed", &spec.seed.to_string()])
+            .args(["--seed", &spec.seed.to_string()]);
+        if let Some(thread_id) = spec.thread_id {
+            command.args(["--thread-id", &thread_id.to_string()]);
+        }
+        let child = command
             .arg("--")
             .arg(&env.baton)
             .arg("mirror-stub")

@@ -7,11 +7,16 @@
 //! (`baton_testkit::fake_bot_api`). The demo then plays a story against them: election, a user
 //! writing to the bot at a steady rate, a crash (SIGKILL), failover, a restart that must
 //! not steal the role, `/activate` typed into the chat, and a clean resignation (SIGTERM).
-//! Everything shown is observed, not scripted: role changes come from the devices' JSON
+//! `--story topics` (module `topics`) plays issue 11's story instead: one forum, a project
+//! per topic on two Macs, messages typed in every topic reaching the mirror of
+//! that topic whichever device polls — through the mailboxes in the synced folder — across
+//! a crash, an `/activate` typed in a topic, an owner stopped and restarted, and a topic
+//! nobody serves. Everything shown is observed, not scripted: role changes come from the devices' JSON
 //! logs, polling and replies from the fake's request log, record copies from the syncer,
 //! and deliveries from the stubs' output files, counted against what was injected.
 //!
-//! Time: the devices run with `--time-scale` 0.05 × `--speed`, and every pause and
+//! Time: the devices run with `--time-scale` 0.05 × `--speed` (the topics story: 0.1 ×
+//! `--speed`, see [`TOPICS_TIME_SCALE`]), and every pause and
 //! message interval of the story is given in protocol seconds and scaled the same way,
 //! so `--speed 4` is the same story four times slower.
 //!
@@ -26,6 +31,7 @@ mod report;
 mod story;
 mod sync;
 mod timeline;
+mod topics;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,7 +44,7 @@ use crate::exit::ExitCode;
 use baton_testkit::fake_bot_api::{self, FakeBotApi, FakeBotConfig};
 
 use fleet::{DeviceSpec, Fleet, FleetEnv};
-use report::{Deliveries, Summary};
+use report::{Deliveries, Summary, TopicRow, UnservedTopic};
 use sync::{Replica, Syncer};
 use timeline::{PollWatch, Tail, Timeline};
 
@@ -57,11 +63,40 @@ pub struct DemoArgs {
     /// processes still race, so a seed replays the delays, not every interleaving.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Which story to play: `failover` (three devices pass the bot around) or `topics`
+    /// (one forum, one project per topic, every topic served at once).
+    #[arg(long, value_enum, default_value_t = Story::Failover)]
+    pub story: Story,
+}
+
+/// The stories `baton demo` can tell.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Story {
+    /// Election, crash and failover, restart, `/activate`, resignation.
+    Failover,
+    /// Every project's topic served at once through the mailbox folder (issue 11).
+    Topics,
 }
 
 /// The devices' time scale at `--speed 1`.
 const BASE_TIME_SCALE: f64 = 0.05;
+/// The topics story's time scale at `--speed 1`. Twice the failover story's: the poller
+/// keeps a fixed 1 s of its lease as a margin for Telegram's answer and asks for whole
+/// seconds of long poll, so at 0.05 (a 2.5 s lease) its polls are short ones and every
+/// delivery waits for the next; at 0.1 they are long polls, as at full scale, and the
+/// latencies compare the delivery paths rather than the polling rhythm.
+const TOPICS_TIME_SCALE: f64 = 0.1;
 const DEVICE_NAMES: [&str; 3] = ["alpha", "bravo", "charlie"];
+/// The topics story's devices: (project and device name, forum topic it serves, the Mac
+/// it lives on). Two Macs, so mail goes both to a project on the poller's own Mac (its
+/// folder replica, no sync delay) and across to the other. The last one starts late: its
+/// topic is served by nobody until then.
+const TOPIC_DEVICES: [(&str, i64, &str); 4] = [
+    ("api", 10, "one"),
+    ("web", 20, "one"),
+    ("infra", 30, "two"),
+    ("ops", 40, "two"),
+];
 const GROUP: &str = "demo";
 /// The fake accepts this token; it is not a secret of anyone's.
 const DEMO_TOKEN: &str = "123456:DEMO-token-for-the-fake-bot-api";
@@ -103,7 +138,11 @@ pub async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
     }
     let workspace = Workspace::create(args.keep.as_deref())?;
     let seed = args.seed.unwrap_or_else(rand::random);
-    let demo = Demo::set_up(&workspace, BASE_TIME_SCALE * args.speed, seed).await?;
+    let base_time_scale = match args.story {
+        Story::Failover => BASE_TIME_SCALE,
+        Story::Topics => TOPICS_TIME_SCALE,
+    };
+    let demo = Demo::set_up(&workspace, base_time_scale * args.speed, seed, args.story).await?;
     let code = tokio::select! {
         code = demo.play() => code,
         _ = tokio::signal::ctrl_c() => {
@@ -177,13 +216,18 @@ struct Figures {
     failover: Option<Duration>,
     handoff: Option<Duration>,
     resignation: Option<Duration>,
+    /// Topics story: a stopped owner's restart → the last message that waited for it in
+    /// its mirror.
+    queued: Option<Duration>,
 }
 
-/// The user typing into the chat at a steady rate.
+/// The user typing into the chat at a steady rate, in each of `topics` in turn.
 struct MessageFlow {
     interval: Duration,
     next_at: Instant,
     sent: u64,
+    /// Where to type, round robin (`None`: the chat itself).
+    topics: Vec<Option<i64>>,
 }
 
 struct Demo {
@@ -211,11 +255,21 @@ struct Demo {
     most_active_at_once: usize,
     conflicts_to_live_devices: usize,
     sync_delays: Vec<Duration>,
+    /// Mailbox copies between replicas (the topics story's mail through the folder).
+    mail_copies: usize,
     started: Instant,
+    story: Story,
+    /// The topics story: what the bot said in the topic nobody served.
+    unserved: Option<UnservedTopic>,
 }
 
 impl Demo {
-    async fn set_up(workspace: &Workspace, time_scale: f64, seed: u64) -> anyhow::Result<Self> {
+    async fn set_up(
+        workspace: &Workspace,
+        time_scale: f64,
+        seed: u64,
+        story: Story,
+    ) -> anyhow::Result<Self> {
         let root = &workspace.root;
         let timing = Timing::default().scaled(time_scale);
         let fake = fake_bot_api::serve(
@@ -226,17 +280,21 @@ impl Demo {
             },
         )
         .await?;
-        let specs = device_specs(root, seed)?;
+        let specs = device_specs(root, seed, story)?;
         let replicas: Vec<Replica> = specs
             .iter()
             .map(|spec| Replica {
                 devices_dir: crate::adapters::store::devices_dir(&spec.sync_dir, GROUP),
+                mail_dir: crate::adapters::mailbox::mail_dir(&spec.sync_dir, GROUP),
                 own_file: record::file_name(&spec.device_id),
             })
             .collect();
         for replica in &replicas {
             std::fs::create_dir_all(&replica.devices_dir)?;
+            std::fs::create_dir_all(&replica.mail_dir)?;
         }
+        let serves: Vec<Option<i64>> = specs.iter().map(|s| s.thread_id).collect();
+        let hosts: Vec<String> = specs.iter().map(|s| s.hostname.clone()).collect();
         let delay_cap = timing.settle_bound().mul_f64(DELAY_CAP_SHARE);
         let names: Vec<(String, String)> = specs
             .iter()
@@ -273,13 +331,20 @@ impl Demo {
             records: vec![None; count],
             landed: vec![vec![None; count]; count],
             bot_said: Vec::new(),
-            deliveries: Deliveries::default(),
+            deliveries: Deliveries {
+                serves,
+                hosts,
+                ..Default::default()
+            },
             messages: None,
             figures: Figures::default(),
             most_active_at_once: 0,
             conflicts_to_live_devices: 0,
             sync_delays: Vec::new(),
+            mail_copies: 0,
             started: Instant::now(),
+            story,
+            unserved: None,
         };
         demo.print_header(root);
         Ok(demo)
@@ -287,17 +352,30 @@ impl Demo {
 
     fn print_header(&self, root: &Path) {
         let t = &self.timing;
-        println!("baton demo — three devices pass one Telegram bot over a simulated iCloud folder");
+        match self.story {
+            Story::Failover => println!(
+                "baton demo — three devices pass one Telegram bot over a simulated iCloud folder"
+            ),
+            Story::Topics => println!(
+                "baton demo --story topics — one bot, one forum, three projects in their topics on two Macs"
+            ),
+        }
         println!("  folder     {}", root.display());
         for device in &self.fleet.devices {
-            println!("  {:<9}  {}", device.spec.name, device.spec.device_id);
+            let serves = device.spec.thread_id.map_or_else(String::new, |t| {
+                format!("  (serves topic {t}, on {})", device.spec.hostname)
+            });
+            println!(
+                "  {:<9}  {}{serves}",
+                device.spec.name, device.spec.device_id
+            );
         }
         println!(
             "  telegram   a fake Bot API in this process at {}, chat {DEMO_CHAT_ID}",
             self.fake.api_url()
         );
         println!(
-            "  sync       one replica per device; each record copy lands after Pareto({} s, shape {}) × {}, at most {} ms (settle bound {} ms)",
+            "  sync       one replica per Mac; each record or mailbox copy lands after Pareto({} s, shape {}) × {}, at most {} ms (settle bound {} ms)",
             sync::DELAY_MIN_S,
             sync::DELAY_SHAPE,
             self.time_scale,
@@ -334,11 +412,19 @@ impl Demo {
 
     /// Plays the story, prints the summary, returns the exit code.
     async fn play(mut self) -> i32 {
-        let result = self.story().await;
+        let result = match self.story {
+            Story::Failover => self.story().await,
+            Story::Topics => self.story_topics().await,
+        };
         self.pause(TIMELINE_LAG).await;
         self.timeline.flush_all();
         let summary = self.summary(result.err().map(|e| e.to_string()));
         println!("{}", summary.render());
+        if self.story == Story::Failover {
+            println!(
+                "next: baton demo --story topics — one bot, one forum topic per project, every topic served at once"
+            );
+        }
         if summary.passed() {
             0
         } else {
@@ -354,11 +440,13 @@ impl Demo {
             failover: self.figures.failover,
             handoff: self.figures.handoff,
             resignation: self.figures.resignation,
+            queued: self.figures.queued,
             liveness_active: self.timing.liveness_active,
             counts: self.deliveries.counts(),
             most_active_at_once: self.most_active_at_once,
             conflicts_to_live_devices: self.conflicts_to_live_devices,
             sync_copies: delays.len(),
+            mail_copies: self.mail_copies,
             sync_delay_median: delays.get(delays.len() / 2).copied().unwrap_or_default(),
             sync_delay_max: delays.last().copied().unwrap_or_default(),
             settle_bound: self.timing.settle_bound(),
@@ -366,23 +454,67 @@ impl Demo {
             time_scale: self.time_scale,
             total: self.started.elapsed(),
             story_error,
+            topics: self.topic_rows(),
+            unserved: self.unserved.as_ref().map(|u| UnservedTopic {
+                topic: u.topic,
+                replies: u.replies,
+            }),
         }
+    }
+
+    /// The topics story's per-topic rows (none for the failover story).
+    fn topic_rows(&self) -> Vec<TopicRow> {
+        if self.story != Story::Topics {
+            return Vec::new();
+        }
+        self.deliveries
+            .per_topic()
+            .into_iter()
+            .map(|row| {
+                let project = self
+                    .fleet
+                    .devices
+                    .iter()
+                    .find(|d| d.spec.thread_id.is_some() && d.spec.thread_id == row.topic)
+                    .map_or("", |d| d.spec.name.as_str());
+                let topic = row.topic.map_or_else(|| "chat".into(), |t| t.to_string());
+                TopicRow {
+                    label: format!("{topic} {project}"),
+                    counts: row.counts,
+                }
+            })
+            .collect()
     }
 }
 
 /// Lays out each device's folders under `root` (project, replica, state, home) and
-/// says how to start it. Each device plays a Mac of its own (`mac-<name>`).
-fn device_specs(root: &Path, seed: u64) -> anyhow::Result<Vec<DeviceSpec>> {
+/// says how to start it. In the failover story each device plays a Mac of its own
+/// (`mac-<name>`); in the topics story each serves its project's topic, two per Mac.
+fn device_specs(root: &Path, seed: u64, story: Story) -> anyhow::Result<Vec<DeviceSpec>> {
+    let devices: Vec<(&str, Option<i64>, &str)> = match story {
+        Story::Failover => DEVICE_NAMES
+            .iter()
+            .map(|name| (*name, None, *name))
+            .collect(),
+        Story::Topics => TOPIC_DEVICES
+            .iter()
+            .map(|(name, topic, mac)| (*name, Some(*topic), *mac))
+            .collect(),
+    };
     let mut specs = Vec::new();
-    for (index, name) in DEVICE_NAMES.iter().enumerate() {
-        let dir = |kind: &str| root.join(kind).join(name);
-        for folder in ["projects", "replicas", "state", "home"] {
+    for (index, (name, thread_id, mac)) in devices.into_iter().enumerate() {
+        // The project is the device's own; the folder replica, state and home are its
+        // Mac's, shared with the other projects on that Mac.
+        let project_dir = root.join("projects").join(name);
+        let dir = |kind: &str| root.join(kind).join(mac);
+        std::fs::create_dir_all(&project_dir)?;
+        for folder in ["replicas", "state", "home"] {
             std::fs::create_dir_all(dir(folder))?;
         }
         std::fs::create_dir_all(root.join("logs"))?;
         std::fs::create_dir_all(root.join("mirror"))?;
-        let project = crate::config::project_dir(&dir("projects"))?;
-        let hostname = format!("mac-{name}");
+        let project = crate::config::project_dir(&project_dir)?;
+        let hostname = format!("mac-{mac}");
         let device_id = record::device_id(Some(name), &hostname, &project.to_string_lossy());
         let state_dir = dir("state");
         let socket = crate::adapters::local::control_socket(
@@ -408,6 +540,7 @@ fn device_specs(root: &Path, seed: u64) -> anyhow::Result<Vec<DeviceSpec>> {
             log_path: root.join("logs").join(format!("{name}.log")),
             mirror_out: root.join("mirror").join(format!("{name}.jsonl")),
             seed: crate::core::seed::derive(seed, &format!("device {index}")),
+            thread_id,
         });
     }
     Ok(specs)

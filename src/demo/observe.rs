@@ -37,16 +37,51 @@ impl Demo {
     }
 
     pub(super) fn inject_due(&mut self) {
+        if self.messages.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let running: Vec<usize> = self.fleet.running().collect();
+        let active = self.sole_active(&running);
         let Some(flow) = self.messages.as_mut() else {
             return;
         };
-        let now = Instant::now();
         while flow.next_at <= now {
+            let topic = flow.topics[flow.sent as usize % flow.topics.len().max(1)];
             flow.sent += 1;
-            let text = format!("user message {}", flow.sent);
-            let id = self.fake.inject_text(DEMO_CHAT_ID, None, &text);
-            self.deliveries.injected.insert(id, clock::wall_ms());
+            let text = match topic {
+                Some(topic) => format!("user message {} in topic {topic}", flow.sent),
+                None => format!("user message {}", flow.sent),
+            };
+            let id = self.fake.inject_text(DEMO_CHAT_ID, topic, &text);
+            let injected = report::Injected {
+                at_ms: clock::wall_ms(),
+                topic,
+                active,
+                waited: active.is_none() || !self.deliveries.served_by_one_of(&running, topic),
+            };
+            self.deliveries.injected.insert(id, injected);
             flow.next_at += flow.interval;
+        }
+    }
+
+    /// Types `count` messages in `topic` now, as the user would (counted like the flow's).
+    pub(super) fn type_in_topic(&mut self, topic: i64, count: usize) {
+        let running: Vec<usize> = self.fleet.running().collect();
+        let active = self.sole_active(&running);
+        for n in 1..=count {
+            let text = format!("hello topic {topic}, message {n}");
+            let at_ms = clock::wall_ms();
+            let id = self.fake.inject_text(DEMO_CHAT_ID, Some(topic), &text);
+            self.timeline.add(at_ms, &format!("user@{topic}"), text);
+            let injected = report::Injected {
+                at_ms,
+                topic: Some(topic),
+                active,
+                waited: active.is_none()
+                    || !self.deliveries.served_by_one_of(&running, Some(topic)),
+            };
+            self.deliveries.injected.insert(id, injected);
         }
     }
 
@@ -56,6 +91,10 @@ impl Demo {
             self.records[seen.device] = Some((seen.record, seen.seen_ms));
         }
         for copy in news.landed {
+            if copy.kind == sync::FileKind::Mailbox {
+                self.mail_copies += 1;
+                continue;
+            }
             self.sync_delays.push(copy.delay);
             let Some(record) = copy.record else { continue };
             let version = Some((record.status, record.term));
@@ -68,7 +107,7 @@ impl Demo {
                 self.name(copy.from),
                 record.status.as_str(),
                 record.term,
-                self.name(copy.to),
+                self.replica_name(copy.to),
                 copy.delay.as_millis()
             );
             self.timeline.add(copy.landed_ms, "sync", text);
@@ -112,10 +151,14 @@ impl Demo {
             };
             self.timeline.add(at_ms, "telegram", text);
         }
-        for (at_ms, tag, text) in news.said {
+        for (at_ms, tag, topic, text) in news.said {
             let name = self.name_of_tag(&tag);
-            self.timeline
-                .add(at_ms, "telegram", format!("bot (via {name}): {text}"));
+            let place = topic.map_or_else(String::new, |t| format!(" in topic {t}"));
+            self.timeline.add(
+                at_ms,
+                "telegram",
+                format!("bot{place} (via {name}): {text}"),
+            );
             self.bot_said.push((at_ms, text));
         }
     }
@@ -184,6 +227,7 @@ impl Demo {
                 record: self.records[index].as_ref().map(|(r, ms)| (r, *ms)),
                 process: device.state(),
                 delivered: self.deliveries.delivered_by(index),
+                topic: device.spec.thread_id,
             })
             .collect();
         let table = report::render_table(&devices, now_ms, &self.timing);
@@ -192,6 +236,23 @@ impl Demo {
             "\n{table}    messages: {} sent, {} delivered, {} duplicated\n",
             counts.sent, counts.delivered, counts.duplicated
         );
+    }
+
+    /// How the timeline names the replica of device `index`: the device, or its Mac
+    /// when other devices share it.
+    fn replica_name(&self, index: usize) -> String {
+        let spec = &self.fleet.devices[index].spec;
+        let sharing = self
+            .fleet
+            .devices
+            .iter()
+            .filter(|d| d.spec.sync_dir == spec.sync_dir)
+            .count();
+        if sharing > 1 {
+            spec.hostname.clone()
+        } else {
+            spec.name.clone()
+        }
     }
 
     pub(super) fn record(&self, index: usize) -> Option<&DeviceRecord> {

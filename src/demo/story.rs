@@ -16,34 +16,43 @@ use super::*;
 impl Demo {
     pub(super) async fn story(&mut self) -> Result<(), StoryError> {
         let all: Vec<usize> = (0..self.fleet.devices.len()).collect();
-        let first = self.act_election(&all).await?;
+        let first = self
+            .act_election(
+                "1/7",
+                "Three devices start, each on its own replica of the folder",
+                &all,
+            )
+            .await?;
         self.step("2/7", "A user writes to the bot at a steady rate");
         self.messages = Some(MessageFlow {
             interval: self.scaled(MESSAGE_INTERVAL_S),
             next_at: Instant::now(),
             sent: 0,
+            topics: vec![None],
         });
         self.pause(self.scaled(FLOW_S)).await;
         self.show_table().await;
         let survivors: Vec<usize> = all.iter().copied().filter(|i| *i != first).collect();
-        let successor = self.act_crash(first, &survivors).await?;
-        self.act_restart(first, successor).await?;
+        let successor = self.act_crash("3/7", first, &survivors).await?;
+        self.act_restart("4/7", first, successor).await?;
         let target = survivors
             .iter()
             .copied()
             .find(|i| *i != successor)
             .ok_or_else(|| StoryError::Broken("BUG: no third device".into()))?;
-        self.act_activate(target, successor).await?;
+        self.act_activate("5/7", target, successor, None).await?;
         self.act_resign(target).await?;
-        self.act_finish().await
+        self.act_finish("7/7").await
     }
 
     /// Act 1: start every device; exactly one becomes active.
-    pub(super) async fn act_election(&mut self, all: &[usize]) -> Result<usize, StoryError> {
-        self.step(
-            "1/7",
-            "Three devices start, each on its own replica of the folder",
-        );
+    pub(super) async fn act_election(
+        &mut self,
+        number: &str,
+        text: &str,
+        all: &[usize],
+    ) -> Result<usize, StoryError> {
+        self.step(number, text);
         for index in all {
             let pid = self.fleet.start(*index)?;
             let text = format!("baton run started (pid {pid})");
@@ -71,10 +80,11 @@ impl Demo {
     /// Act 3: SIGKILL the active device; one survivor takes over.
     pub(super) async fn act_crash(
         &mut self,
+        number: &str,
         first: usize,
         survivors: &[usize],
     ) -> Result<usize, StoryError> {
-        self.step("3/7", "Crash: SIGKILL the active device");
+        self.step(number, "Crash: SIGKILL the active device");
         let crash_ms = clock::wall_ms();
         self.fleet.signal(first, libc::SIGKILL);
         let name = self.name(first);
@@ -92,20 +102,22 @@ impl Demo {
     }
 
     /// Act 4: the crashed device comes back (as launchd's KeepAlive would do) and must
-    /// rejoin as standby without taking the role back.
+    /// rejoin as standby without taking the role back. Returns when it was restarted.
     pub(super) async fn act_restart(
         &mut self,
+        number: &str,
         crashed: usize,
         successor: usize,
-    ) -> Result<(), StoryError> {
+    ) -> Result<u64, StoryError> {
         self.step(
-            "4/7",
+            number,
             "launchd restarts the crashed device: it rejoins as standby",
         );
         let pid = self.fleet.start(crashed)?;
         let name = self.name(crashed);
+        let restart_ms = clock::wall_ms();
         self.timeline.add(
-            clock::wall_ms(),
+            restart_ms,
             &name,
             format!("baton run restarted (pid {pid})"),
         );
@@ -117,7 +129,7 @@ impl Demo {
         })
         .await?;
         self.pause(self.scaled(FLOW_S / 2.0)).await;
-        let all: Vec<usize> = (0..self.fleet.devices.len()).collect();
+        let all: Vec<usize> = self.fleet.running().collect();
         if self.sole_active(&all) != Some(successor) {
             return Err(StoryError::Broken(format!(
                 "after {name} restarted, {} is no longer the only active device",
@@ -125,23 +137,28 @@ impl Demo {
             )));
         }
         self.show_table().await;
-        Ok(())
+        Ok(restart_ms)
     }
 
-    /// Act 5: the user types `/devices`, then `/activate <n>` for `target`, in the chat.
+    /// Act 5: the user types `/devices`, then `/activate <n>` for `target`, in the chat
+    /// (or in `topic`).
     pub(super) async fn act_activate(
         &mut self,
+        number: &str,
         target: usize,
         active: usize,
+        topic: Option<i64>,
     ) -> Result<(), StoryError> {
         let name = self.name(target);
+        let place = topic.map_or_else(|| "the chat".into(), |t| format!("topic {t}"));
         self.step(
-            "5/7",
-            &format!("The user moves the bot to {name} by typing /activate in the chat"),
+            number,
+            &format!("The user moves the bot to {name} by typing /activate in {place}"),
         );
+        let user = topic.map_or_else(|| "user".into(), |t| format!("user@{t}"));
         let asked_ms = clock::wall_ms();
-        self.fake.inject_text(DEMO_CHAT_ID, None, "/devices");
-        self.timeline.add(asked_ms, "user", "/devices");
+        self.fake.inject_text(DEMO_CHAT_ID, topic, "/devices");
+        self.timeline.add(asked_ms, &user, "/devices");
         let limit = self.timing.request_timeout + SLACK;
         let reply = self
             .wait_for("the bot's answer to /devices", limit, |d| {
@@ -157,8 +174,8 @@ impl Demo {
         })?;
         let command = format!("/activate {number}");
         let asked_ms = clock::wall_ms();
-        self.fake.inject_text(DEMO_CHAT_ID, None, &command);
-        self.timeline.add(asked_ms, "user", command);
+        self.fake.inject_text(DEMO_CHAT_ID, topic, &command);
+        self.timeline.add(asked_ms, &user, command);
         let what = format!("{name} to become active");
         self.wait_for(&what, limit, |d| d.sole_active(&[target]))
             .await?;
@@ -209,9 +226,9 @@ impl Demo {
     }
 
     /// Act 7: stop writing, wait for every message to arrive, stop everyone cleanly.
-    pub(super) async fn act_finish(&mut self) -> Result<(), StoryError> {
+    pub(super) async fn act_finish(&mut self, number: &str) -> Result<(), StoryError> {
         self.step(
-            "7/7",
+            number,
             "The user stops writing; every message must reach a mirror; all stop cleanly",
         );
         self.messages = None;

@@ -1,17 +1,19 @@
-//! The demo's stand-in for iCloud Drive: every device has its own replica of the synced
-//! folder, and a syncer thread copies each device's record file from its owner's replica
-//! to the others after a random delay.
+//! The demo's stand-in for iCloud Drive: every Mac has its own replica of the synced
+//! folder (devices on one Mac share it), and a syncer thread copies each device's own files — its record
+//! (`devices/<own>`) and its mailbox (`mail/<own>`, issue 11) — from its owner's replica
+//! to the other Macs' replicas after a random delay.
 //!
 //! Behaves like the real medium where baton depends on it (FACTS.md): one writer per
 //! file; a copy lands atomically (written to a `.tmp` name, which baton ignores, then
 //! renamed over the record); copies between two replicas arrive in the order they were
-//! made; delays are heavy-tailed — a Pareto draw ("real" seconds, like iCloud's typical
+//! made (per file: a record and a mailbox travel independently, as two iCloud files
+//! do); delays are heavy-tailed — a Pareto draw ("real" seconds, like iCloud's typical
 //! few seconds with a long tail) times the time scale, capped below the protocol's settle
 //! bound, the one-way delay under which baton promises a single active device.
 //!
-//! Owns: the replicas' record files of other devices, and the log of what it saw and
-//! copied. Must never: write a device's record into that device's own replica, or copy
-//! anything but record files.
+//! Owns: the replicas' record and mailbox files of other devices, and the log of what it
+//! saw and copied. Must never: write a device's file into that device's own replica, or
+//! copy anything but those two files per device.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,12 +35,33 @@ const LOOK_INTERVAL: Duration = Duration::from_millis(10);
 /// Copies in flight at most; a demo makes a few hundred in all.
 const IN_FLIGHT_MAX: usize = 10_000;
 
-/// One device's replica: the devices folder it reads and the one file it owns there.
+/// One device's replica: the devices and mail folders it reads (the same as another
+/// device's when both live on one Mac), and the name of the one file it owns in each.
 #[derive(Debug, Clone)]
 pub struct Replica {
     pub devices_dir: PathBuf,
-    /// `record::file_name(device_id)` of the device living on this replica.
+    pub mail_dir: PathBuf,
+    /// `record::file_name(device_id)` of the device living on this replica (its record
+    /// and its mailbox share the name).
     pub own_file: String,
+}
+
+/// The two files a device owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Record,
+    Mailbox,
+}
+
+const FILE_KINDS: [FileKind; 2] = [FileKind::Record, FileKind::Mailbox];
+
+impl Replica {
+    fn dir(&self, kind: FileKind) -> &PathBuf {
+        match kind {
+            FileKind::Record => &self.devices_dir,
+            FileKind::Mailbox => &self.mail_dir,
+        }
+    }
 }
 
 /// A new version of a device's record, as its owner wrote it.
@@ -53,11 +76,12 @@ pub struct RecordSeen {
 /// One copy landed in another replica.
 #[derive(Debug, Clone)]
 pub struct CopyLanded {
+    pub kind: FileKind,
     pub from: usize,
     pub to: usize,
     pub landed_ms: u64,
     pub delay: Duration,
-    /// The record copied (parsed again only for the timeline).
+    /// The record copied (parsed again only for the timeline); `None` for a mailbox.
     pub record: Option<DeviceRecord>,
 }
 
@@ -70,6 +94,7 @@ pub struct SyncNews {
 }
 
 struct InFlight {
+    kind: FileKind,
     due: Instant,
     from: usize,
     to: usize,
@@ -97,8 +122,17 @@ impl Syncer {
         let stop = Arc::new(AtomicBool::new(false));
         let news = Arc::new(Mutex::new(SyncNews::default()));
         let worker = Worker {
-            last: vec![None; replicas.len()],
-            last_due: vec![vec![None; replicas.len()]; replicas.len()],
+            last: vec![[None, None]; replicas.len()],
+            last_due: vec![vec![[None, None]; replicas.len()]; replicas.len()],
+            home: replicas
+                .iter()
+                .map(|r| {
+                    replicas
+                        .iter()
+                        .position(|other| other.devices_dir == r.devices_dir)
+                        .unwrap_or_default()
+                })
+                .collect(),
             replicas,
             rng: crate::core::seed::rng(seed, "sync"),
             time_scale,
@@ -141,10 +175,15 @@ fn lock(news: &Mutex<SyncNews>) -> MutexGuard<'_, SyncNews> {
 
 struct Worker {
     replicas: Vec<Replica>,
-    /// The last bytes seen in each owner's file.
-    last: Vec<Option<Arc<Vec<u8>>>>,
-    /// Per (from, to): when the last copy is due, so copies never overtake each other.
-    last_due: Vec<Vec<Option<Instant>>>,
+    /// Per device: the first device living on the same replica (its Mac's), which
+    /// stands for that replica as a copy's destination.
+    home: Vec<usize>,
+    /// The last bytes seen in each owner's files, per [`FileKind`] (index as in
+    /// `FILE_KINDS`).
+    last: Vec<[Option<Arc<Vec<u8>>>; 2]>,
+    /// Per (from, to, kind): when the last copy is due, so copies of one file never
+    /// overtake each other.
+    last_due: Vec<Vec<[Option<Instant>; 2]>>,
     rng: ChaCha8Rng,
     time_scale: f64,
     cap: Duration,
@@ -156,39 +195,49 @@ impl Worker {
     fn run(mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             for device in 0..self.replicas.len() {
-                self.look(device);
+                for (slot, kind) in FILE_KINDS.iter().enumerate() {
+                    self.look(device, *kind, slot);
+                }
             }
             self.deliver_due();
             std::thread::sleep(LOOK_INTERVAL);
         }
     }
 
-    /// Reads the owner's file; a new version is logged and sent to every other replica.
-    fn look(&mut self, device: usize) {
+    /// Reads the owner's file of `kind`; a new version is logged (a record) and sent to
+    /// every other replica.
+    fn look(&mut self, device: usize, kind: FileKind, slot: usize) {
         let replica = &self.replicas[device];
-        let Ok(bytes) = std::fs::read(replica.devices_dir.join(&replica.own_file)) else {
+        let Ok(bytes) = std::fs::read(replica.dir(kind).join(&replica.own_file)) else {
             return; // not written yet
         };
-        if self.last[device].as_deref() == Some(&bytes) {
+        if self.last[device][slot].as_deref() == Some(&bytes) {
             return;
         }
         let bytes = Arc::new(bytes);
-        self.last[device] = Some(bytes.clone());
+        self.last[device][slot] = Some(bytes.clone());
         let now = Instant::now();
-        match record::parse_record(&bytes) {
-            Ok(record) => lock(&self.news).seen.push(RecordSeen {
-                device,
-                seen_ms: clock::wall_ms(),
-                record,
-            }),
-            Err(error) => lock(&self.news).errors.push(format!(
-                "device {device} wrote an unparseable record: {error}"
-            )),
+        if kind == FileKind::Record {
+            match record::parse_record(&bytes) {
+                Ok(record) => lock(&self.news).seen.push(RecordSeen {
+                    device,
+                    seen_ms: clock::wall_ms(),
+                    record,
+                }),
+                Err(error) => lock(&self.news).errors.push(format!(
+                    "device {device} wrote an unparseable record: {error}"
+                )),
+            }
         }
-        for to in (0..self.replicas.len()).filter(|to| *to != device) {
+        let own_home = self.home[device];
+        let destinations: Vec<usize> = (0..self.replicas.len())
+            .filter(|to| self.home[*to] == *to && *to != own_home)
+            .collect();
+        for to in destinations {
             let delay = draw_delay(&mut self.rng, self.time_scale, self.cap);
-            let due = self.last_due[device][to].map_or(now + delay, |last| last.max(now + delay));
-            self.last_due[device][to] = Some(due);
+            let last_due = &mut self.last_due[device][to][slot];
+            let due = last_due.map_or(now + delay, |last| last.max(now + delay));
+            *last_due = Some(due);
             if self.in_flight.len() >= IN_FLIGHT_MAX {
                 lock(&self.news)
                     .errors
@@ -196,6 +245,7 @@ impl Worker {
                 continue;
             }
             self.in_flight.push(InFlight {
+                kind,
                 due,
                 from: device,
                 to,
@@ -215,18 +265,24 @@ impl Worker {
         due.sort_by_key(|copy| copy.due);
         for copy in due {
             let name = &self.replicas[copy.from].own_file;
-            let dir = &self.replicas[copy.to].devices_dir;
+            let dir = self.replicas[copy.to].dir(copy.kind);
             let temp = dir.join(format!(".{name}.demo-sync.tmp"));
-            let written = std::fs::write(&temp, copy.bytes.as_slice())
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&temp, copy.bytes.as_slice()))
                 .and_then(|()| std::fs::rename(&temp, dir.join(name)));
+            let record = match copy.kind {
+                FileKind::Record => record::parse_record(&copy.bytes).ok(),
+                FileKind::Mailbox => None,
+            };
             let mut news = lock(&self.news);
             match written {
                 Ok(()) => news.landed.push(CopyLanded {
+                    kind: copy.kind,
                     from: copy.from,
                     to: copy.to,
                     landed_ms: clock::wall_ms(),
                     delay: copy.delay,
-                    record: record::parse_record(&copy.bytes).ok(),
+                    record,
                 }),
                 Err(error) => news.errors.push(format!(
                     "cannot copy {name} into {}: {error}",

@@ -280,8 +280,8 @@ pub struct TelegramNews {
     pub new_poller: Vec<(u64, String)>,
     /// (ms, device tag) of a getUpdates answered 409.
     pub conflicts: Vec<(u64, String)>,
-    /// (ms, device tag, plain text) of a message the bot sent.
-    pub said: Vec<(u64, String, String)>,
+    /// (ms, device tag, topic, plain text) of a message the bot sent.
+    pub said: Vec<(u64, String, Option<i64>, String)>,
 }
 
 impl PollWatch {
@@ -315,8 +315,11 @@ impl PollWatch {
             // replies to every user message would drown the story.
             if request.is("sendMessage") && status == 200 && request.device.is_some() {
                 let html = request.params["text"].as_str().unwrap_or_default();
+                let topic = request.params["message_thread_id"]
+                    .as_i64()
+                    .or_else(|| request.params["message_thread_id"].as_str()?.parse().ok());
                 news.said
-                    .push((request.received_at_ms, device, plain_text(html)));
+                    .push((request.received_at_ms, device, topic, plain_text(html)));
             }
         }
         news

@@ -25,6 +25,10 @@ pub(super) struct MailSide {
     _watch: Option<FolderWatch>,
     /// Mail waiting per addressee, at the last look (all mailboxes).
     pub(super) queued: BTreeMap<String, usize>,
+    /// Each device's liveness (and the active one) in the last published table.
+    pub(super) liveness: Vec<(String, bool)>,
+    /// The mail must be looked at again: liveness changed (mail may have to move).
+    pub(super) recheck: bool,
 }
 
 /// Sets routing up when Telegram is configured: the mail folder, our outbox (continuing
@@ -83,6 +87,8 @@ pub(super) fn set_up(
         chat_id,
         _watch: watch,
         queued: BTreeMap::new(),
+        liveness: Vec::new(),
+        recheck: false,
     };
     (Some(side), Some(mail_rx), notes)
 }

@@ -323,6 +323,10 @@ impl Runtime {
                 self.rescan().await;
                 continue;
             }
+            if self.mail_recheck_due() {
+                self.check_mail().await;
+                continue;
+            }
             let sleep_for = self.until_next_timer();
             tokio::select! {
                 _ = tokio::time::sleep(sleep_for) => self.feed(Event::Tick).await,

@@ -20,6 +20,10 @@ pub(crate) struct MailReader {
     /// The child's pinned `STARTUP_TIMESTAMP` (unix seconds).
     pub(super) startup_s: i64,
     pub(super) last_acks: Vec<MailAck>,
+    /// `--child-when-active` on a standby: the child was started to serve mail.
+    pub(super) child_for_mail: bool,
+    /// When mail was last handed to the child (or seen in flight) while standby.
+    pub(super) last_mail_at: Option<tokio::time::Instant>,
 }
 
 impl MailReader {

@@ -262,6 +262,8 @@ impl Serving {
         if let Some(child) = self.child.as_ref().filter(|c| c.only_when_active) {
             child.supervisor.start().await;
         }
+        // The role owns the child now (it may already run for mail: `routing`).
+        self.mail.child_for_mail = false;
         if let Some(side) = self.telegram.as_mut() {
             side.start = start;
             side.paused_until = None;

@@ -13,7 +13,9 @@ use crate::adapters::gateway::PushOutcome;
 use crate::adapters::mailbox::ReadMailbox;
 use crate::adapters::telegram::PollRouter;
 use crate::adapters::update_route::UpdateRoute;
-use crate::core::mailbox::{AckTracker, Mail, Offer, date_at_least};
+use std::collections::BTreeSet;
+
+use crate::core::mailbox::{AckTracker, Mail, Offer, Origin, date_at_least};
 use crate::core::record::MailAck;
 use crate::core::routing::{Route, RouteTable};
 
@@ -45,6 +47,13 @@ impl Serving {
         };
         let (chat, thread) = (side.config.chat_id, side.config.thread_id);
         let mut waiting: Vec<(i64, &str, &str, &Mail)> = Vec::new();
+        // Mail another writer took over (its writer was gone): the adopted copy is the
+        // one to serve, wherever it is addressed now.
+        let adopted: BTreeSet<&Origin> = mailboxes
+            .iter()
+            .filter_map(|read| read.mailbox.as_ref().ok())
+            .flat_map(|mailbox| mailbox.adopted.iter())
+            .collect();
         for read in mailboxes {
             let Ok(mailbox) = &read.mailbox else {
                 continue;
@@ -53,6 +62,9 @@ impl Serving {
                 table.route(chat_id, thread_id) == Route::Mine
             });
             for mail in mine {
+                if adopted.contains(&mailbox.origin_of(mail)) {
+                    continue;
+                }
                 if !UpdateRoute::of(&mail.payload).is_in(chat, thread) {
                     // Addressed to this device when it served another topic: it waits.
                     continue;
@@ -107,6 +119,48 @@ impl Serving {
             tracing::info!(handed, "mail from the synced folder served to the child");
         }
         handed
+    }
+
+    /// With `--child-when-active`, a standby that has mail for its topic runs its child
+    /// all the same: the messages of a project whose device is not the poller must not
+    /// wait for an `/activate` (issue 11: three projects on two Macs, all served). Call
+    /// after [`Serving::deliver_mail`]; starts the child when mail is waiting for it.
+    pub async fn run_child_for_mail(&mut self, handed: usize) {
+        if self.acting || (handed == 0 && self.mail.in_flight.is_empty()) {
+            return;
+        }
+        let Some(child) = self.child.as_ref().filter(|c| c.only_when_active) else {
+            return;
+        };
+        self.mail.last_mail_at = Some(tokio::time::Instant::now());
+        if !self.mail.child_for_mail {
+            tracing::info!(
+                "mail for this topic: the child starts to serve it (it stops again when no mail came for a while)"
+            );
+            child.supervisor.start().await;
+            self.mail.child_for_mail = true;
+        }
+    }
+
+    /// Stops a child started for mail ([`Serving::run_child_for_mail`]) once all of it
+    /// was fetched and no mail came for `linger` (long enough for the mirror to relay
+    /// the answers to what it fetched). Nothing while active: the role owns the child.
+    pub async fn stop_idle_mail_child(&mut self, linger: std::time::Duration) {
+        if !self.mail.child_for_mail || self.acting || !self.mail.in_flight.is_empty() {
+            return;
+        }
+        if self
+            .mail
+            .last_mail_at
+            .is_some_and(|at| at.elapsed() < linger)
+        {
+            return;
+        }
+        if let Some(child) = self.child.as_ref().filter(|c| c.only_when_active) {
+            tracing::info!("no mail for a while: the child started for mail stops");
+            child.supervisor.stop(child.grace).await;
+        }
+        self.mail.child_for_mail = false;
     }
 
     /// Mail handed to the gateway and not fetched yet.

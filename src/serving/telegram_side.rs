@@ -217,6 +217,10 @@ impl TelegramSide {
                 self.send(chat_id, thread_id, text);
                 None
             }
+            PollerEvent::Unreachable { kind } => Some(ServingEvent::Core(Event::PollFailed {
+                reason: kind.to_string(),
+            })),
+            PollerEvent::Reached => Some(ServingEvent::Core(Event::PollSucceeded)),
             PollerEvent::Refused { description } => {
                 // The poll task has ended; its handle stays, so that stopping it (the core
                 // asks) still returns the ledger's progress.

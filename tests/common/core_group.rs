@@ -20,8 +20,6 @@ pub struct Member {
     pub notices: Vec<(Level, String)>,
     /// Whether Telegram refuses this member's token.
     pub token_refused: bool,
-    /// Every effect this member emitted, with the moment, in order.
-    pub effects: Vec<(u64, Effect)>,
 }
 
 #[path = "identity.rs"]
@@ -36,7 +34,8 @@ pub struct Group {
     pub exits: Vec<(String, u64, i32, String)>,
     /// Members whose disk refuses writes (a read-only folder, a full disk).
     pub refusing: std::collections::BTreeSet<String>,
-    /// (member name, moment, effect) of every effect, in order.
+    /// (member name, moment, effect) of every effect, in order: the one effect log
+    /// (`effects`, `effects_of` and `last_good_write` read it per member).
     pub log: Vec<(String, u64, Effect)>,
 }
 
@@ -51,7 +50,6 @@ impl Group {
                 started: Vec::new(),
                 notices: Vec::new(),
                 token_refused: false,
-                effects: Vec::new(),
             })
             .collect();
         Group {
@@ -62,6 +60,18 @@ impl Group {
             refusing: Default::default(),
             log: Vec::new(),
         }
+    }
+
+    /// The usual start: a starts alone and leads, b joins as standby; 60 s in.
+    pub fn a_active_b_standby() -> Self {
+        let mut group = Group::new(&["a", "b"]);
+        group.start(0);
+        group.run_until(30_000);
+        group.start(1);
+        group.run_until(60_000);
+        assert_eq!(group.active(), vec![0], "{:?}", group.roles());
+        assert_eq!(group.role(1), Some(Role::Standby), "{:?}", group.roles());
+        group
     }
 
     pub fn start(&mut self, index: usize) {
@@ -129,7 +139,6 @@ impl Group {
         let name = self.members[index].name.clone();
         for effect in effects {
             self.log.push((name.clone(), self.now, effect.clone()));
-            self.members[index].effects.push((self.now, effect.clone()));
             match effect {
                 Effect::WriteRecord { record: r } if self.refusing.contains(&name) => {
                     let reason = format!(
@@ -218,6 +227,11 @@ impl Group {
     /// The running core of member `index`, to drive by hand.
     pub fn core_mut(&mut self, index: usize) -> &mut Core {
         self.members[index].core.as_mut().expect("running")
+    }
+
+    /// Every effect member `index` emitted, with the moment, in order.
+    pub fn effects(&self, index: usize) -> Vec<(u64, Effect)> {
+        self.effects_of(&self.members[index].name, 0)
     }
 
     /// Every effect `name` had carried out from `from_ms` on.

@@ -157,12 +157,24 @@ pub fn handoff_in_transit<'a>(
 /// The best live standby to hand over to: highest priority, then most recently seen,
 /// then device id. A standby whose bot token Telegram refused is none.
 pub fn best_standby<'a>(peers: &'a Peers, now: Moment, timing: &Timing) -> Option<&'a PeerView> {
+    best_standby_where(peers, now, timing, |_| true)
+}
+
+/// [`best_standby`] among the standbys that also pass `also` (a cut-off leader's rule:
+/// those that said they reached Telegram, `witness::reached_since_cut_off`).
+pub fn best_standby_where<'a>(
+    peers: &'a Peers,
+    now: Moment,
+    timing: &Timing,
+    also: impl Fn(&PeerView) -> bool,
+) -> Option<&'a PeerView> {
     live(peers, now, timing)
         .filter(|peer| {
             peer.record.status == Status::Standby
                 && !peer.record.is_newer_schema()
                 && peer.record.polling_refused.is_none()
         })
+        .filter(|peer| also(peer))
         .max_by(|a, b| {
             (a.record.priority, a.changed_at, &a.record.device_id).cmp(&(
                 b.record.priority,

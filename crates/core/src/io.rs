@@ -86,6 +86,13 @@ pub enum Event {
     /// Telegram refused the bot token (401 Unauthorized or 404 Not Found, with its
     /// description): this device cannot poll. Like a 409, evidence for the core.
     PollingRefused { description: String },
+    /// A getUpdates (or the calls before it) failed for a reason other than a refused
+    /// token or a 409: the network, Telegram down, a timeout. Evidence for the core's
+    /// cut-off rule (`witness::CutOff`): the active device hands over when its polls
+    /// keep failing while a standby reaches Telegram.
+    PollFailed { reason: String },
+    /// A getUpdates succeeded after [`Event::PollFailed`]s (sent once per recovery).
+    PollSucceeded,
     /// Answer to [`Effect::StopActing`]: polling has stopped and what was handled is
     /// confirmed; the handoff may now be published.
     ActingStopped { last_update_id: Option<i64> },

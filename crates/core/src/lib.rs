@@ -29,6 +29,7 @@ pub mod seed;
 pub mod sleep;
 pub mod timers;
 pub mod witness;
+mod witness_cut_off;
 mod witnessing;
 
 pub use context::CoreConfig;

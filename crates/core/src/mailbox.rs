@@ -62,6 +62,60 @@ pub struct Mailbox {
     pub next_seq: u64,
     #[serde(default)]
     pub entries: Vec<Mail>,
+    /// Mail of other writers' mailboxes this writer took over ([`Mailbox::adopt`]): their
+    /// writer was not live and the addressee no longer owned the topic. Kept while the
+    /// original is in its mailbox, so nobody adopts it twice and its writer, back, drops
+    /// it. At most [`ADOPTED_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<Origin>,
+    /// Mail moved away from an addressee that had not acknowledged it
+    /// ([`Mailbox::readdress`]): if that addressee later acknowledges it anyway, it had
+    /// fetched it before it went offline and the topic got it twice (counted by
+    /// [`Mailbox::prune`]). At most [`MAIL_ENTRIES_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<Moved>,
+}
+
+/// Adoptions remembered per mailbox, at most.
+pub const ADOPTED_MAX: usize = 4 * MAIL_ENTRIES_MAX;
+
+/// Where an adopted mail was first queued: its writer's mailbox, epoch and seq.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Origin {
+    pub writer: String,
+    pub epoch: String,
+    pub seq: u64,
+}
+
+/// A mail re-addressed away from `from` (see [`Mailbox::moved`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Moved {
+    pub from: String,
+    /// Its seq when it was addressed to `from`.
+    pub seq: u64,
+    pub update_id: i64,
+    /// Every mail posted to `from` after the move has a seq at least this: an
+    /// acknowledgement of `from` below it that covers `seq` can only mean `from`
+    /// fetched the moved mail.
+    pub ceiling: u64,
+}
+
+/// One mail given a new addressee (and a new seq) by [`Mailbox::readdress`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readdressed {
+    pub update_id: i64,
+    pub old_seq: u64,
+    pub new_seq: u64,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// What [`Mailbox::prune`] found delivered twice: `from` fetched a mail that had been
+/// moved to the topic's new owner (the crash window of an owner change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwiceDelivered {
+    pub update_id: i64,
+    pub from: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +140,8 @@ impl Mailbox {
             epoch: epoch.into(),
             next_seq: 1,
             entries: Vec::new(),
+            adopted: Vec::new(),
+            moved: Vec::new(),
         }
     }
 
@@ -107,6 +163,8 @@ impl Mailbox {
         // Untrusted: keep the bound, keep seqs below next_seq, in order.
         mailbox.entries.truncate(MAIL_ENTRIES_MAX);
         mailbox.entries.sort_by_key(|mail| mail.seq);
+        mailbox.adopted.truncate(ADOPTED_MAX);
+        mailbox.moved.truncate(MAIL_ENTRIES_MAX);
         let highest = mailbox.entries.last().map_or(0, |mail| mail.seq);
         mailbox.next_seq = mailbox.next_seq.max(highest.saturating_add(1));
         Ok(mailbox)
@@ -212,6 +270,252 @@ impl Mailbox {
                 None => i_own(mail.chat_id, mail.thread_id),
             })
             .collect()
+    }
+}
+
+/// Per reader: how far it acknowledged the mailbox (`writer`, `epoch`).
+fn acked_through<'a>(
+    records: impl IntoIterator<Item = &'a DeviceRecord>,
+    writer: &str,
+    epoch: &str,
+) -> BTreeMap<String, u64> {
+    let mut through = BTreeMap::new();
+    for record in records {
+        for ack in &record.mail_acked {
+            if ack.writer == writer && ack.epoch == epoch {
+                through.insert(record.device_id.clone(), ack.through);
+            }
+        }
+    }
+    through
+}
+
+impl Mailbox {
+    /// Gives mail whose addressee is offline (stale, stopped, gone: `addressee_live` is
+    /// false) and no longer owns its topic to the topic's current owner, so it does not
+    /// wait for a device that will not serve it. Mail of a live addressee stays with it
+    /// even when the topic's owner changed (an `/activate`, a device of higher rank back):
+    /// it is being delivered, and moving it would race the addressee's acknowledgement
+    /// and deliver it twice; only new mail goes to the new owner. `owner(chat, topic)` says
+    /// who owns a topic now: `None` leaves that topic's mail as it is, `Some(None)` means
+    /// nobody serves it (the mail becomes unaddressed: whoever serves it later delivers
+    /// it). Mail its addressee acknowledged is left for [`Mailbox::prune`]; unaddressed
+    /// mail is left too (its topic's owner delivers it wherever it is).
+    ///
+    /// A moved mail gets a new seq (its new addressee may have acknowledged past the old
+    /// one), and so does every later mail of its topic, so that a topic's mail stays in
+    /// seq order; a reader that already had one of those skips it as a duplicate.
+    pub fn readdress<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a DeviceRecord>,
+        owner: impl Fn(i64, Option<i64>) -> Option<Option<String>>,
+        addressee_live: impl Fn(&str) -> bool,
+    ) -> Vec<Readdressed> {
+        let acked = acked_through(records, &self.writer, &self.epoch);
+        let mut moving_topics: BTreeSet<(i64, Option<i64>)> = BTreeSet::new();
+        let mut moved = Vec::new();
+        let mut kept = Vec::with_capacity(self.entries.len());
+        for mut mail in std::mem::take(&mut self.entries) {
+            let topic = (mail.chat_id, mail.thread_id);
+            let now_owner = owner(mail.chat_id, mail.thread_id);
+            // Acknowledged mail is delivered: prune deletes it, nothing moves it.
+            let waiting = mail.to.as_ref().is_some_and(|to| {
+                !addressee_live(to) && acked.get(to).is_none_or(|through| *through < mail.seq)
+            });
+            let stale = waiting
+                && matches!((&mail.to, &now_owner), (Some(to), Some(new)) if new.as_deref() != Some(to.as_str()));
+            if stale || (waiting && moving_topics.contains(&topic)) {
+                moving_topics.insert(topic);
+                let from = mail.to.clone();
+                if stale && let Some(new) = now_owner {
+                    mail.to = new;
+                }
+                moved.push((from, mail));
+            } else {
+                kept.push(mail);
+            }
+        }
+        self.entries = kept;
+        let mut done = Vec::with_capacity(moved.len());
+        for (from, mut mail) in moved {
+            let old_seq = mail.seq;
+            // Taken out above, so the bound holds; only the seq's own bound can refuse.
+            if self.next_seq >= crate::record::SEQ_MAX {
+                self.entries.push(mail);
+                continue;
+            }
+            mail.seq = self.next_seq;
+            self.next_seq += 1;
+            if from != mail.to
+                && let Some(from) = &from
+            {
+                if self.moved.len() >= MAIL_ENTRIES_MAX {
+                    self.moved.remove(0);
+                }
+                self.moved.push(Moved {
+                    from: from.clone(),
+                    seq: old_seq,
+                    update_id: mail.update_id,
+                    ceiling: 0,
+                });
+            }
+            done.push(Readdressed {
+                update_id: mail.update_id,
+                old_seq,
+                new_seq: mail.seq,
+                from,
+                to: mail.to.clone(),
+            });
+            self.entries.push(mail);
+        }
+        self.entries.sort_by_key(|mail| mail.seq);
+        // Anything posted from now on has a seq at least this.
+        for moved in self.moved.iter_mut().filter(|m| m.ceiling == 0) {
+            moved.ceiling = self.next_seq;
+        }
+        done
+    }
+
+    /// Mail moved away from an addressee that, as its acknowledgement now shows, had
+    /// fetched it anyway: the topic got it twice. Each is reported once; moves that can
+    /// no longer be told (the addressee acknowledged past the ceiling) are forgotten.
+    pub fn twice_delivered<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a DeviceRecord>,
+    ) -> Vec<TwiceDelivered> {
+        let acked = acked_through(records, &self.writer, &self.epoch);
+        let mut twice = Vec::new();
+        self.moved.retain(|moved| {
+            let Some(through) = acked.get(&moved.from) else {
+                return true;
+            };
+            if *through >= moved.seq && *through < moved.ceiling {
+                twice.push(TwiceDelivered {
+                    update_id: moved.update_id,
+                    from: moved.from.clone(),
+                });
+                return false;
+            }
+            *through < moved.ceiling
+        });
+        twice
+    }
+
+    /// Mail of `orphan` (another writer's mailbox, its writer not live) that this
+    /// writer should take over: addressed to a device that is offline and no longer
+    /// owns its topic
+    /// (`owner` as for [`Mailbox::readdress`]), not acknowledged by it, and not adopted
+    /// by anybody yet (`adopted_anywhere`). Each comes with its new addressee.
+    pub fn orphans<'m, 'a>(
+        orphan: &'m Mailbox,
+        records: impl IntoIterator<Item = &'a DeviceRecord>,
+        owner: impl Fn(i64, Option<i64>) -> Option<Option<String>>,
+        addressee_live: impl Fn(&str) -> bool,
+        adopted_anywhere: &BTreeSet<Origin>,
+    ) -> Vec<(&'m Mail, Option<String>)> {
+        let acked = acked_through(records, &orphan.writer, &orphan.epoch);
+        orphan
+            .entries
+            .iter()
+            .filter_map(|mail| {
+                let to = mail.to.as_ref()?;
+                let now_owner = owner(mail.chat_id, mail.thread_id)?;
+                let moved = !addressee_live(to)
+                    && now_owner.as_deref() != Some(to.as_str())
+                    && acked.get(to).is_none_or(|through| *through < mail.seq)
+                    && !adopted_anywhere.contains(&orphan.origin_of(mail));
+                moved.then_some((mail, now_owner))
+            })
+            .collect()
+    }
+
+    /// Where `mail` of this mailbox came from, as an adopter records it.
+    pub fn origin_of(&self, mail: &Mail) -> Origin {
+        Origin {
+            writer: self.writer.clone(),
+            epoch: self.epoch.clone(),
+            seq: mail.seq,
+        }
+    }
+
+    /// Takes over another writer's mail (see [`Mailbox::orphans`]), addressed to `to`;
+    /// its seq here, or an error (nothing changed).
+    pub fn adopt(
+        &mut self,
+        origin: Origin,
+        mut mail: Mail,
+        to: Option<String>,
+    ) -> Result<u64, MailError> {
+        mail.to = to;
+        let seq = self.post(mail)?;
+        if self.adopted.len() >= ADOPTED_MAX {
+            self.adopted.remove(0);
+        }
+        self.adopted.push(origin);
+        Ok(seq)
+    }
+
+    /// Adoptions whose original addressee acknowledged the original after all (it came
+    /// back before the adoption reached it, or had fetched it before it went offline):
+    /// the topic got that update twice. Each is reported once and forgotten (its
+    /// acknowledgement already keeps anybody from adopting or serving it again).
+    pub fn adopted_also_delivered<'a>(
+        &mut self,
+        others: &[Mailbox],
+        records: impl IntoIterator<Item = &'a DeviceRecord> + Clone,
+    ) -> Vec<TwiceDelivered> {
+        let mut twice = Vec::new();
+        self.adopted.retain(|origin| {
+            let original = others
+                .iter()
+                .filter(|m| m.writer == origin.writer && m.epoch == origin.epoch)
+                .flat_map(|m| m.entries.iter())
+                .find(|mail| mail.seq == origin.seq);
+            let Some(Mail {
+                to: Some(to),
+                update_id,
+                ..
+            }) = original
+            else {
+                return true;
+            };
+            let acked = acked_through(records.clone(), &origin.writer, &origin.epoch);
+            if acked.get(to).is_some_and(|through| *through >= origin.seq) {
+                twice.push(TwiceDelivered {
+                    update_id: *update_id,
+                    from: to.clone(),
+                });
+                return false;
+            }
+            true
+        });
+        twice
+    }
+
+    /// Forgets adoptions whose original is gone from its writer's mailbox (`present`
+    /// says whether it is still there), so the list stays bounded by what matters.
+    pub fn forget_adopted(&mut self, present: impl Fn(&Origin) -> bool) {
+        self.adopted.retain(|origin| present(origin));
+    }
+
+    /// Deletes our own mail another writer adopted while we were away (`adopted_elsewhere`
+    /// holds every adoption in the folder); returns the seqs deleted.
+    pub fn drop_adopted(&mut self, adopted_elsewhere: &BTreeSet<Origin>) -> Vec<u64> {
+        let mut dropped = Vec::new();
+        let (writer, epoch) = (self.writer.clone(), self.epoch.clone());
+        self.entries.retain(|mail| {
+            let origin = Origin {
+                writer: writer.clone(),
+                epoch: epoch.clone(),
+                seq: mail.seq,
+            };
+            let gone = adopted_elsewhere.contains(&origin);
+            if gone {
+                dropped.push(mail.seq);
+            }
+            !gone
+        });
+        dropped
     }
 }
 
@@ -505,6 +809,138 @@ mod tests {
         // After a restart, acknowledged mail is not offered again.
         let left = mailbox.deliverable("a", &acks, |_, _| true);
         assert!(left.is_empty());
+    }
+
+    fn ack(writer: &str, epoch: &str, through: u64) -> MailAck {
+        MailAck {
+            writer: writer.into(),
+            epoch: epoch.into(),
+            through,
+        }
+    }
+
+    #[test]
+    fn mail_for_a_device_that_no_longer_owns_its_topic_moves_to_the_owner_in_order() {
+        let mut mailbox = Mailbox::new("w", "e1");
+        mailbox.post(mail(1, Some(5), Some("a"))).unwrap(); // seq 1, acked by a
+        mailbox.post(mail(2, Some(5), Some("a"))).unwrap(); // seq 2, waiting for a
+        mailbox.post(mail(3, Some(6), Some("c"))).unwrap(); // another topic: stays
+        mailbox.post(mail(4, Some(5), Some("b"))).unwrap(); // already b's
+        let records = [reader("a", vec![ack("w", "e1", 1)])];
+        let owner = |_: i64, thread: Option<i64>| match thread {
+            Some(5) => Some(Some("b".to_string())),
+            _ => None,
+        };
+        // a is live: its mail stays with it, whoever owns the topic now.
+        assert!(
+            mailbox
+                .readdress(&records, owner, |to| to == "a")
+                .is_empty()
+        );
+        let moved = mailbox.readdress(&records, owner, |_| false);
+        // 2 moves to b, and 4 (b's, later in the topic) follows it, in order.
+        let summary: Vec<_> = moved
+            .iter()
+            .map(|m| (m.update_id, m.old_seq, m.new_seq, m.to.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            [(2, 2, 5, Some("b".into())), (4, 4, 6, Some("b".into()))]
+        );
+        let order: Vec<_> = mailbox
+            .entries
+            .iter()
+            .map(|m| (m.seq, m.update_id))
+            .collect();
+        assert_eq!(order, [(1, 1), (3, 3), (5, 2), (6, 4)]);
+        assert_eq!(
+            mailbox.entries[0].to.as_deref(),
+            Some("a"),
+            "acked mail stays"
+        );
+        // b reads both, once; nothing moves again.
+        let mine = mailbox.deliverable("b", &[], |_, _| false);
+        assert_eq!(mine.iter().map(|m| m.update_id).collect::<Vec<_>>(), [2, 4]);
+        assert!(mailbox.readdress(&records, owner, |_| false).is_empty());
+        // Nobody serves the topic any more: the mail becomes unaddressed.
+        let moved = mailbox.readdress(&records, |_, t| (t == Some(5)).then_some(None), |_| false);
+        assert_eq!(moved.len(), 2);
+        assert!(
+            mailbox
+                .entries
+                .iter()
+                .filter(|m| m.thread_id == Some(5) && m.seq > 1)
+                .all(|m| m.to.is_none())
+        );
+    }
+
+    #[test]
+    fn a_moved_mail_its_old_addressee_had_fetched_is_counted_twice_delivered() {
+        let mut mailbox = Mailbox::new("w", "e1");
+        mailbox.post(mail(1, Some(5), Some("a"))).unwrap();
+        mailbox.post(mail(2, Some(5), Some("a"))).unwrap();
+        let moved = mailbox.readdress(&[], |_, _| Some(Some("b".into())), |_| false);
+        assert_eq!(moved.len(), 2);
+        // Later mail for a (it owns the topic again) is above the ceiling.
+        mailbox.post(mail(3, Some(5), Some("a"))).unwrap();
+        // a comes back: it had fetched seq 1 before it went offline.
+        let a = reader("a", vec![ack("w", "e1", 1)]);
+        let twice = mailbox.twice_delivered([&a]);
+        assert_eq!(
+            twice,
+            [TwiceDelivered {
+                update_id: 1,
+                from: "a".into()
+            }]
+        );
+        assert!(mailbox.twice_delivered([&a]).is_empty(), "counted once");
+        // An acknowledgement past the ceiling says nothing: forgotten, not counted.
+        let a = reader("a", vec![ack("w", "e1", 9)]);
+        assert!(mailbox.twice_delivered([&a]).is_empty());
+        assert!(mailbox.moved.is_empty());
+    }
+
+    #[test]
+    fn orphaned_mail_is_adopted_once_and_its_writer_drops_it_when_back() {
+        let mut dead = Mailbox::new("dead", "e0");
+        dead.post(mail(1, Some(5), Some("a"))).unwrap(); // a acked it
+        dead.post(mail(2, Some(5), Some("a"))).unwrap(); // waiting for a, b owns now
+        dead.post(mail(3, Some(6), Some("c"))).unwrap(); // c still owns topic 6
+        dead.post(mail(4, Some(7), None)).unwrap(); // unaddressed: its owner reads it
+        let records = [reader("a", vec![ack("dead", "e0", 1)])];
+        let owner = |_: i64, thread: Option<i64>| match thread {
+            Some(5) => Some(Some("b".to_string())),
+            Some(6) => Some(Some("c".to_string())),
+            _ => Some(None),
+        };
+        let none = BTreeSet::new();
+        let orphans = Mailbox::orphans(&dead, &records, owner, |_| false, &none);
+        // A live addressee keeps its mail, whoever owns the topic now.
+        assert!(Mailbox::orphans(&dead, &records, owner, |to| to == "a", &none).is_empty());
+        assert_eq!(orphans.len(), 1);
+        assert_eq!((orphans[0].0.seq, orphans[0].1.as_deref()), (2, Some("b")));
+        let mut adopter = Mailbox::new("z", "ez");
+        let (mail, to) = (orphans[0].0.clone(), orphans[0].1.clone());
+        let seq = adopter.adopt(dead.origin_of(&mail), mail, to).unwrap();
+        assert_eq!(adopter.deliverable("b", &[], |_, _| false)[0].seq, seq);
+        // Adopted once: the next look (by anybody) leaves it.
+        let everywhere: BTreeSet<Origin> = adopter.adopted.iter().cloned().collect();
+        assert!(Mailbox::orphans(&dead, &records, owner, |_| false, &everywhere).is_empty());
+        // a acknowledging the original (it came back before the adoption reached it):
+        // counted once, as delivered twice.
+        let mut counted = adopter.clone();
+        let a_back = [reader("a", vec![ack("dead", "e0", 2)])];
+        let twice = counted.adopted_also_delivered(std::slice::from_ref(&dead), &a_back);
+        assert_eq!(twice.len(), 1);
+        assert!(
+            counted
+                .adopted_also_delivered(std::slice::from_ref(&dead), &a_back)
+                .is_empty()
+        );
+        // Its writer, back, drops what was adopted, and the adopter forgets it then.
+        assert_eq!(dead.drop_adopted(&everywhere), [2]);
+        adopter.forget_adopted(|o| dead.entries.iter().any(|m| dead.origin_of(m) == *o));
+        assert!(adopter.adopted.is_empty());
     }
 
     #[test]

@@ -106,6 +106,14 @@ pub struct Handoff {
     pub term: u64,
 }
 
+/// Which active record a standby watched when Telegram answered it (see
+/// [`DeviceRecord::telegram_reached`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReachedWhile {
+    pub term: u64,
+    pub seq: u64,
+}
+
 /// A request, published by any standby, that the active device hand over to `target`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ActivationRequest {
@@ -165,6 +173,16 @@ pub struct DeviceRecord {
     /// contending for a while. Cleared when it next becomes active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub polling_refused: Option<String>,
+    /// Set by an active device whose getUpdates have failed for a while although its
+    /// token was not refused (network, Telegram down): it is cut off, and hands the role
+    /// to a standby that says it reached Telegram since (`witness`, `cut_off`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub telegram_unreachable: bool,
+    /// A standby's word that Telegram answered it while it watched the active record of
+    /// this term and seq (cut off from Telegram): only ever compared with the active
+    /// device's own term and seq, never computed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telegram_reached: Option<ReachedWhile>,
     #[serde(default)]
     pub priority: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,6 +342,8 @@ impl DeviceRecord {
             handled_above: Vec::new(),
             progress_term: None,
             polling_refused: None,
+            telegram_unreachable: false,
+            telegram_reached: None,
             priority: 0,
             thread_id: None,
             version: String::new(),

@@ -13,7 +13,10 @@
 //! - **Suspicion.** A live leader whose record has not changed for
 //!   [`WitnessRules::suspicion_after`] is suspected; while it is (and only then) the
 //!   standby asks Telegram every [`WitnessRules::ask_interval`] (jittered; at most one
-//!   question outstanding).
+//!   question outstanding). Once a reading shows a backlog, one ask lands exactly a
+//!   drain gap after it was first seen, the first reading that can judge it (the
+//!   usual ticks in between stay: one that shows the count shrink restarts the
+//!   judgement).
 //! - **Backlog that does not drain → take over.** Two readings of one episode at least
 //!   [`WitnessRules::drain_gap`] apart, the first above zero and the second not below
 //!   it: the leader is not serving, whatever the folder says. The standby lets the
@@ -31,6 +34,19 @@
 //!   defers nothing and condemns nothing; a leader that is alive but cut off from
 //!   Telegram lets the count grow, so the witness never shields it.
 //!
+//! - **A leader cut off from Telegram hands over.** The witness never shields a leader
+//!   that cannot poll, but a cut-off leader keeps its record fresh, so nobody suspects
+//!   it. The leader's own side: when its polls have failed for
+//!   [`WitnessRules::cut_off_after`] (no success between; a refused token is the other
+//!   rule, `PollingRefused`), it says so in its record (`telegram_unreachable`).
+//!   Standbys that see it ask Telegram (as when suspicious) and publish whether it
+//!   answered (`telegram_reached`: the leader's term and seq they watched). The leader
+//!   hands over to the best live standby whose word dates from its cut-off record on
+//!   ([`reached_since_cut_off`]). When Telegram is down for everyone no standby says it
+//!   reached it, so nobody takes the role and nothing goes back and forth; the new leader
+//!   hands over again only by the same rule. A standby never condemns a leader that says
+//!   it is cut off: that leader hands over itself, through the handoff's settle rules.
+//!
 //! Every count comes from Telegram and is untrusted: it is only compared, never
 //! computed with. Must never: read a clock, do IO, or decide a role (the machine does).
 
@@ -38,6 +54,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::record::ReachedWhile;
 use super::timers::{Jittered, Moment};
 
 /// The witness's constants (chosen with the simulator: see docs/SIMULATION.md).
@@ -64,6 +81,15 @@ pub struct WitnessRules {
     pub defer_max: Duration,
     /// An ask not answered within this long counts as unreachable.
     pub answer_timeout: Duration,
+    /// An active device whose polls have failed for this long, with no success between,
+    /// is cut off from Telegram. Longer than one failed long poll and its back-off
+    /// (25 s poll + 10 s client timeout + retry), so one slow request is not a cut-off.
+    #[serde(default = "default_cut_off_after")]
+    pub cut_off_after: Duration,
+}
+
+fn default_cut_off_after() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl Default for WitnessRules {
@@ -76,6 +102,7 @@ impl Default for WitnessRules {
             quiet_valid_for: secs(15),
             defer_max: secs(4 * 3600),
             answer_timeout: secs(8),
+            cut_off_after: default_cut_off_after(),
         }
     }
 }
@@ -94,6 +121,7 @@ impl WitnessRules {
             quiet_valid_for: scale(self.quiet_valid_for),
             defer_max: scale(self.defer_max),
             answer_timeout: scale(self.answer_timeout),
+            cut_off_after: scale(self.cut_off_after),
         }
     }
 }
@@ -170,7 +198,13 @@ impl WitnessMemory {
     /// Folds in one reading taken at `at`; returns the verdict that follows.
     pub fn record(&mut self, at: Moment, reading: Reading, rules: &WitnessRules) -> Verdict {
         self.asked_at = None;
-        self.latest = Some((at, reading));
+        // An unanswered ask says nothing about what waits: the latest answer keeps its
+        // own validity (`quiet_valid_for`), so one answer slowed by a busy machine does
+        // not end a deferral, and without answers the verdict still goes stale into
+        // today's rules.
+        if self.latest.is_none() || reading != Reading::Unreachable {
+            self.latest = Some((at, reading));
+        }
         if let Reading::Pending(count) = reading {
             self.undrained = match self.undrained {
                 _ if count == 0 => None,
@@ -202,6 +236,12 @@ impl WitnessMemory {
         }
     }
 
+    /// When the backlog being watched was first seen (the oldest positive reading no
+    /// later one went below): the reading that can judge it is due a drain gap after.
+    pub fn undrained_since(&self) -> Option<Moment> {
+        self.undrained.map(|(since, _)| since)
+    }
+
     /// Whether an ask is outstanding and not yet overdue at `now`.
     pub fn awaiting(&self, now: Moment, rules: &WitnessRules) -> bool {
         self.asked_at
@@ -223,6 +263,19 @@ pub fn deferred_until(
     let cap = lapsed_at.plus(rules.defer_max);
     let until = at.plus(rules.quiet_valid_for).min(cap);
     (now < until).then_some(until)
+}
+
+/// Whether a standby's `telegram_reached` counts for an active device of `term` that
+/// said it was cut off in its record `cut_off_seq` and has written up to `own_seq`: the
+/// standby reached Telegram while it watched this very tenure, at or after the cut-off.
+/// A seq above ours is absurd (we never wrote it) and counts for nothing.
+pub fn reached_since_cut_off(
+    reached: Option<ReachedWhile>,
+    term: u64,
+    cut_off_seq: u64,
+    own_seq: u64,
+) -> bool {
+    reached.is_some_and(|word| word.term == term && word.seq >= cut_off_seq && word.seq <= own_seq)
 }
 
 #[cfg(test)]
@@ -304,6 +357,14 @@ mod tests {
         memory.record(at(0), Reading::Pending(0), &rules());
         assert_eq!(
             memory.record(at(5), Reading::Unreachable, &rules()),
+            Verdict::Quiet { at: at(0) },
+            "the earlier answer still holds for its own time"
+        );
+        assert_eq!(memory.verdict(at(16), &rules()), Verdict::Unknown, "stale");
+        let mut never = WitnessMemory::default();
+        never.focus(episode(1));
+        assert_eq!(
+            never.record(at(0), Reading::Unreachable, &rules()),
             Verdict::Unknown
         );
         memory.record(at(10), Reading::Pending(4), &rules());
@@ -356,6 +417,26 @@ mod tests {
             deferred_until(Verdict::Unknown, at(990), at(1001), &rules),
             None
         );
+    }
+
+    #[test]
+    fn a_standby_word_counts_only_for_this_cut_off() {
+        let word = |term, seq| Some(ReachedWhile { term, seq });
+        assert!(reached_since_cut_off(word(4, 10), 4, 10, 12));
+        assert!(reached_since_cut_off(word(4, 12), 4, 10, 12));
+        assert!(
+            !reached_since_cut_off(word(4, 9), 4, 10, 12),
+            "before the cut-off"
+        );
+        assert!(
+            !reached_since_cut_off(word(3, 11), 4, 10, 12),
+            "another tenure"
+        );
+        assert!(
+            !reached_since_cut_off(word(4, u64::MAX), 4, 10, 12),
+            "absurd"
+        );
+        assert!(!reached_since_cut_off(None, 4, 10, 12));
     }
 
     #[test]

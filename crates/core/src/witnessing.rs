@@ -15,7 +15,7 @@
 use super::context::Ctx;
 use super::election;
 use super::io::{Effect, Level};
-use super::record::Status;
+use super::record::{ReachedWhile, Status};
 use super::timers::{Moment, TimerId};
 use super::witness::{self, Episode, Reading, Verdict, WitnessRules};
 
@@ -46,7 +46,10 @@ impl Ctx {
             lapses_at: election::lapses_at(peer, &timing),
         };
         if let Some(leader) = election::leader(&self.peers, now, &timing) {
-            let suspicious = now.since(leader.changed_at) >= rules.suspicion_after;
+            // A leader that says it is cut off from Telegram is asked about at once: it
+            // hands over to a standby that reaches Telegram (`witness_cut_off.rs`).
+            let suspicious = now.since(leader.changed_at) >= rules.suspicion_after
+                || leader.record.telegram_unreachable;
             return suspicious.then(|| suspect(leader));
         }
         let late = self
@@ -78,7 +81,11 @@ impl Ctx {
             stem: leader.stem.clone(),
             seq: leader.record.seq,
         };
-        let suspicious_at = leader.changed_at.plus(rules.suspicion_after);
+        let suspicious_at = if leader.record.telegram_unreachable {
+            self.now
+        } else {
+            leader.changed_at.plus(rules.suspicion_after)
+        };
         let new_episode = self.witness.focus(episode);
         if new_episode || !self.timers.is_armed(TimerId::WitnessAsk) {
             let at = suspicious_at.max(self.next_ask_allowed(&rules));
@@ -166,14 +173,49 @@ impl Ctx {
             return false;
         }
         let reading = pending_update_count.map_or(Reading::Unreachable, Reading::Pending);
-        if self.witness.record(self.now, reading, &rules) != Verdict::Backlog {
-            return true;
+        let verdict = self.witness.record(self.now, reading, &rules);
+        if let Some(since) = self.witness.undrained_since() {
+            // The reading that can judge this backlog is due a drain gap after it was
+            // seen: ask then if the usual tick comes later. The readings in between
+            // stay (one that shows the count shrink restarts the judgement: a live
+            // leader confirming while new updates arrive keeps the count level).
+            let judging = since
+                .plus(rules.drain_gap)
+                .max(self.next_ask_allowed(&rules));
+            let at = self
+                .timers
+                .deadline(TimerId::WitnessAsk)
+                .map_or(judging, |due| due.min(judging));
+            self.arm_at(TimerId::WitnessAsk, at, 0);
         }
         let Some(episode) = self.witness.episode.clone() else {
             return true;
         };
+        if let Some(leader) = self.cut_off_leader(&episode) {
+            // It hands over itself, to a standby that says it reached Telegram: tell it,
+            // and never condemn it (a claim racing its handoff helps nobody).
+            self.note_reached(leader, pending_update_count.is_some());
+            return true;
+        }
+        if verdict != Verdict::Backlog {
+            return true;
+        }
         self.condemn(&episode);
         true
+    }
+
+    /// The live leader record of `episode`, if it says it is cut off from Telegram: its
+    /// term and seq, as a standby's `telegram_reached` names them.
+    fn cut_off_leader(&self, episode: &Episode) -> Option<ReachedWhile> {
+        let peer = self.peers.get(&episode.stem)?;
+        let cut_off = peer.record.seq == episode.seq
+            && peer.record.status == Status::Active
+            && peer.record.telegram_unreachable
+            && election::is_live(peer, self.now, &self.timing);
+        cut_off.then_some(ReachedWhile {
+            term: peer.record.term,
+            seq: peer.record.seq,
+        })
     }
 
     /// The record of `episode` is not serving (Telegram's backlog did not drain): let it

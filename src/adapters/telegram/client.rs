@@ -232,21 +232,8 @@ impl TelegramBot {
         if let Some(offset) = offset {
             body["offset"] = offset.into();
         }
-        let network = |e: reqwest::Error| TelegramError::Network {
-            method: METHOD,
-            detail: self.token.scrub(&e.without_url().to_string()),
-        };
-        let response = self
-            .bot
-            .client()
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(network)?;
-        let status = response.status();
-        let text = response.text().await.map_err(network)?;
-        parse_get_updates(status.as_u16(), &text, &self.token)
+        let (status, text) = self.post_json(METHOD, url, &body).await?;
+        parse_get_updates(status, &text, &self.token)
     }
 
     /// Sends `html` (Telegram HTML parse mode) to a chat, in a topic when given.
@@ -270,20 +257,33 @@ impl TelegramBot {
         if let Some(thread) = thread_id.and_then(|t| i32::try_from(t).ok()) {
             body["message_thread_id"] = thread.into();
         }
+        let (status, text) = self.post_json(METHOD, url, &body).await?;
+        parse_response(METHOD, status, &text, &self.token).map(|_| ())
+    }
+
+    /// POSTs `body` as JSON to `url` (a raw call, so a 5xx is seen as one) and returns
+    /// the status and the body's text; network errors are stripped of their URL and
+    /// scrubbed of the token.
+    async fn post_json(
+        &self,
+        method: &'static str,
+        url: reqwest::Url,
+        body: &serde_json::Value,
+    ) -> Result<(u16, String), TelegramError> {
         let network = |e: reqwest::Error| TelegramError::Network {
-            method: METHOD,
+            method,
             detail: self.token.scrub(&e.without_url().to_string()),
         };
         let response = self
             .bot
             .client()
             .post(url)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(network)?;
         let status = response.status().as_u16();
         let text = response.text().await.map_err(network)?;
-        parse_response(METHOD, status, &text, &self.token).map(|_| ())
+        Ok((status, text))
     }
 }

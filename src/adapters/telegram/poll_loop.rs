@@ -68,6 +68,12 @@ pub enum PollerEvent {
     Refused { description: String },
     /// Routing (issue 11) has something to tell the chat, in the update's topic.
     Notice(RoutingNotice),
+    /// A request to Telegram failed for another reason than a refused token, a 409 or
+    /// flood control (network, timeout, 5xx): evidence for the core's cut-off rule
+    /// (`Event::PollFailed`). `kind` names the failure, never the URL (it holds the token).
+    Unreachable { kind: &'static str },
+    /// A getUpdates succeeded after [`PollerEvent::Unreachable`]s (once per recovery).
+    Reached,
 }
 
 /// Timing of the poll loop. Production values in [`PollerConfig::new`].
@@ -176,6 +182,7 @@ pub fn spawn_poller(
         foreign_reported,
         bot_username: String::new(),
         told: Told::default(),
+        failing: false,
     };
     let task = tokio::spawn(tracing::Instrument::in_current_span(poll_loop.run()));
     PollerHandle {
@@ -198,6 +205,8 @@ struct PollLoop {
     bot_username: String,
     /// Routing notices said, per episode.
     told: Told,
+    /// A request failed since the last getUpdates that succeeded (`Unreachable` sent).
+    failing: bool,
 }
 
 /// `Err` ends the loop with that exit.
@@ -248,6 +257,9 @@ impl PollLoop {
                 }
                 Ok(batch) => {
                     failures = 0;
+                    if std::mem::take(&mut self.failing) {
+                        self.emit(PollerEvent::Reached).await?;
+                    }
                     if !self.absorb(batch, offset).await? {
                         self.wait_for_acknowledgement().await?;
                     }
@@ -537,6 +549,9 @@ impl PollLoop {
             other => {
                 let wait = self.error_backoff(failures);
                 tracing::warn!(error = %other, ?wait, "Telegram request failed; retrying");
+                self.failing = true;
+                let kind = failure_kind(&other);
+                self.emit(PollerEvent::Unreachable { kind }).await?;
                 self.sleep(wait).await
             }
         }
@@ -564,5 +579,21 @@ impl PollLoop {
             () = self.cancel.cancelled() => Err(PollerExit::Cancelled),
             sent = self.events.send(event) => sent.map_err(|_| PollerExit::Cancelled),
         }
+    }
+}
+
+/// What kind of failure `error` is, in words that carry nothing from the request (the
+/// URL holds the token).
+fn failure_kind(error: &TelegramError) -> &'static str {
+    match error {
+        TelegramError::Network { .. } => "network error",
+        TelegramError::Server { .. } => "Telegram server error",
+        TelegramError::Api { .. } => "Telegram API error",
+        TelegramError::BadResponse { .. } => "unexpected response",
+        TelegramError::Client(_) => "HTTP client error",
+        TelegramError::Unauthorized { .. }
+        | TelegramError::Conflict { .. }
+        | TelegramError::WebhookActive { .. }
+        | TelegramError::RetryAfter(_) => "other",
     }
 }

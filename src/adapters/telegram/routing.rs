@@ -8,7 +8,7 @@
 //! (`routing::RouteTable::route`). Must never: confirm an update before its mail is on
 //! disk, or lose one silently.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -48,10 +48,16 @@ pub enum RoutingNotice {
 }
 
 /// What was said already, per episode.
+///
+/// An offline episode is one topic's owner staying offline without writing its record:
+/// keyed by the topic, the device and the seq of its record, so it ends when the device
+/// writes again (it came back, even if no message came meanwhile) or when the topic's
+/// owner changes, and a device serving several topics (the whole chat) is announced in
+/// each of them.
 #[derive(Debug, Default)]
 pub struct Told {
     unserved: HashSet<(i64, Option<i64>)>,
-    offline: HashSet<String>,
+    offline: HashMap<(i64, Option<i64>), (String, u64)>,
 }
 
 /// Bound on each "told" set (topics and devices are few; a flood of topics is not).
@@ -63,12 +69,12 @@ impl Told {
         if *route != Route::Unserved {
             self.unserved.remove(&(chat_id, thread_id));
         }
-        if let Route::Other {
-            device_id,
-            live: true,
-        } = route
-        {
-            self.offline.remove(device_id);
+        let still_offline = matches!(
+            (route, self.offline.get(&(chat_id, thread_id))),
+            (Route::Other { device_id, live: false }, Some((told, _))) if told == device_id
+        );
+        if !still_offline {
+            self.offline.remove(&(chat_id, thread_id));
         }
     }
 
@@ -76,8 +82,24 @@ impl Told {
         self.unserved.len() < TOLD_MAX && self.unserved.insert((chat_id, thread_id))
     }
 
-    fn first_offline(&mut self, device_id: &str) -> bool {
-        self.offline.len() < TOLD_MAX && self.offline.insert(device_id.to_owned())
+    /// True when this topic has not been told yet that `device_id` (whose record is at
+    /// `record_seq`) is offline.
+    fn first_offline(
+        &mut self,
+        chat_id: i64,
+        thread_id: Option<i64>,
+        device_id: &str,
+        record_seq: u64,
+    ) -> bool {
+        let episode = (device_id.to_owned(), record_seq);
+        if self.offline.get(&(chat_id, thread_id)) == Some(&episode) {
+            return false;
+        }
+        if self.offline.len() >= TOLD_MAX && !self.offline.contains_key(&(chat_id, thread_id)) {
+            return false;
+        }
+        self.offline.insert((chat_id, thread_id), episode);
+        true
     }
 }
 
@@ -106,7 +128,36 @@ pub async fn post(
         queued_at_ms: crate::adapters::clock::wall_ms(),
         payload,
     };
-    match router.outbox.post(mail).await {
+    // Mail of this topic still addressed to an earlier owner follows this one's.
+    let record_seq = to.as_deref().map_or(0, |id| {
+        router
+            .table
+            .borrow()
+            .devices
+            .iter()
+            .find(|(record, _, _)| record.device_id == id)
+            .map_or(0, |(record, _, _)| record.seq)
+    });
+    let (records, live_devices): (Vec<_>, std::collections::BTreeSet<String>) = {
+        let table = router.table.borrow();
+        let records = table
+            .devices
+            .iter()
+            .map(|(record, _, _)| record.clone())
+            .collect();
+        let live = table
+            .devices
+            .iter()
+            .filter(|(_, live, _)| *live)
+            .map(|(record, _, _)| record.device_id.clone())
+            .collect();
+        (records, live)
+    };
+    match router
+        .outbox
+        .post_for_topic(mail, &records, &live_devices)
+        .await
+    {
         Ok(seq) => {
             tracing::debug!(update_id, seq, to = ?to, "routed to the mailbox");
         }
@@ -124,7 +175,9 @@ pub async fn post(
         None if told.first_unserved(chat_id, thread_id) => {
             Some(RoutingNotice::Unserved { chat_id, thread_id })
         }
-        Some(device_id) if !live && told.first_offline(&device_id) => {
+        Some(device_id)
+            if !live && told.first_offline(chat_id, thread_id, &device_id, record_seq) =>
+        {
             Some(RoutingNotice::OwnerOffline {
                 chat_id,
                 thread_id,
@@ -132,5 +185,41 @@ pub async fn post(
             })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offline(id: &str) -> Route {
+        Route::Other {
+            device_id: id.into(),
+            live: false,
+        }
+    }
+
+    #[test]
+    fn an_offline_episode_is_told_once_per_topic_and_ends_when_the_owner_writes_or_changes() {
+        let mut told = Told::default();
+        // Once per episode in a topic.
+        told.observe(-1, Some(10), &offline("w"));
+        assert!(told.first_offline(-1, Some(10), "w", 7));
+        told.observe(-1, Some(10), &offline("w"));
+        assert!(!told.first_offline(-1, Some(10), "w", 7));
+        // A device serving the whole chat is announced in each topic it owns.
+        told.observe(-1, Some(11), &offline("w"));
+        assert!(told.first_offline(-1, Some(11), "w", 7));
+        // It came back (wrote its record) and went offline again, no message between.
+        told.observe(-1, Some(10), &offline("w"));
+        assert!(told.first_offline(-1, Some(10), "w", 9));
+        // The topic's owner changed: the episode of the old one is over.
+        let live_b = Route::Other {
+            device_id: "b".into(),
+            live: true,
+        };
+        told.observe(-1, Some(10), &live_b);
+        told.observe(-1, Some(10), &offline("w"));
+        assert!(told.first_offline(-1, Some(10), "w", 9));
     }
 }

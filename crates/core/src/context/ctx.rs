@@ -43,6 +43,18 @@ pub(crate) struct HandoffSighting {
     pub dated: bool,
 }
 
+/// Re-assertions of our record in one episode: how many, and when the last was written.
+/// The gap after the n-th is the active heartbeat's base interval doubled n − 1 times,
+/// at most the standby heartbeat's base interval: a folder that keeps reverting our
+/// record never makes a device write much more often than its own heartbeat does. An
+/// episode ends once no re-assertion was needed for a standby heartbeat's longest
+/// interval. The rules are in `writes.rs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Reassertions {
+    pub(super) count: u32,
+    pub(super) last_at: Option<Moment>,
+}
+
 /// An activation request this device published and waits on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PendingRequest {
@@ -70,6 +82,9 @@ pub struct Ctx {
     pub lease_from: Option<Moment>,
     /// Record writes that failed in a row (0 once one succeeds).
     pub write_failures: u32,
+    /// Re-assertions of our record over an older copy (or a missing file), rate-bounded
+    /// so that no folder can make us write in a loop (`writes.rs`).
+    pub(super) reassertions: Reassertions,
     pub(crate) prior_own: Option<PriorOwnRecord>,
     pub(crate) pending_request: Option<PendingRequest>,
     pub(super) request_counter: u64,
@@ -112,6 +127,11 @@ pub struct Ctx {
     /// and what this standby remembers of its answers.
     pub(crate) witness_rules: Option<crate::witness::WitnessRules>,
     pub(crate) witness: crate::witness::WitnessMemory,
+    /// Active: since when our polls have failed without a success (`Event::PollFailed`).
+    pub(crate) poll_failing_since: Option<Moment>,
+    /// Active and cut off from Telegram: the seq of the record that first said so; a
+    /// standby's `telegram_reached` counts from it on (`witnessing.rs`).
+    pub(crate) cut_off_seq: Option<u64>,
 }
 
 impl Ctx {
@@ -132,6 +152,7 @@ impl Ctx {
             writes_in_flight: VecDeque::new(),
             lease_from: None,
             write_failures: 0,
+            reassertions: Default::default(),
             prior_own: None,
             pending_request: None,
             request_counter: 0,
@@ -152,6 +173,8 @@ impl Ctx {
             sleep_until: None,
             witness_rules: None,
             witness: crate::witness::WitnessMemory::default(),
+            poll_failing_since: None,
+            cut_off_seq: None,
         }
     }
 

@@ -264,11 +264,12 @@ impl Ctx {
         if self.last_write.is_none() || self.refused || held {
             return;
         }
-        self.notify(
-            Level::Warn,
-            "this device's record is gone from the folder (deleted?): writing it again",
-        );
-        self.write_record();
+        if self.reassert_own_record() {
+            self.notify(
+                Level::Warn,
+                "this device's record is gone from the folder (deleted?): writing it again",
+            );
+        }
     }
 
     fn ingest_own(&mut self, file: &FileObservation, held: bool) -> OwnFileNews {
@@ -282,7 +283,7 @@ impl Ctx {
         if found.instance == self.identity.instance {
             if found.seq < self.own.seq && self.last_write.is_some() {
                 // The sync tool served an older copy of our own record: re-assert ours.
-                self.write_record();
+                self.reassert_own_record();
             }
             return OwnFileNews::Nothing;
         }
@@ -310,14 +311,14 @@ impl Ctx {
                 // The record we found at start (a previous run's, or one we watched and
                 // took over), seen again after our own write: an old copy (a late read,
                 // or the sync tool serving a previous version), not a second writer.
-                self.write_record();
+                self.reassert_own_record();
                 OwnFileNews::Nothing
             }
             _ if ours && found.seq <= self.own.seq => {
                 // Our previous incarnation's copy resurfaced (we continued its seq, so it is
                 // older): re-assert ours. A HIGHER seq from another instance of this install
                 // means a second live process serves this directory: a duplicate.
-                self.write_record();
+                self.reassert_own_record();
                 OwnFileNews::Nothing
             }
             _ => OwnFileNews::Duplicate(Box::new(found)),

@@ -1,11 +1,16 @@
 //! Writing our record and folding in the answers: seq, the writes in flight, the lease
-//! that runs from the last write known on disk, and write failures with their retry.
-//! Must never: write while refused, or let a failed write count for the lease.
+//! that runs from the last write known on disk, write failures with their retry, and
+//! re-asserting our record over an older copy (or a missing file), bounded.
+//! Must never: write while refused, let a failed write count for the lease, or write in
+//! reaction to what a folder shows faster than the bound below (no folder, however it
+//! misbehaves, may make a device write in a loop).
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, Reassertions};
 use crate::io::{Effect, Level};
 use crate::record;
-use crate::timers::{Moment, TimerId};
+use std::time::Duration;
+
+use crate::timers::{Moment, TimerId, Timing};
 
 impl Ctx {
     /// Writes our record: seq grows by exactly one on every write, and the record is
@@ -103,6 +108,36 @@ impl Ctx {
                 .is_none_or(|deadline| self.now >= deadline)
     }
 
+    /// Our record must be written again: the folder showed an older copy of it, or lost
+    /// it. Returns whether it was written. Not while a write of ours is unanswered: what
+    /// was read may predate it, and that write lands over it (a folder that serves the
+    /// old copy again is seen to after the answer). And not more often than
+    /// [`Reassertions::gap`]: a sync tool that keeps reverting our file (or deleting it)
+    /// would otherwise have us write at the pace of its echo. Our own heartbeat and state
+    /// changes write as usual meanwhile; the backstop rescan looks again.
+    pub(super) fn reassert_own_record(&mut self) -> bool {
+        if self.refused || !self.writes_in_flight.is_empty() {
+            return false;
+        }
+        let (now, timing) = (self.now, self.timing);
+        if let Some(gap) = self.reassertions.wait(now, &timing) {
+            let message = format!(
+                "the folder keeps showing an older copy of this device's record (or losing \
+                 it) right after it is written again: re-asserting it at most every \
+                 {gap:?} until it stops. Is another sync tool or a restore from backup \
+                 reverting the devices folder?"
+            );
+            self.report_once("<own record>", "reverted", Level::Warn, message);
+            return false;
+        }
+        self.reassertions.note(now);
+        if self.reassertions.count == 1 {
+            self.clear_report("<own record>");
+        }
+        self.write_record();
+        true
+    }
+
     /// Whether our record on disk lags the update progress we know of (after a stop, the
     /// runtime's last acknowledgements arrive with `ActingStopped`).
     pub fn progress_unwritten(&self) -> bool {
@@ -112,6 +147,39 @@ impl Ctx {
 
 /// Unanswered writes remembered at most (the runtime answers each at once).
 const WRITES_IN_FLIGHT_MAX: usize = 64;
+
+impl Reassertions {
+    /// The gap after `count` re-assertions in one episode.
+    fn gap(count: u32, timing: &Timing) -> Duration {
+        let doublings = count.saturating_sub(1).min(16);
+        timing
+            .heartbeat_active
+            .base
+            .saturating_mul(1 << doublings)
+            .min(
+                timing
+                    .heartbeat_standby
+                    .base
+                    .max(timing.heartbeat_active.base),
+            )
+    }
+
+    /// `Some(gap)` while a re-assertion must wait (the gap now in force).
+    fn wait(&mut self, now: Moment, timing: &Timing) -> Option<Duration> {
+        let last_at = self.last_at?;
+        if now.since(last_at) >= timing.heartbeat_standby.max() {
+            *self = Reassertions::default(); // a new episode
+            return None;
+        }
+        let gap = Self::gap(self.count, timing);
+        (now < last_at.plus(gap)).then_some(gap)
+    }
+
+    fn note(&mut self, now: Moment) {
+        self.count = self.count.saturating_add(1);
+        self.last_at = Some(now);
+    }
+}
 
 /// What the answer to a record write changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -52,6 +52,7 @@ pub(super) fn enter(term: u64, context: &mut Ctx) {
     // Becoming active again is the probe after a refusal: peers see us as a target
     // again, and a new refusal sets it back within seconds.
     context.own.polling_refused = None;
+    context.forget_cut_off();
     context.take_start_hints(term);
     if let Some(request) = context.pending_request.take() {
         let result = ActivationOutcome::Done {
@@ -72,6 +73,7 @@ pub(super) fn enter(term: u64, context: &mut Ctx) {
 }
 
 pub(super) fn exit(context: &mut Ctx) {
+    context.forget_cut_off();
     context.stop_acting("leaving Active");
     context.cancel(TimerId::RetentionSweep);
 }
@@ -128,6 +130,7 @@ pub(super) fn handle(
         Stimulus::PollingRefused { description } => {
             active_polling_refused(context, term, tenure.since, description)
         }
+        Stimulus::CutOff => hand_over_if_cut_off(context, term),
         // `Core::handle` judges the lease before any timer fires: the Lease timer
         // only wakes the runtime up at the deadline.
         Stimulus::LeaseLapsed => active_lease_lapsed(context),
@@ -205,7 +208,21 @@ fn active_evaluate(
             }
         }
     }
-    Handled
+    hand_over_if_cut_off(context, term)
+}
+
+/// Cut off from Telegram (`witness_cut_off.rs`): hand the role to the best standby that
+/// said, since our cut-off, that Telegram answered it; otherwise keep it.
+fn hand_over_if_cut_off(context: &mut Ctx, term: u64) -> Outcome<State> {
+    let Some(to) = context.cut_off_successor() else {
+        return Handled;
+    };
+    let Some(next) = context.next_term(term) else {
+        return Handled;
+    };
+    let message = format!("this device cannot reach Telegram; {to} can: handing the bot to it");
+    context.notify(Level::Warn, message);
+    Transition(State::offer(to, next, false, None))
 }
 
 fn active_activate(context: &mut Ctx, term: u64, typed: &str, ticket: u64) -> Outcome<State> {

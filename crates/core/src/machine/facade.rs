@@ -158,6 +158,11 @@ impl Core {
                 Some(Stimulus::ActingStopped)
             }
             Event::PollingRefused { description } => Some(Stimulus::PollingRefused { description }),
+            Event::PollFailed { .. } => ctx.poll_failed().then_some(Stimulus::CutOff),
+            Event::PollSucceeded => {
+                ctx.poll_succeeded();
+                None
+            }
             Event::ForeignChat { chat_id } => {
                 ctx.note_foreign_chat(chat_id);
                 None

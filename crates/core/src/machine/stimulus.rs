@@ -34,6 +34,8 @@ pub enum Stimulus {
     PollingRefused {
         description: String,
     },
+    /// Our polls have failed for a while (the context decided: `Ctx::poll_failed`).
+    CutOff,
     /// A same-host peer's process is gone; its record was made to lapse.
     PidGone,
     /// Telegram answered the witness's question (`witnessing.rs`): look again.
@@ -66,6 +68,7 @@ impl Stimulus {
             Stimulus::SleepAnnounced { .. } => "sleep_announced".into(),
             Stimulus::Conflict => "conflict".into(),
             Stimulus::PollingRefused { .. } => "polling_refused".into(),
+            Stimulus::CutOff => "cut_off".into(),
             Stimulus::PidGone => "pid_gone".into(),
             Stimulus::Witnessed => "witnessed".into(),
             Stimulus::ActingStopped => "acting_stopped".into(),

@@ -115,6 +115,8 @@ fn event_lines(event: &Event) -> Vec<String> {
         Event::PollingRefused { description } => {
             format!("telegram refused the bot token: {description}")
         }
+        Event::PollFailed { reason } => format!("getUpdates failed: {reason}"),
+        Event::PollSucceeded => "getUpdates succeeded again".into(),
         Event::RecordWritten { seq } => format!("record seq={seq} written"),
         Event::Witnessed {
             pending_update_count: Some(count),
