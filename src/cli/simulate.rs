@@ -10,6 +10,7 @@ use baton_core::Timing;
 use baton_core::witness::WitnessRules;
 use baton_sim::metrics::{RunMetrics, Summary};
 use baton_sim::model::{DAY_MS, FaultRates};
+use baton_sim::routing_report::{render_routing, run_routing_batch};
 use baton_sim::{
     Batch, PolicyKind, convergence_table, render_convergence, render_table, run_batch,
 };
@@ -69,6 +70,10 @@ pub struct SimulateArgs {
     /// Tuning the witness design: its ask interval's base and jitter, seconds (`7,3`).
     #[arg(long, hide = true, value_delimiter = ',', num_args = 2)]
     pub witness_ask_s: Option<Vec<f64>>,
+    /// Skip the routing runs (issue 11: every device serving its own topic, baton
+    /// routing updates between them, the seed's design dropping other topics').
+    #[arg(long)]
+    pub no_routing: bool,
     /// Scale of every timing constant of the core: the global `--time-scale`.
     #[arg(skip = 1.0)]
     pub time_scale: f64,
@@ -118,6 +123,7 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
     } else {
         None
     };
+    let routing = routing_rows(&args, &batch, first);
     let summaries: Vec<(String, Summary)> = policies
         .iter()
         .zip(&results)
@@ -134,6 +140,7 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
             "settle_bound_ms": timing.settle_bound().as_millis() as u64,
             "policies": summaries.iter().map(|(l, s)| (l.clone(), s)).collect::<std::collections::BTreeMap<_, _>>(),
             "convergence": convergence,
+            "routing": routing.iter().map(|(l, m)| (l.clone(), &m.routing)).collect::<std::collections::BTreeMap<_, _>>(),
             "violations": baton_violations,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
@@ -142,11 +149,31 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<i32> {
         if let Some(rows) = &convergence {
             write!(out, "{}", render_convergence(rows))?;
         }
+        if !routing.is_empty() {
+            write!(out, "{}", render_routing(&routing))?;
+        }
     }
-    for line in baton_violations.iter().take(20) {
+    let routing_violations = routing.first().map_or(&[][..], |(_, m)| &m.violations[..]);
+    for line in baton_violations.iter().chain(routing_violations).take(20) {
         eprintln!("VIOLATION {line}");
     }
-    Ok(if baton_violations.is_empty() { 0 } else { 1 })
+    let clean = baton_violations.is_empty() && routing_violations.is_empty();
+    Ok(if clean { 0 } else { 1 })
+}
+
+/// The routing runs (same seeds, same faults; baton routes, the seed's design drops
+/// other topics' updates), unless `--no-routing`.
+fn routing_rows(args: &SimulateArgs, batch: &Batch, first: u64) -> Vec<(String, RunMetrics)> {
+    if args.no_routing {
+        return Vec::new();
+    }
+    let policies = [PolicyKind::Baton(batch.timing), PolicyKind::Seed];
+    let results = run_routing_batch(batch, &policies, first, args.runs, args.jobs);
+    policies
+        .iter()
+        .map(|policy| policy.label().to_string())
+        .zip(results)
+        .collect()
 }
 
 /// The witness design's timing and rules: today's unless tuning flags say otherwise.

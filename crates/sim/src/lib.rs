@@ -15,6 +15,8 @@
 //! Telegram, invariants), [`policy`] (the seam both designs implement, and baton's
 //! core behind it), [`seed_policy`] (the baseline), [`policy_kind`] (which design a run
 //! uses), [`metrics`], [`check`] (the exhaustive model check, with stateright),
+//! [`routing_check`] (the exhaustive check of the owner function, with stateright),
+//! [`routing_report`] (routing runs of the world — `world/mail.rs` — and their rows),
 //! [`replay`] (fixtures, the replayer and transcripts).
 //!
 //! Replay: every run prints its seed; `baton simulate --seed S --runs 1` replays it.
@@ -25,7 +27,8 @@ pub mod model;
 pub mod policy;
 pub mod policy_kind;
 pub mod replay;
-pub mod routing;
+pub mod routing_check;
+pub mod routing_report;
 pub mod seed_policy;
 pub mod world;
 
@@ -87,6 +90,7 @@ impl Batch {
             retention_ms: ms(t.record_retention),
             steps_max: 100_000 + hours * self.devices as u64 * 50_000,
             trace: self.trace,
+            routing: false,
         }
     }
 

@@ -117,6 +117,8 @@ pub struct RunMetrics {
     /// Time from the end of faults to a stable single active device.
     pub recovery_ms: Vec<u64>,
     pub violations: Vec<String>,
+    /// Routing runs only (`world/mail.rs`): deliveries, losses, latency by class.
+    pub routing: RoutingMetrics,
 }
 
 pub fn quantile(samples: &[u64], q: f64) -> Option<u64> {
@@ -171,6 +173,7 @@ impl RunMetrics {
         self.delays.merge(&other.delays);
         self.recovery_ms.extend_from_slice(&other.recovery_ms);
         self.violations.extend(other.violations.iter().cloned());
+        self.routing.merge(&other.routing);
     }
 
     pub fn device_weeks(&self) -> f64 {
@@ -283,4 +286,61 @@ pub struct Summary {
     pub one_way_delay_p99_ms: u64,
     pub recovery_after_faults: Quantiles,
     pub violations: u64,
+}
+
+/// Routing runs (issue 11, `world/mail.rs`): what one run measured, merged over runs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RoutingMetrics {
+    pub runs: u64,
+    /// Updates judged (sent before the last minute of the run).
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub misrouted: u64,
+    /// Deliveries beyond the first; and those of updates polled only once (a duplicate
+    /// no crash window explains).
+    pub duplicated: u64,
+    pub duplicated_outside_crash_window: u64,
+    /// Delivered again by a reader that restarted between (its child had fetched it,
+    /// its record did not say so yet): the reader's crash window.
+    pub duplicated_reader_restart: u64,
+    /// Updates Telegram handed to two pollers (the election's crash window): where a
+    /// duplicate may come from.
+    pub polled_twice: u64,
+    /// Per topic, an update delivered after a later one of the same topic: routed by
+    /// two different routers (across a failover: mailboxes of two writers travel
+    /// independently, so the design keeps no order between them), and by one router
+    /// (a broken invariant).
+    pub order_inversions: u64,
+    pub order_inversions_one_router: u64,
+    /// A mailbox write refused (disk, bound): confirmed, and the chat told.
+    pub not_queued_told: u64,
+    /// The seed design: updates of another topic than the active device's, dropped.
+    pub dropped_by_design: u64,
+    pub latency_own_ms: Vec<u64>,
+    pub latency_same_host_ms: Vec<u64>,
+    pub latency_other_host_ms: Vec<u64>,
+}
+
+impl RoutingMetrics {
+    pub fn merge(&mut self, other: &RoutingMetrics) {
+        self.runs += other.runs;
+        self.sent += other.sent;
+        self.delivered += other.delivered;
+        self.lost += other.lost;
+        self.misrouted += other.misrouted;
+        self.duplicated += other.duplicated;
+        self.duplicated_outside_crash_window += other.duplicated_outside_crash_window;
+        self.polled_twice += other.polled_twice;
+        self.duplicated_reader_restart += other.duplicated_reader_restart;
+        self.order_inversions += other.order_inversions;
+        self.order_inversions_one_router += other.order_inversions_one_router;
+        self.not_queued_told += other.not_queued_told;
+        self.dropped_by_design += other.dropped_by_design;
+        self.latency_own_ms.extend(&other.latency_own_ms);
+        self.latency_same_host_ms
+            .extend(&other.latency_same_host_ms);
+        self.latency_other_host_ms
+            .extend(&other.latency_other_host_ms);
+    }
 }

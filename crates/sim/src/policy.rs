@@ -7,7 +7,9 @@
 //! description both policies are built from. Must never: decide a role itself, or know
 //! the other designs (choosing one is [`crate::policy_kind`]'s job).
 
-use baton_core::{Core, CoreConfig, Effect, Event, Identity, Input, Level, Moment, Timing};
+use baton_core::election;
+use baton_core::routing::RouteTable;
+use baton_core::{Core, CoreConfig, Effect, Event, Identity, Input, Level, Moment, Role, Timing};
 
 /// What a device asks the world to do. Inputs are the core's own [`Event`]s.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,6 +69,9 @@ pub struct DeviceSpec {
     pub device_id: String,
     pub hostname: String,
     pub install_id: String,
+    /// The forum topic its project serves (`None`: the whole chat); set by the world
+    /// for routing runs.
+    pub thread_id: Option<i64>,
 }
 
 impl DeviceSpec {
@@ -76,6 +81,7 @@ impl DeviceSpec {
             device_id: format!("mac{host}:/Users/u/project{index}"),
             hostname: format!("mac{host}"),
             install_id: format!("install-{host}"),
+            thread_id: None,
         }
     }
 
@@ -99,6 +105,11 @@ pub trait DevicePolicy {
     fn lease_deadline(&self) -> Moment {
         Moment(u64::MAX)
     }
+    /// Who serves what, as this device sees it at local moment `now` (the table the
+    /// runtime publishes after every input); `None` for a design that does not route.
+    fn route_table(&self, _now: Moment, _default_chat: i64) -> Option<RouteTable> {
+        None
+    }
 }
 
 /// mirror-baton: the real [`Core`], its effects translated one to one.
@@ -119,7 +130,7 @@ impl BatonPolicy {
             // Hosts do not reboot in the simulation; processes restart.
             boot_id: format!("boot-{}", spec.hostname),
             priority: 0,
-            thread_id: None,
+            thread_id: spec.thread_id,
             version: "sim".into(),
         };
         BatonPolicy {
@@ -162,6 +173,26 @@ impl DevicePolicy for BatonPolicy {
 
     fn lease_deadline(&self) -> Moment {
         self.core.lease_deadline().unwrap_or_default()
+    }
+
+    /// As the runtime's `publish_routes` builds it.
+    fn route_table(&self, now: Moment, default_chat: i64) -> Option<RouteTable> {
+        let timing = self.core.timing();
+        let peers = self.core.peers();
+        let own = self.core.own_record();
+        let active = if self.core.role() == Role::Active {
+            Some(own.device_id.clone())
+        } else {
+            election::leader(peers, now, timing).map(|peer| peer.record.device_id.clone())
+        };
+        Some(RouteTable::build(
+            peers,
+            own,
+            now,
+            timing,
+            default_chat,
+            active,
+        ))
     }
 }
 

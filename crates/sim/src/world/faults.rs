@@ -226,6 +226,7 @@ impl World {
             };
             self.deliver(device, first);
             self.maybe_poll(device);
+            self.check_mail(device);
         }
     }
 

@@ -30,6 +30,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 mod faults;
+mod mail;
 mod medium;
 mod probes;
 mod sleep_notice;
@@ -71,6 +72,8 @@ pub struct RunConfig {
     pub steps_max: u64,
     /// Print every device's transitions, messages and acting changes to stderr.
     pub trace: bool,
+    /// Each device serves its own forum topic and updates are routed (`mail.rs`).
+    pub routing: bool,
 }
 
 const TELEGRAM_RTT_MS: u64 = 150;
@@ -148,6 +151,8 @@ enum Ev {
         incarnation: u32,
     },
     FaultsEnd,
+    /// Routing: a child fetches what it was handed (`mail.rs`).
+    Mail(mail::MailEv),
     /// Nothing happens; the acting set is looked at (the convergence check begins).
     Observe,
     End,
@@ -296,6 +301,8 @@ pub struct World {
     last_account_ms: u64,
     last_acting_change_ms: u64,
     pending: Vec<PendingMeasure>,
+    /// Routing runs only.
+    routing: Option<mail::Routing>,
     pub metrics: RunMetrics,
 }
 
@@ -304,12 +311,16 @@ const EPOCH_MS: u64 = 1_750_000_000_000;
 impl World {
     pub fn new(config: RunConfig, scenario: Scenario) -> Self {
         let rng = baton_core::seed::rng(scenario.seed, "medium");
+        let routing = config.routing;
         let mut hosts: Vec<Host> = vec![Host::default(); scenario.hosts.len()];
         collect_windows(&scenario, &mut hosts);
         let devices = (0..scenario.devices)
             .map(|index| {
                 let host = scenario.host_of[index];
-                let spec = DeviceSpec::new(index, host);
+                let mut spec = DeviceSpec::new(index, host);
+                if config.routing {
+                    spec.thread_id = mail::topic_of_device(index);
+                }
                 Device {
                     own_file: String::new(),
                     spec,
@@ -355,6 +366,7 @@ impl World {
             last_account_ms: 0,
             last_acting_change_ms: 0,
             pending: Vec::new(),
+            routing: routing.then(|| World::routing_state(scenario.devices)),
             metrics: RunMetrics {
                 runs: 1,
                 ..RunMetrics::default()
@@ -596,6 +608,7 @@ impl World {
                 incarnation,
             } => self.thaw(device, incarnation),
             Ev::FaultsEnd => self.faults_end(),
+            Ev::Mail(event) => self.mail_event(event),
             Ev::Observe | Ev::End => {}
         }
     }
@@ -618,8 +631,10 @@ impl World {
         dev.restart_after_exit_ms = None;
         dev.tick_at_ms = None;
         dev.inbox.clear();
+        self.mail_on_start(device);
         if self.awake(device) {
             self.deliver(device, Event::Start);
+            self.check_mail(device);
         } else {
             // Starts frozen; the wake delivers its first input.
             self.devices[device].inbox.push_back(Event::Start);
@@ -640,6 +655,7 @@ impl World {
             self.metrics.standby_timer_wakeups += 1;
         }
         self.deliver(device, Event::Tick);
+        self.check_mail(device);
     }
 
     /// Delivers one input and everything it causes synchronously (answers to Rescan and

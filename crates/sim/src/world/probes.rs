@@ -158,5 +158,6 @@ impl World {
             self.violation_if_baton(format!("{unhandled} updates never handled by the end"));
         }
         self.metrics.device_ms = self.now_ms * self.devices.len() as u64;
+        self.finish_routing();
     }
 }

@@ -73,6 +73,7 @@ impl World {
         telegram.handled.push(0);
         telegram.pending.insert(id, (index, activate.clone()));
         self.metrics.updates_sent += 1;
+        self.mail_on_send(activate.is_some());
         if let Some((device, poll)) = self.telegram.held.take() {
             self.respond(
                 device,
@@ -387,6 +388,10 @@ impl World {
         *count += 1;
         if *count > 1 {
             self.metrics.updates_duplicated += 1;
+        }
+        if self.routing_on() && activate.is_none() {
+            // Routed (mail posted) before it is confirmed: the poller's order.
+            self.route_update(device, index, id);
         }
         if let Some(target) = activate {
             self.deliver(
