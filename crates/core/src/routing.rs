@@ -13,8 +13,14 @@
 //! 3. then the device named by the most recent `/activate` typed in that topic;
 //! 4. then the active device, if it is one of them;
 //! 5. then the highest `--priority`;
-//! 6. then the most recently seen (by this device's clock), and the device id, so the
-//!    answer is total.
+//! 6. then, among offline devices, the one whose record says it was written last
+//!    (`written_at_ms`: stable, since an offline device no longer writes), and the
+//!    device id, so the answer is total. Every key is read from the records, so every
+//!    device with the same records computes the same owner. (An earlier version ranked
+//!    by when *this* device last saw each record — its own always "now" — so two devices
+//!    serving the same topic each named itself: found by the model check in
+//!    crates/sim/src/routing_check.rs. Live devices are not ranked by their write time,
+//!    which every heartbeat changes: the owner would flip between them.)
 
 use std::cmp::Reverse;
 
@@ -24,12 +30,15 @@ use crate::record::{
 };
 use crate::timers::{Moment, Timing};
 
-/// One device as routing sees it: its record, whether it is live, when it was last seen.
+/// One device as routing sees it: its record, whether it is live, and the time its
+/// record states for the last tie-break (the same for every viewer).
 #[derive(Debug, Clone)]
 pub struct Server<'a> {
     pub record: &'a DeviceRecord,
     pub live: bool,
-    pub last_seen: Moment,
+    /// For an offline device, when its record says it was written; for a live one,
+    /// zero (see the module doc, rule 6).
+    pub stated_at: Moment,
 }
 
 impl Server<'_> {
@@ -73,14 +82,19 @@ pub fn servers<'a>(
         .map(|peer| Server {
             record: &peer.record,
             live: election::is_live(peer, now, timing),
-            last_seen: peer.changed_at,
+            stated_at: Moment::default(),
         })
         .collect();
     found.push(Server {
         record: own,
         live: own.status != Status::Stopped,
-        last_seen: now,
+        stated_at: Moment::default(),
     });
+    for server in &mut found {
+        if !server.live {
+            server.stated_at = Moment::from_millis(server.record.written_at_ms);
+        }
+    }
     found
 }
 
@@ -131,7 +145,7 @@ pub fn owner(
             Some(id) == choice,
             Some(id) == active,
             s.record.priority,
-            s.last_seen,
+            s.stated_at,
             Reverse(id),
         )
     });
@@ -172,7 +186,7 @@ impl RouteTable {
             active,
             devices: servers(peers, own, now, timing)
                 .into_iter()
-                .map(|s| (s.record.clone(), s.live, s.last_seen))
+                .map(|s| (s.record.clone(), s.live, s.stated_at))
                 .collect(),
         }
     }
@@ -197,10 +211,10 @@ impl RouteTable {
         let servers: Vec<Server<'_>> = self
             .devices
             .iter()
-            .map(|(record, live, last_seen)| Server {
+            .map(|(record, live, stated_at)| Server {
                 record,
                 live: *live,
-                last_seen: *last_seen,
+                stated_at: *stated_at,
             })
             .collect();
         owner(
@@ -303,7 +317,7 @@ mod tests {
         Server {
             record,
             live,
-            last_seen: at(seen_ms),
+            stated_at: at(seen_ms),
         }
     }
 
@@ -365,7 +379,7 @@ mod tests {
             server(&chooser, true, 1),
         ];
         assert_eq!(route(&servers, Some(5), Some("a")), other("b", true));
-        // Same priority: the most recently seen.
+        // Same priority: the stated time (offline devices only carry one), then the id.
         let (x, y) = (record("x", Some(5), 0), record("y", Some(5), 0));
         let servers = [server(&x, true, 10), server(&y, true, 20)];
         assert_eq!(route(&servers, Some(5), None), other("y", true));

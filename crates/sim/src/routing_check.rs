@@ -18,10 +18,11 @@
 //! concurrent transitions to explore here: the orders and subsets are enumerated inside
 //! each property, which is cheaper than making them states.
 //!
-//! "Consistently" is a premise: [`baton_core::routing::servers`] gives each viewer its
-//! OWN record the seen time `now` and peers the local moment their seq changed, so two
-//! devices holding the same records can still disagree on the last tie-break (the most
-//! recently seen). See `sim_routing_check.rs` for the reproducer.
+//! "Consistently" is a premise: the runtime's tables ([`baton_core::routing::servers`])
+//! take every key from the records (an offline device's stated write time, never the
+//! viewer's clock), so two devices holding the same records hold the same inputs. That
+//! was not so at first: the seen time was the viewer's, and `sim_routing_check.rs` keeps
+//! the reproducer of the disagreement it caused.
 
 use stateright::{Checker, Model, Property};
 
@@ -182,7 +183,7 @@ pub fn judge(model: &OwnerModel, group: &Group) -> Result<(), String> {
                     .map(|&i| Server {
                         record: &records[i],
                         live: group.devices[i].live,
-                        last_seen: Moment::from_millis(u64::from(group.devices[i].seen)),
+                        stated_at: Moment::from_millis(u64::from(group.devices[i].seen)),
                     })
                     .collect();
                 let owner = named(

@@ -130,16 +130,12 @@ fn broken_owner_functions_are_caught() {
     }
 }
 
-/// FINDING (issue 11, reported to the lead): the model check holds `owner` to agreement
-/// under its premise that every viewer sees the same seen times. The runtime's tables
-/// (`RouteTable::build` → `routing::servers`) do not: a viewer's OWN record is seen
-/// `now`, peers at the local moment their seq changed. Two devices serving the same
-/// topic at the same priority, neither chosen nor active, each find THEMSELVES the
-/// owner — so unaddressed mail (posted while nobody served the topic) is delivered by
-/// both. Ignored until the tie-break stops depending on the viewer; run it with
-/// `cargo test -p baton-sim --test sim_routing_check -- --ignored`.
+/// Found by this check (issue 11): the last tie-break once ranked devices by when the
+/// *viewer* last saw each record (its own always `now`), so two devices serving the same
+/// topic at the same priority, neither chosen nor active, each found itself the owner —
+/// unaddressed mail would have been served by both. The tie-break now reads only the
+/// records (`routing::servers`); this test builds both devices' real route tables.
 #[test]
-#[ignore = "finding: the most-recently-seen tie-break depends on the viewer"]
 fn two_devices_with_the_same_records_agree_on_the_owner_of_their_topic() {
     use baton_core::election::{PeerView, Peers};
     use baton_core::record::{DeviceRecord, Identity, Status};
