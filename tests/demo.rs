@@ -2,11 +2,11 @@
 //! handoff and a resignation with measured times, lose no update, and clean up its
 //! temporary folder.
 
-use std::io::Read as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
+#[path = "common/demo_run.rs"]
+mod demo_run;
+
 /// The demo takes under a minute; a busy two-core machine gets some margin.
 const LIMIT: Duration = Duration::from_secs(85);
 
@@ -22,40 +22,8 @@ fn seconds_after(summary: &str, label: &str) -> Option<f64> {
 
 #[test]
 fn the_demo_fails_over_hands_over_and_loses_nothing() {
-    let mut child = Command::new(BATON)
-        .arg("demo")
-        .env_remove("BATON_TIME_SCALE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("baton demo starts");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the demo") {
-            break status;
-        }
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            let out = reader.join().unwrap_or_default();
-            panic!("the demo took longer than {LIMIT:?}:\n{out}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = reader.join().expect("stdout reader");
-    let mut err = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = stderr.read_to_string(&mut err);
-    }
-    println!("{out}\n{err}\n(took {:?})", started.elapsed());
-    assert_eq!(status.code(), Some(0), "exit code\n{out}\n{err}");
+    let (code, out) = demo_run::run_demo(&[], LIMIT);
+    assert_eq!(code, Some(0), "exit code\n{out}");
 
     let summary = out
         .split_once("══ summary")

@@ -3,51 +3,16 @@
 //! the stand-in mirror of that topic — counted from what the mirrors wrote, not from what
 //! baton says — and the topic nobody served got exactly one reply.
 
-use std::io::Read as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
+#[path = "common/demo_run.rs"]
+mod demo_run;
+
 /// The story takes ~20 s; a busy two-core machine gets a wide margin.
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs the demo; returns (exit code, stdout).
 fn run_demo(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(BATON)
-        .arg("demo")
-        .args(args)
-        .env_remove("BATON_TIME_SCALE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("baton demo starts");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the demo") {
-            break status;
-        }
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            let out = reader.join().unwrap_or_default();
-            panic!("the demo took longer than {LIMIT:?}:\n{out}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = reader.join().expect("stdout reader");
-    let mut err = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = stderr.read_to_string(&mut err);
-    }
-    println!("{out}\n{err}\n(took {:?})", started.elapsed());
-    (status.code(), out)
+    demo_run::run_demo(args, LIMIT)
 }
 
 /// The per-topic row of the summary for `topic`: its numbers, in column order

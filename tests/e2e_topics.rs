@@ -194,6 +194,20 @@ impl Topics {
     }
 }
 
+/// Waits until replica 0 shows `count` standby records.
+async fn wait_standbys(topics: &Topics, count: usize, what: &str) {
+    wait_until(Duration::from_secs(40), || {
+        let standby = topics
+            .records(0)
+            .iter()
+            .filter(|r| r.status == Status::Standby)
+            .count();
+        (standby == count).then_some(())
+    })
+    .await
+    .expect(what);
+}
+
 async fn wait_active(topics: &Topics, live: &[(&str, usize)], what: &str) -> String {
     wait_until(Duration::from_secs(40), || {
         let active = topics.active(live);
@@ -247,16 +261,12 @@ async fn every_topic_reaches_its_mirror_across_crash_activate_resignation_and_re
     wait_active(&topics, &[(api, 0)], "api alone").await;
     devices.insert(web, topics.start(web, 20, 1));
     devices.insert(infra, topics.start(infra, 30, 2));
-    wait_until(Duration::from_secs(40), || {
-        let standby = topics
-            .records(0)
-            .iter()
-            .filter(|r| r.status == Status::Standby)
-            .count();
-        (standby == 2).then_some(())
-    })
-    .await
-    .expect("web and infra registered, as replica 0 sees them");
+    wait_standbys(
+        &topics,
+        2,
+        "web and infra registered, as replica 0 sees them",
+    )
+    .await;
 
     let mut expected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let expect = |expected: &mut BTreeMap<&str, Vec<String>>, sent: Vec<String>| {
@@ -534,16 +544,12 @@ async fn mail_follows_its_topics_current_owner_across_an_owner_and_a_writer_gone
     wait_active(&topics, &[(web, 0)], "web alone").await;
     devices.insert(api, topics.start_ranked(api, 10, 1, 5));
     devices.insert(api2, topics.start_ranked(api2, 10, 2, 0));
-    wait_until(Duration::from_secs(40), || {
-        let standby = topics
-            .records(0)
-            .iter()
-            .filter(|r| r.status == Status::Standby)
-            .count();
-        (standby == 2).then_some(())
-    })
-    .await
-    .expect("api and api2 registered, as web's replica sees them");
+    wait_standbys(
+        &topics,
+        2,
+        "api and api2 registered, as web's replica sees them",
+    )
+    .await;
     let mut expected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut add = |who: &'static str, sent: Vec<String>| {
         expected.entry(who).or_default().extend(sent);

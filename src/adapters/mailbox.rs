@@ -13,19 +13,17 @@
 //! are classified as records are (`record::classify_name`) and only canonical names are
 //! read: a conflict copy of a mailbox holds nothing its canonical file has not held.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use std::collections::BTreeSet;
 
 use crate::core::mailbox::{MAIL_BYTES_MAX, Mail, MailError, Mailbox, Origin};
 use crate::core::record::{self, NameKind};
 
-use super::store::temp_name;
+use super::store::{DownloadAsks, temp_name};
 
 /// Mailboxes read per look, at most (one per device of the group).
 const MAILBOXES_MAX: usize = 1_000;
@@ -62,12 +60,9 @@ pub struct MailListing {
 pub struct MailFolder {
     dir: PathBuf,
     own_name: String,
-    /// When a download was last asked for each mailbox (one ask a minute at most).
-    downloads: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+    /// Downloads asked for (one ask a minute per mailbox at most, as for records).
+    downloads: DownloadAsks,
 }
-
-/// One `brctl download` per mailbox per this long at most (as for records).
-const DOWNLOAD_ASK_INTERVAL: Duration = Duration::from_secs(60);
 
 pub fn mail_dir(sync_dir: &Path, group: &str) -> PathBuf {
     sync_dir.join(group).join("mail")
@@ -78,7 +73,7 @@ impl MailFolder {
         MailFolder {
             dir: mail_dir(sync_dir, group),
             own_name: record::file_name(own_device_id),
-            downloads: Arc::default(),
+            downloads: DownloadAsks::default(),
         }
     }
 
@@ -185,37 +180,7 @@ impl MailFolder {
     /// reaps it), as the store does for records; elsewhere there is nothing to ask.
     /// Returns whether it asked.
     pub fn request_download(&self, name: &str) -> bool {
-        {
-            let mut asked = self
-                .downloads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let now = Instant::now();
-            if asked
-                .get(name)
-                .is_some_and(|at| now.duration_since(*at) < DOWNLOAD_ASK_INTERVAL)
-            {
-                return false;
-            }
-            asked.retain(|_, at| now.duration_since(*at) < DOWNLOAD_ASK_INTERVAL);
-            asked.insert(name.to_owned(), now);
-        }
-        let path = self.dir.join(name);
-        if cfg!(target_os = "macos") {
-            let spawned = tokio::process::Command::new("brctl")
-                .arg("download")
-                .arg(&path)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn();
-            if let Err(error) = spawned {
-                tracing::warn!(path = %path.display(), %error, "cannot run brctl download for a mailbox");
-            }
-        } else {
-            tracing::debug!(path = %path.display(), "mailbox download requested; nothing to do off macOS");
-        }
-        true
+        self.downloads.ask(&self.dir, name)
     }
 }
 

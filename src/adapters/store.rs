@@ -83,14 +83,58 @@ impl Listing {
 pub struct Store {
     devices_dir: PathBuf,
     own_name: String,
-    /// When a download was last asked for each file: a file that stays evicted is seen
-    /// on every rescan, and each ask starts a process.
-    downloads:
-        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    downloads: DownloadAsks,
 }
 
 /// One `brctl download` per file per this long at most.
 const DOWNLOAD_ASK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Asks the sync tool to download evicted files of one folder (records, mail), at most
+/// once per [`DOWNLOAD_ASK_INTERVAL`] per file: a file that stays evicted is seen on
+/// every rescan, and each ask starts a process. Clones share the memory.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DownloadAsks(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+);
+
+impl DownloadAsks {
+    /// Asks for `dir/name` unless it was asked for within the interval. On macOS:
+    /// `brctl download PATH`, not waited for (tokio reaps it); elsewhere there is nothing
+    /// to ask. Returns whether it asked.
+    pub(crate) fn ask(&self, dir: &Path, name: &str) -> bool {
+        {
+            let mut asked = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if asked
+                .get(name)
+                .is_some_and(|at| now.duration_since(*at) < DOWNLOAD_ASK_INTERVAL)
+            {
+                return false;
+            }
+            asked.retain(|_, at| now.duration_since(*at) < DOWNLOAD_ASK_INTERVAL);
+            asked.insert(name.to_owned(), now);
+        }
+        let path = dir.join(name);
+        if cfg!(target_os = "macos") {
+            let spawned = tokio::process::Command::new("brctl")
+                .arg("download")
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            if let Err(error) = spawned {
+                tracing::warn!(path = %path.display(), %error, "cannot run brctl download");
+            }
+        } else {
+            tracing::debug!(path = %path.display(), "download requested; nothing to do off macOS");
+        }
+        true
+    }
+}
 
 impl Store {
     pub fn new(sync_dir: &Path, group: &str, own_device_id: &str) -> Self {
@@ -286,37 +330,7 @@ impl Store {
             NameKind::IcloudStub { stem } => format!("{stem}.json"),
             _ => name.to_string(),
         };
-        {
-            let mut asked = self
-                .downloads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let now = std::time::Instant::now();
-            if asked
-                .get(&real_name)
-                .is_some_and(|at| now.duration_since(*at) < DOWNLOAD_ASK_INTERVAL)
-            {
-                return false;
-            }
-            asked.retain(|_, at| now.duration_since(*at) < DOWNLOAD_ASK_INTERVAL);
-            asked.insert(real_name.clone(), now);
-        }
-        let path = self.devices_dir.join(real_name);
-        if cfg!(target_os = "macos") {
-            let spawned = tokio::process::Command::new("brctl")
-                .arg("download")
-                .arg(&path)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn();
-            if let Err(error) = spawned {
-                tracing::warn!(path = %path.display(), %error, "cannot run brctl download");
-            }
-        } else {
-            tracing::debug!(path = %path.display(), "download requested; nothing to do off macOS");
-        }
-        true
+        self.downloads.ask(&self.devices_dir, &real_name)
     }
 }
 

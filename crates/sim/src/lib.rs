@@ -136,7 +136,22 @@ pub fn run_batch(
     runs: u64,
     jobs: usize,
 ) -> Vec<RunMetrics> {
+    fan_out(policies, first, runs, jobs, |policy, seed| {
+        batch.run(policy, seed)
+    })
+}
+
+/// `run` for every policy and every seed of `first..first + runs`, the seeds shared by
+/// `jobs` threads (1–16); one merged total per policy.
+pub(crate) fn fan_out(
+    policies: &[PolicyKind],
+    first: u64,
+    runs: u64,
+    jobs: usize,
+    run: impl Fn(PolicyKind, u64) -> RunMetrics + Sync,
+) -> Vec<RunMetrics> {
     let jobs = jobs.clamp(1, 16) as u64;
+    let run = &run;
     policies
         .iter()
         .map(|policy| {
@@ -147,7 +162,7 @@ pub fn run_batch(
                             let mut total = RunMetrics::default();
                             let mut seed = first + job;
                             while seed < first + runs {
-                                total.merge(&batch.run(*policy, seed));
+                                total.merge(&run(*policy, seed));
                                 seed += jobs;
                             }
                             total

@@ -30,32 +30,9 @@ pub fn run_routing_batch(
     runs: u64,
     jobs: usize,
 ) -> Vec<RunMetrics> {
-    let jobs = jobs.max(1) as u64;
-    policies
-        .iter()
-        .map(|policy| {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..jobs)
-                    .map(|job| {
-                        scope.spawn(move || {
-                            let mut total = RunMetrics::default();
-                            let mut seed = first + job;
-                            while seed < first + runs {
-                                total.merge(&batch.run_routed(*policy, seed));
-                                seed += jobs;
-                            }
-                            total
-                        })
-                    })
-                    .collect();
-                let mut total = RunMetrics::default();
-                for handle in handles {
-                    total.merge(&handle.join().expect("BUG: a routing run panicked"));
-                }
-                total
-            })
-        })
-        .collect()
+    crate::fan_out(policies, first, runs, jobs, |policy, seed| {
+        batch.run_routed(policy, seed)
+    })
 }
 
 fn p(samples: &[u64], q: f64) -> String {
