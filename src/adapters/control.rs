@@ -20,7 +20,9 @@ use crate::core::election::DeviceRow;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Activate { target: String },
+    Activate {
+        target: String,
+    },
     Table,
     /// A router on this host just wrote mail addressed to this device: read the mail
     /// folder now rather than when its watcher or backstop says (issue 11's same-host
