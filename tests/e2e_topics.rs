@@ -748,3 +748,54 @@ async fn a_standby_that_runs_its_child_only_when_active_still_serves_its_mail() 
         device.wait_exit(Duration::from_secs(30));
     }
 }
+
+/// The same-host fast path: a router that writes mail for an owner on its own machine
+/// tells it over its local control socket, so the owner reads at once instead of when
+/// its folder watcher coalesces the write. Both devices here watch by polling once an
+/// hour (`--poll 3600`): the nudge (or the backstop scan) is what reads the mail, and
+/// the owner's log shows the nudge arrived and was acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_nudges_a_same_host_owner_to_read_its_mail_at_once() {
+    let fake = Arc::new(FakeBotApi::start().await.expect("fake Bot API"));
+    let topics = Topics {
+        folder: Folder::new(SCALE),
+        fake: fake.clone(),
+    };
+    let (web, api) = ("web", "api");
+    let mut web_device = topics.start_flagged(web, 20, 0, 0, &["--poll", "3600"]);
+    wait_active(&topics, &[(web, 0)], "web alone").await;
+    let mut api_device = topics.start_flagged(api, 10, 0, 0, &["--poll", "3600"]);
+    wait_standbys(&topics, 1, "api registered, on the same folder").await;
+    // Rounds until one is nudged: web routes by the records it has read, and with the
+    // folder polled hourly it may not have read api's yet (the mail then goes out
+    // unaddressed, and api takes it on its backstop scan).
+    let mut nudged = false;
+    for round in 0..5 {
+        let sent = send_round(&fake, &format!("n{round}"), &[10], 1).await;
+        let expected: BTreeMap<&str, Vec<String>> = [(api, sent)].into_iter().collect();
+        wait_delivered(&topics, &expected, &[api]).await;
+        nudged = wait_until(Duration::from_secs(5), || {
+            api_device
+                .log()
+                .contains("a router on this host says mail waits")
+                .then_some(())
+        })
+        .await
+        .is_some();
+        if nudged {
+            break;
+        }
+    }
+    assert!(
+        nudged,
+        "api was never nudged by web; api's log:\n{}\nweb's log:\n{}",
+        api_device.log(),
+        web_device.log()
+    );
+    for device in [&mut web_device, &mut api_device] {
+        device.signal(libc::SIGTERM);
+    }
+    for device in [&mut web_device, &mut api_device] {
+        device.wait_exit(Duration::from_secs(30));
+    }
+}

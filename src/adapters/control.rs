@@ -20,8 +20,14 @@ use crate::core::election::DeviceRow;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Activate { target: String },
+    Activate {
+        target: String,
+    },
     Table,
+    /// A router on this host just wrote mail addressed to this device: read the mail
+    /// folder now rather than when its watcher or backstop says (issue 11's same-host
+    /// path). Carries nothing: what is addressed to us is read from the folder.
+    MailWaiting,
 }
 
 /// A reply line.
@@ -40,6 +46,8 @@ pub enum Reply {
     Error {
         message: String,
     },
+    /// A request that needs no answer was taken.
+    Noted,
 }
 
 /// A request handed to the runtime, with where to send the reply.

@@ -71,9 +71,9 @@ fn device_to_wait_for(reply: Reply) -> Result<Result<String, ExitCode>, CliError
             eprintln!("baton refused: {message}");
             return Ok(Err(ExitCode::ActivationFailed));
         }
-        Reply::Table { .. } => {
+        Reply::Table { .. } | Reply::Noted => {
             return Err(CliError::Daemon(
-                "a table came back for an activation request".into(),
+                "an answer to another request came back for an activation request".into(),
             ));
         }
     };

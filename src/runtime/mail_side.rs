@@ -9,7 +9,7 @@ use std::path::Path;
 use tokio::sync::{mpsc, watch};
 
 use crate::adapters::mailbox::{MailFolder, Outbox};
-use crate::adapters::telegram::PollRouter;
+use crate::adapters::telegram::{PollRouter, SameHostNudge};
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
 use crate::core::Event;
 use crate::core::record::{DeviceRecord, MailAck};
@@ -42,6 +42,7 @@ pub(super) fn set_up(
     device_id: &str,
     recorded: Option<DeviceRecord>,
     mode: WatchMode,
+    nudge: SameHostNudge,
 ) -> (
     Option<MailSide>,
     Option<mpsc::Receiver<WatchSignal>>,
@@ -69,6 +70,7 @@ pub(super) fn set_up(
         PollRouter {
             table: table_rx,
             outbox: outbox.clone(),
+            nudge: Some(nudge),
         },
         &acks,
     );

@@ -35,7 +35,7 @@ use crate::adapters::control::{self, Command, Reply};
 use crate::adapters::local;
 use crate::adapters::power::{Power, PowerEvent, PowerEvents, PowerHandle, PowerOptions};
 use crate::adapters::store::{FolderIdentity, Store};
-use crate::adapters::telegram::WitnessAsker;
+use crate::adapters::telegram::{SameHostNudge, WitnessAsker};
 use crate::adapters::telegram_commands::BatonCommand;
 use crate::adapters::watcher::{self, FolderWatch, WatchMode, WatchSignal};
 use crate::config::{Reload, RunConfig};
@@ -215,6 +215,11 @@ async fn start(config: RunConfig) -> Result<(Runtime, Inputs), RunError> {
         &config.identity.device_id,
         recorded,
         config.watch_mode,
+        SameHostNudge {
+            state_dir: config.state_dir.clone(),
+            group: config.group.clone(),
+            hostname: config.identity.hostname.clone(),
+        },
     );
     let (command_tx, command_rx) = mpsc::channel::<Command>(16);
     let socket = local::control_socket(&config.state_dir, &config.group, &stem);

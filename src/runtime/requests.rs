@@ -58,6 +58,13 @@ impl Runtime {
                 };
                 let _ = command.reply.send(reply);
             }
+            Request::MailWaiting => {
+                tracing::debug!(parent: &self.span, "a router on this host says mail waits: reading the mail folder now");
+                if let Some(mail) = self.mail.as_mut() {
+                    mail.recheck = true;
+                }
+                let _ = command.reply.send(Reply::Noted);
+            }
         }
     }
 

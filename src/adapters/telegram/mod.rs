@@ -43,5 +43,5 @@ pub use client::{
 pub use error::TelegramError;
 pub use poll_loop::{PollerConfig, PollerEvent, PollerExit, PollerHandle, spawn_poller};
 pub use replier::{OutgoingMessage, Replier, ReplierSettings, ReplyDropped};
-pub use routing::{PollRouter, RoutingNotice};
+pub use routing::{PollRouter, RoutingNotice, SameHostNudge};
 pub use witness::WitnessAsker;

@@ -22,6 +22,47 @@ use crate::core::routing::{Route, RouteTable};
 pub struct PollRouter {
     pub table: watch::Receiver<RouteTable>,
     pub outbox: Outbox,
+    /// How to reach owners on this host at once, if we can.
+    pub nudge: Option<SameHostNudge>,
+}
+
+/// The same-host fast path: an owner on this machine (its record names our host name)
+/// is told over its local control socket that mail waits, so it reads the folder at once
+/// instead of when its watcher coalesces the write. The folder stays the durable path:
+/// a nudge that finds no socket (another state folder, a stopped owner) changes nothing.
+#[derive(Debug, Clone)]
+pub struct SameHostNudge {
+    pub state_dir: std::path::PathBuf,
+    pub group: String,
+    pub hostname: String,
+}
+
+/// How long a nudge may wait for the owner's answer (it is not waited for by the poller).
+const NUDGE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl SameHostNudge {
+    /// Tells `owner` that mail waits, if its record says it runs on this host. Spawned:
+    /// the poller never waits for it.
+    fn send(&self, owner: &crate::core::record::DeviceRecord) {
+        if owner.hostname != self.hostname {
+            return;
+        }
+        let socket = crate::adapters::local::control_socket(
+            &self.state_dir,
+            &self.group,
+            &crate::core::record::file_stem(&owner.device_id),
+        );
+        let device_id = owner.device_id.clone();
+        tokio::spawn(async move {
+            let request = crate::adapters::control::Request::MailWaiting;
+            match crate::adapters::control::ask(&socket, &request, NUDGE_TIMEOUT).await {
+                Ok(_) => tracing::debug!(to = %device_id, "same-host owner nudged: mail waits"),
+                Err(error) => {
+                    tracing::debug!(to = %device_id, %error, "same-host nudge not delivered; the folder's watcher will tell it")
+                }
+            }
+        });
+    }
 }
 
 /// Something the chat must hear about a routed update, in its topic.
@@ -160,6 +201,14 @@ pub async fn post(
     {
         Ok(seq) => {
             tracing::debug!(update_id, seq, to = ?to, "routed to the mailbox");
+            if let (Some(nudge), Some(owner), true) = (&router.nudge, &to, live) {
+                let table = router.table.borrow();
+                if let Some((record, _, _)) =
+                    table.devices.iter().find(|(r, _, _)| &r.device_id == owner)
+                {
+                    nudge.send(record);
+                }
+            }
         }
         Err(error) => {
             tracing::warn!(update_id, to = ?to, %error, "could not queue an update for its device");

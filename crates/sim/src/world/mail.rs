@@ -35,6 +35,8 @@ use crate::metrics::RoutingMetrics;
 
 /// The chat of every routing run.
 pub(super) const CHAT: i64 = -100_1234;
+/// A nudge over the owner's local control socket: a loopback round trip.
+const NUDGE_MS: u64 = 2;
 /// The mirror's idle wait: it polls again 1 s after an empty batch.
 const CHILD_IDLE_MS: u64 = 1_000;
 /// Updates sent this close to the end may still be on their way: not judged.
@@ -159,7 +161,7 @@ impl World {
         };
         match table.route_polling(CHAT, topic) {
             Route::Mine => self.own_delivery(device, index, update_id),
-            Route::Other { device_id, .. } => {
+            Route::Other { device_id, live } => {
                 let owner_host = self
                     .devices
                     .iter()
@@ -170,9 +172,16 @@ impl World {
                 } else {
                     Class::OtherHost
                 };
-                self.post_mail(device, index, update_id, Some(device_id), class);
+                let nudge = (matches!(class, Class::SameHost) && live).then(|| device_id.clone());
+                if self.post_mail(device, index, update_id, Some(device_id), class)
+                    && let Some(owner) = nudge
+                {
+                    self.nudge_same_host(device, &owner);
+                }
             }
-            Route::Unserved => self.post_mail(device, index, update_id, None, Class::OtherHost),
+            Route::Unserved => {
+                self.post_mail(device, index, update_id, None, Class::OtherHost);
+            }
         }
     }
 
@@ -189,6 +198,7 @@ impl World {
         self.schedule(at, Ev::Mail(MailEv::OwnFetched { device, index }));
     }
 
+    /// Writes one update into the router's mailbox; returns whether it was written.
     fn post_mail(
         &mut self,
         device: usize,
@@ -196,7 +206,7 @@ impl World {
         update_id: i64,
         to: Option<String>,
         class: Class,
-    ) {
+    ) -> bool {
         self.ensure_outbox(device);
         let mail = Mail {
             seq: 0,
@@ -209,20 +219,47 @@ impl World {
         };
         let refusing = self.refusing_writes(device);
         let Some(routing) = self.routing.as_mut() else {
-            return;
+            return false;
         };
         let Some(outbox) = routing.sides[device].outbox.as_mut() else {
-            return;
+            return false;
         };
         let mut next = outbox.clone();
         if refusing || next.post(mail).is_err() {
             // The runtime tells the chat it could not queue it, then confirms it.
             routing.not_queued[index] = true;
-            return;
+            return false;
         }
         *outbox = next;
         routing.first_class[index].get_or_insert(class);
         self.write_outbox(device);
+        true
+    }
+
+    /// The same-host fast path (`SameHostNudge` in the runtime): a live owner on the
+    /// router's host is told over its local control socket, a loopback round trip, that
+    /// mail waits — it reads its host's folder then, not when the watcher coalesces the
+    /// write. A frozen or sleeping owner reads it when it resumes, as for any notice.
+    fn nudge_same_host(&mut self, router: usize, owner: &str) {
+        let host = self.devices[router].host;
+        let name = mail_file(&self.devices[router].spec.device_id);
+        let owners: Vec<(usize, u32)> = self
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.host == host && d.spec.device_id == owner)
+            .map(|(index, d)| (index, d.incarnation))
+            .collect();
+        for (dest, incarnation) in owners {
+            self.schedule(
+                self.now_ms + NUDGE_MS,
+                Ev::Notify {
+                    dest,
+                    incarnation,
+                    name: name.clone(),
+                },
+            );
+        }
     }
 
     /// The outbox of a process: its mailbox as found on its host (same epoch), or a new
