@@ -13,19 +13,12 @@ use mirror_baton::core::{
     Moment, Role, Status, Timing, record,
 };
 
+#[path = "common/identity.rs"]
+mod common_identity;
+
+/// Device `name` on a host of its own (no same-host pid probe between the two).
 fn identity(name: &str) -> Identity {
-    Identity {
-        device_id: format!("host-{name}:/{name}"),
-        hostname: format!("host-{name}"),
-        project_dir: format!("/{name}"),
-        pid: 0,
-        instance: format!("inst-{name}"),
-        install_id: format!("install-{name}"),
-        boot_id: String::new(),
-        priority: 0,
-        thread_id: None,
-        version: "test".into(),
-    }
+    common_identity::identity_of(&format!("host-{name}:/{name}"))
 }
 
 fn leader_record(seq: u64) -> DeviceRecord {
